@@ -1,0 +1,398 @@
+//! Request parsing glue over llhttp: collects the head, enforces the limits
+//! and the checks llhttp leaves to its user (Host, Transfer-Encoding on
+//! HTTP/1.0), and hands complete heads and body bytes to a `Sink`.
+
+use std::ffi::{c_char, c_int};
+use std::ptr;
+
+use crate::limits::Limits;
+use crate::llhttp::{self, Parser, Settings};
+
+/// A complete, checked request head. `headers` is `name\0value\0...`.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: &'static str,
+    pub url: &'a [u8],
+    pub headers: &'a [u8],
+    pub fields: usize,
+    pub http_minor: u8,
+    pub keep_alive: bool,
+    pub has_body: bool,
+    pub expect_continue: bool,
+}
+
+/// Receives what the parser finds, in order.
+pub trait Sink {
+    /// The first byte of a new request arrived.
+    fn begin(&mut self);
+    fn head(&mut self, head: RequestHead<'_>);
+    fn body(&mut self, data: &[u8]);
+    /// The request is complete. Returning true pauses parsing after it
+    /// (pipelining depth reached); `RequestParser::resume` continues.
+    fn complete(&mut self, had_body: bool) -> bool;
+}
+
+/// How one `execute` call ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All bytes were parsed.
+    Consumed,
+    /// Parsing paused after `consumed` bytes: the sink asked for it.
+    Paused { consumed: usize },
+    /// No more requests may follow on this connection (`Connection: close`,
+    /// HTTP/1.0 without keep-alive, or an upgrade): stop reading.
+    Finished,
+    /// The input is invalid: answer with `status` and close.
+    Error {
+        status: u16,
+        reason: String,
+        in_body: bool,
+    },
+}
+
+/// What is being collected, across reads, for the current request.
+#[derive(Default)]
+struct HeadState {
+    buf: Vec<u8>,
+    url_end: usize,
+    method_len: usize,
+    field_start: usize,
+    value_start: usize,
+    fields: usize,
+    host_count: usize,
+    transfer_encoding: bool,
+    expect_continue: bool,
+    in_trailers: bool,
+    in_body: bool,
+    had_body: bool,
+    keep_alive: bool,
+    /// Set by a callback that refused the input: (status, reason).
+    refusal: Option<(u16, &'static str)>,
+    pause_requested: bool,
+    finished: bool,
+}
+
+struct Context<'s> {
+    state: &'s mut HeadState,
+    limits: &'s Limits,
+    sink: &'s mut dyn Sink,
+}
+
+pub struct RequestParser {
+    raw: Box<Parser>,
+    state: HeadState,
+    limits: Limits,
+}
+
+static SETTINGS: Settings = Settings {
+    on_message_begin: Some(on_message_begin),
+    on_protocol: None,
+    on_url: Some(on_url),
+    on_status: None,
+    on_method: Some(on_method),
+    on_version: None,
+    on_header_field: Some(on_header_field),
+    on_header_value: Some(on_header_value),
+    on_chunk_extension_name: None,
+    on_chunk_extension_value: None,
+    on_headers_complete: Some(on_headers_complete),
+    on_body: Some(on_body),
+    on_message_complete: Some(on_message_complete),
+    on_protocol_complete: None,
+    on_url_complete: Some(on_url_complete),
+    on_status_complete: None,
+    on_method_complete: None,
+    on_version_complete: None,
+    on_header_field_complete: Some(on_header_field_complete),
+    on_header_value_complete: Some(on_header_value_complete),
+    on_chunk_extension_name_complete: None,
+    on_chunk_extension_value_complete: None,
+    on_chunk_header: None,
+    on_chunk_complete: None,
+    on_reset: None,
+};
+
+// SAFETY: SETTINGS holds only function pointers, which are Sync.
+unsafe impl Sync for Settings {}
+
+impl RequestParser {
+    pub fn new(limits: &Limits) -> Result<Self, String> {
+        let api = llhttp::api()?;
+        // SAFETY: Parser is plain data (integers and raw pointers); all-zero is
+        // a valid value to hand to llhttp_init, which overwrites it.
+        let mut raw: Box<Parser> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: raw is a valid, boxed (address-stable) llhttp_t; SETTINGS is static.
+        unsafe { api.init(&mut *raw, &SETTINGS) };
+        Ok(RequestParser {
+            raw,
+            state: HeadState::default(),
+            limits: limits.clone(),
+        })
+    }
+
+    /// Whether part of a request head has been received and not completed.
+    pub fn in_head(&self) -> bool {
+        !self.state.in_body && (!self.state.buf.is_empty() || self.state.method_len > 0)
+    }
+
+    /// Whether a request is partly received (head or body).
+    pub fn busy(&self) -> bool {
+        self.state.in_body || self.in_head()
+    }
+
+    /// Parses `data`, reporting to `sink`.
+    pub fn execute(&mut self, data: &[u8], sink: &mut dyn Sink) -> Outcome {
+        let Ok(api) = llhttp::api() else {
+            return Outcome::Error {
+                status: 500,
+                reason: "llhttp unavailable".into(),
+                in_body: false,
+            };
+        };
+        let mut ctx = Context {
+            state: &mut self.state,
+            limits: &self.limits,
+            sink,
+        };
+        self.raw.data = ptr::addr_of_mut!(ctx).cast();
+        // SAFETY: the parser was initialised in `new`; `data` points at a
+        // live Context for the whole call and is cleared right after.
+        let errno = unsafe { api.execute(&mut *self.raw, data) };
+        self.raw.data = ptr::null_mut();
+        let state = &mut self.state;
+        match errno {
+            llhttp::HPE_OK => Outcome::Consumed,
+            llhttp::HPE_PAUSED | llhttp::HPE_PAUSED_UPGRADE => {
+                if state.finished || errno == llhttp::HPE_PAUSED_UPGRADE {
+                    Outcome::Finished
+                } else {
+                    state.pause_requested = false;
+                    let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
+                    Outcome::Paused { consumed }
+                }
+            }
+            llhttp::HPE_CLOSED_CONNECTION => Outcome::Finished,
+            _ => {
+                let (status, reason) = match state.refusal.take() {
+                    Some((status, reason)) => (status, reason.to_string()),
+                    // SAFETY: the parser is initialised.
+                    None => (400, format!("{}: {}", api.errno_name(errno), unsafe {
+                        api.error_reason(&*self.raw)
+                    })),
+                };
+                Outcome::Error {
+                    status,
+                    reason,
+                    in_body: state.in_body,
+                }
+            }
+        }
+    }
+
+    /// Continues after `Outcome::Paused`.
+    pub fn resume(&mut self) {
+        if let Ok(api) = llhttp::api() {
+            // SAFETY: only called after execute returned HPE_PAUSED.
+            unsafe { api.resume(&mut *self.raw) };
+        }
+    }
+}
+
+/// # Safety
+/// `p` must be the parser whose `data` was set by `RequestParser::execute`.
+unsafe fn context<'a>(p: *mut Parser) -> &'a mut Context<'a> {
+    &mut *((*p).data as *mut Context<'a>)
+}
+
+fn bytes<'a>(at: *const c_char, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: llhttp passes a span inside the buffer given to execute.
+    unsafe { std::slice::from_raw_parts(at.cast(), len) }
+}
+
+fn refuse(state: &mut HeadState, status: u16, reason: &'static str) -> c_int {
+    state.refusal = Some((status, reason));
+    -1
+}
+
+/// `METHOD SP target SP HTTP/1.1` is the request line gunicorn limits.
+fn request_line_len(state: &HeadState) -> usize {
+    state.method_len + 1 + state.url_end + " HTTP/1.1".len()
+}
+
+unsafe extern "C" fn on_message_begin(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let buf = std::mem::take(&mut ctx.state.buf);
+    *ctx.state = HeadState {
+        buf,
+        ..HeadState::default()
+    };
+    ctx.state.buf.clear();
+    ctx.sink.begin();
+    0
+}
+
+unsafe extern "C" fn on_method(p: *mut Parser, _at: *const c_char, len: usize) -> c_int {
+    let ctx = context(p);
+    ctx.state.method_len += len;
+    if request_line_len(ctx.state) > ctx.limits.request_line {
+        return refuse(ctx.state, 414, "request line too long");
+    }
+    0
+}
+
+unsafe extern "C" fn on_url(p: *mut Parser, at: *const c_char, len: usize) -> c_int {
+    let ctx = context(p);
+    ctx.state.buf.extend_from_slice(bytes(at, len));
+    ctx.state.url_end = ctx.state.buf.len();
+    if request_line_len(ctx.state) > ctx.limits.request_line {
+        return refuse(ctx.state, 414, "request line too long");
+    }
+    0
+}
+
+unsafe extern "C" fn on_url_complete(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    ctx.state.field_start = ctx.state.buf.len();
+    0
+}
+
+unsafe extern "C" fn on_header_field(p: *mut Parser, at: *const c_char, len: usize) -> c_int {
+    let ctx = context(p);
+    let state = &mut *ctx.state;
+    if state.in_trailers {
+        // Trailers are parsed (so framing stays right) but never exposed.
+        return 0;
+    }
+    state.buf.extend_from_slice(bytes(at, len));
+    if state.buf.len() - state.field_start > ctx.limits.field_size {
+        return refuse(state, 431, "header field too large");
+    }
+    0
+}
+
+unsafe extern "C" fn on_header_field_complete(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let state = &mut *ctx.state;
+    if state.in_trailers {
+        return 0;
+    }
+    state.fields += 1;
+    if state.fields > ctx.limits.header_fields {
+        return refuse(state, 431, "too many header fields");
+    }
+    state.buf.push(0);
+    state.value_start = state.buf.len();
+    0
+}
+
+unsafe extern "C" fn on_header_value(p: *mut Parser, at: *const c_char, len: usize) -> c_int {
+    let ctx = context(p);
+    let state = &mut *ctx.state;
+    if state.in_trailers {
+        return 0;
+    }
+    state.buf.extend_from_slice(bytes(at, len));
+    if state.buf.len() - state.field_start > ctx.limits.field_size + 1 {
+        return refuse(state, 431, "header field too large");
+    }
+    0
+}
+
+unsafe extern "C" fn on_header_value_complete(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let state = &mut *ctx.state;
+    if state.in_trailers {
+        return 0;
+    }
+    while state.buf.len() > state.value_start
+        && matches!(state.buf.last(), Some(b' ') | Some(b'\t'))
+    {
+        state.buf.pop();
+    }
+    let name = &state.buf[state.field_start..state.value_start - 1];
+    let value = &state.buf[state.value_start..];
+    if name.eq_ignore_ascii_case(b"host") {
+        state.host_count += 1;
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        state.transfer_encoding = true;
+    } else if name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue") {
+        state.expect_continue = true;
+    }
+    state.buf.push(0);
+    state.field_start = state.buf.len();
+    state.value_start = state.field_start;
+    0
+}
+
+unsafe extern "C" fn on_headers_complete(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let parser = &*p;
+    let state = &mut *ctx.state;
+    let minor = parser.http_minor;
+    if parser.http_major != 1 {
+        return refuse(state, 505, "HTTP version not supported");
+    }
+    if minor >= 1 && state.host_count != 1 {
+        return refuse(state, 400, "HTTP/1.1 request needs exactly one Host header");
+    }
+    if state.host_count > 1 {
+        return refuse(state, 400, "repeated Host header");
+    }
+    if minor == 0 && state.transfer_encoding {
+        return refuse(state, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    }
+    let Ok(api) = llhttp::api() else {
+        return -1;
+    };
+    let chunked = parser.flags & llhttp::F_CHUNKED != 0;
+    let has_body =
+        chunked || (parser.flags & llhttp::F_CONTENT_LENGTH != 0 && parser.content_length > 0);
+    state.keep_alive = api.should_keep_alive(parser) && parser.upgrade == 0;
+    state.in_trailers = true;
+    state.in_body = true;
+    state.had_body = has_body;
+    let head = RequestHead {
+        method: api.method_name(parser.method),
+        url: &state.buf[..state.url_end],
+        headers: &state.buf[state.url_end..],
+        fields: state.fields,
+        http_minor: minor,
+        keep_alive: state.keep_alive,
+        has_body,
+        expect_continue: state.expect_continue && minor >= 1 && has_body,
+    };
+    ctx.sink.head(head);
+    0
+}
+
+unsafe extern "C" fn on_body(p: *mut Parser, at: *const c_char, len: usize) -> c_int {
+    let ctx = context(p);
+    ctx.sink.body(bytes(at, len));
+    0
+}
+
+unsafe extern "C" fn on_message_complete(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let state = &mut *ctx.state;
+    let pause = ctx.sink.complete(state.had_body);
+    let keep_alive = state.keep_alive;
+    let buf = std::mem::take(&mut state.buf);
+    *state = HeadState {
+        buf,
+        ..HeadState::default()
+    };
+    state.buf.clear();
+    if !keep_alive {
+        // Stop here: bytes pipelined behind a closing request are never run.
+        state.finished = true;
+        return llhttp::HPE_PAUSED;
+    }
+    if pause {
+        state.pause_requested = true;
+        return llhttp::HPE_PAUSED;
+    }
+    0
+}

@@ -1,0 +1,803 @@
+//! The engine of one worker: an epoll set with the inherited listening
+//! sockets, the client connections, a one-second timer and a wake-up
+//! eventfd. The host calls `poll` when the epoll fd is readable, dispatches
+//! the `Event`s it collected, and answers through `start`/`write`/`end`.
+//! Nothing here calls out: the host is never re-entered while the engine is
+//! borrowed.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::conn::{Conn, WriteError};
+use crate::date::DateCache;
+use crate::limits::Limits;
+use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
+use crate::response::{HeaderList, RequestInfo};
+use crate::socket::listener_addr;
+
+/// Identifies a connection to the host: slot index and generation, so a
+/// stale token never reaches a newer connection in the same slot.
+pub type Token = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete, checked request head. Ranges index `Engine::arena`.
+    Request {
+        conn: Token,
+        method: &'static str,
+        url: Range<usize>,
+        headers: Range<usize>,
+        fields: usize,
+        http_minor: u8,
+        keep_alive: bool,
+        has_body: bool,
+        expect_continue: bool,
+        peer_ip: Range<usize>,
+        peer_port: u16,
+        local_port: u16,
+    },
+    Body {
+        conn: Token,
+        data: Range<usize>,
+    },
+    /// The body of the most recent request on `conn` is complete.
+    BodyEnd {
+        conn: Token,
+    },
+    /// The connection is gone; requests still pending on it are abandoned.
+    Closed {
+        conn: Token,
+    },
+    /// Buffered output fell below the high-water mark again.
+    Drain {
+        conn: Token,
+    },
+}
+
+const TIMER_TOKEN: u64 = u64::MAX;
+const KICK_TOKEN: u64 = u64::MAX - 1;
+const LISTENER_TAG: u64 = 1 << 62;
+const READ_CHUNK: usize = 64 * 1024;
+const LINGER: Duration = Duration::from_secs(2);
+const EPOLL_BATCH: usize = 256;
+
+struct Listener {
+    fd: RawFd,
+    port: u16,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+pub struct Engine {
+    epoll: OwnedFd,
+    timer: OwnedFd,
+    kick: OwnedFd,
+    listeners: Vec<Listener>,
+    accepting: bool,
+    draining: bool,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    limits: Limits,
+    date: DateCache,
+    now: Instant,
+    /// Events collected since the host last took them.
+    pub events: Vec<Event>,
+    /// Bytes the events' ranges point into; cleared with the events.
+    pub arena: Vec<u8>,
+    dirty: Vec<Token>,
+    resumed: Vec<Token>,
+    in_turn: bool,
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: fd was just returned by a successful syscall and is ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(fd)?) })
+}
+
+fn token_of(index: u32, generation: u32) -> Token {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+fn peer_of(storage: &libc::sockaddr_storage) -> (String, u16) {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            (ip.to_string(), u16::from_be(sin.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
+            (ip.to_string(), u16::from_be(sin6.sin6_port))
+        }
+        _ => (String::new(), 0),
+    }
+}
+
+/// Parser events for one connection, recorded as engine events.
+struct Recorder<'a> {
+    token: Token,
+    now: Instant,
+    limits: &'a Limits,
+    pending: &'a mut std::collections::VecDeque<RequestInfo>,
+    head_since: &'a mut Option<Instant>,
+    known_to_app: &'a mut bool,
+    peer: (&'a str, u16, u16),
+    events: &'a mut Vec<Event>,
+    arena: &'a mut Vec<u8>,
+}
+
+impl Recorder<'_> {
+    fn stash(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        start..self.arena.len()
+    }
+}
+
+impl Sink for Recorder<'_> {
+    fn begin(&mut self) {
+        *self.head_since = Some(self.now);
+    }
+
+    fn head(&mut self, head: RequestHead<'_>) {
+        *self.head_since = None;
+        *self.known_to_app = true;
+        self.pending.push_back(RequestInfo {
+            is_head: head.method == "HEAD",
+            http_minor: head.http_minor,
+            keep_alive: head.keep_alive,
+        });
+        let url = self.stash(head.url);
+        let headers = self.stash(head.headers);
+        let peer_ip = self.stash(self.peer.0.as_bytes());
+        self.events.push(Event::Request {
+            conn: self.token,
+            method: head.method,
+            url,
+            headers,
+            fields: head.fields,
+            http_minor: head.http_minor,
+            keep_alive: head.keep_alive,
+            has_body: head.has_body,
+            expect_continue: head.expect_continue,
+            peer_ip,
+            peer_port: self.peer.1,
+            local_port: self.peer.2,
+        });
+    }
+
+    fn body(&mut self, data: &[u8]) {
+        let data = self.stash(data);
+        self.events.push(Event::Body {
+            conn: self.token,
+            data,
+        });
+    }
+
+    fn complete(&mut self, had_body: bool) -> bool {
+        if had_body {
+            self.events.push(Event::BodyEnd { conn: self.token });
+        }
+        self.pending.len() >= self.limits.pipeline_depth
+    }
+}
+
+impl Engine {
+    /// Takes over the inherited listening sockets `listen_fds`.
+    pub fn new(listen_fds: &[RawFd], limits: Limits) -> io::Result<Engine> {
+        crate::llhttp::api().map_err(io::Error::other)?;
+        // SAFETY: plain syscalls creating new descriptors.
+        let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        let timer = owned(unsafe {
+            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+        })?;
+        let kick = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        let tick = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        let spec = libc::itimerspec {
+            it_interval: tick,
+            it_value: tick,
+        };
+        // SAFETY: timer is a timerfd; spec is a valid itimerspec.
+        cvt(unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+        let mut engine = Engine {
+            epoll,
+            timer,
+            kick,
+            listeners: Vec::new(),
+            accepting: false,
+            draining: false,
+            slots: Vec::new(),
+            free: Vec::new(),
+            limits,
+            date: DateCache::new(),
+            now: Instant::now(),
+            events: Vec::new(),
+            arena: Vec::new(),
+            dirty: Vec::new(),
+            resumed: Vec::new(),
+            in_turn: false,
+        };
+        for &fd in listen_fds {
+            let port = listener_addr(fd)?.port();
+            // SAFETY: fd is an open socket handed to this process.
+            cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR) })?;
+            engine.listeners.push(Listener { fd, port });
+        }
+        engine.ctl(libc::EPOLL_CTL_ADD, engine.timer.as_raw_fd(), libc::EPOLLIN as u32, TIMER_TOKEN)?;
+        engine.ctl(libc::EPOLL_CTL_ADD, engine.kick.as_raw_fd(), libc::EPOLLIN as u32, KICK_TOKEN)?;
+        engine.set_accepting(true)?;
+        Ok(engine)
+    }
+
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: valid epoll fd and event struct.
+        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(|_| ())
+    }
+
+    /// Starts or stops taking new connections from the listening sockets.
+    pub fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+        if on == self.accepting {
+            return Ok(());
+        }
+        let op = if on { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_DEL };
+        for (i, l) in self.listeners.iter().enumerate() {
+            self.ctl(op, l.fd, libc::EPOLLIN as u32, LISTENER_TAG | i as u64)?;
+        }
+        self.accepting = on;
+        Ok(())
+    }
+
+    /// Graceful stop: no new connections, every response from now on says
+    /// `Connection: close`, idle connections close now.
+    pub fn drain(&mut self) -> io::Result<()> {
+        self.set_accepting(false)?;
+        self.draining = true;
+        let idle: Vec<Token> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let c = s.conn.as_ref()?;
+                (c.is_idle() && c.linger_until.is_none()).then(|| token_of(i as u32, s.generation))
+            })
+            .collect();
+        for token in idle {
+            self.close(token);
+        }
+        Ok(())
+    }
+
+    /// Open connections, including lingering ones.
+    pub fn connection_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut((token & 0xffff_ffff) as usize)?;
+        if u64::from(slot.generation) != token >> 32 {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    /// Marks the start of a host turn: output is corked until `end_turn`.
+    pub fn begin_turn(&mut self) {
+        self.in_turn = true;
+        self.now = Instant::now();
+    }
+
+    /// Flushes everything written during the turn.
+    pub fn end_turn(&mut self) {
+        self.in_turn = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        for &token in &dirty {
+            self.flush(token);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        if !self.events.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// Makes the epoll fd readable so the host polls again soon.
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: kick is an eventfd; writing 8 bytes is its protocol.
+        unsafe { libc::write(self.kick.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Handles whatever is ready, collecting events for the host.
+    pub fn poll(&mut self) {
+        let mut ready = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_BATCH];
+        // SAFETY: valid epoll fd and a buffer of EPOLL_BATCH events.
+        let n = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), ready.as_mut_ptr(), EPOLL_BATCH as i32, 0)
+        };
+        for ev in ready.iter().take(n.max(0) as usize) {
+            let (flags, token) = (ev.events, ev.u64);
+            match token {
+                TIMER_TOKEN => self.tick(),
+                KICK_TOKEN => self.on_kick(),
+                t if t & LISTENER_TAG != 0 && t >> 32 == LISTENER_TAG >> 32 => {
+                    self.accept((t & 0xffff_ffff) as usize)
+                }
+                t => self.on_conn_ready(t, flags),
+            }
+        }
+    }
+
+    fn on_kick(&mut self) {
+        let mut buf = 0u64;
+        // SAFETY: reading 8 bytes from an eventfd into a u64.
+        unsafe { libc::read(self.kick.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+        let resumed = std::mem::take(&mut self.resumed);
+        for token in resumed {
+            self.parse(token);
+            self.update_interest(token);
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get(index) else {
+            return;
+        };
+        let (fd, port) = (listener.fd, listener.port);
+        loop {
+            // SAFETY: zeroed sockaddr_storage is a valid out-buffer for accept4.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: fd is a listening socket; storage/len describe a valid buffer.
+            let client = unsafe {
+                libc::accept4(
+                    fd,
+                    (&mut storage as *mut libc::sockaddr_storage).cast(),
+                    &mut len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            let Ok(client) = owned(client) else {
+                // EAGAIN: queue empty. EMFILE and friends: retried on the next
+                // readiness, the pending connection stays queued.
+                return;
+            };
+            let one: libc::c_int = 1;
+            // SAFETY: setting an int option on a TCP socket.
+            unsafe {
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            let Ok(parser) = RequestParser::new(&self.limits) else {
+                return;
+            };
+            let conn = Conn::new(client, parser, peer_of(&storage), port, self.now);
+            let index = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.slots.push(Slot {
+                        generation: 0,
+                        conn: None,
+                    });
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            let slot = &mut self.slots[index as usize];
+            let token = token_of(index, slot.generation);
+            let raw = conn.fd.as_raw_fd();
+            slot.conn = Some(conn);
+            if self.ctl(libc::EPOLL_CTL_ADD, raw, 0, token).is_err() {
+                self.close(token);
+                continue;
+            }
+            self.update_interest(token);
+        }
+    }
+
+    fn update_interest(&mut self, token: Token) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let mut want = 0u32;
+        if conn.wants_read() {
+            want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        }
+        if conn.unsent() > 0 {
+            want |= libc::EPOLLOUT as u32;
+        }
+        if want != conn.interest {
+            conn.interest = want;
+            let fd = conn.fd.as_raw_fd();
+            let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, want, token);
+        }
+    }
+
+    fn on_conn_ready(&mut self, token: Token, flags: u32) {
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            self.flush(token);
+        }
+        let readable = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if flags & readable != 0 {
+            self.read(token);
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.linger_until.is_some() {
+            let mut sink = [0u8; 4096];
+            // SAFETY: reading into a local buffer from our socket.
+            let n = unsafe { libc::read(conn.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+            if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
+                self.close(token);
+            }
+            return;
+        }
+        if !conn.wants_read() {
+            return;
+        }
+        let start = conn.inbuf.len();
+        conn.inbuf.reserve(READ_CHUNK);
+        let spare = conn.inbuf.capacity() - start;
+        // SAFETY: reading into the vector's spare capacity, then setting the
+        // length to what the kernel wrote.
+        let n = unsafe {
+            libc::read(
+                conn.fd.as_raw_fd(),
+                conn.inbuf.as_mut_ptr().add(start).cast(),
+                spare,
+            )
+        };
+        if n == 0 {
+            // The client is done sending. Pending responses can still go out
+            // if it only half-closed; a partial request can never complete.
+            conn.inbuf.truncate(start);
+            if conn.pending.is_empty() && conn.unsent() == 0 {
+                self.close(token);
+            } else {
+                conn.stop_reading();
+                self.update_interest(token);
+            }
+            return;
+        }
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock && err.kind() != io::ErrorKind::Interrupted {
+                self.close(token);
+            }
+            return;
+        }
+        // SAFETY: the kernel initialised n bytes after start.
+        unsafe { conn.inbuf.set_len(start + n as usize) };
+        self.parse(token);
+        self.update_interest(token);
+    }
+
+    /// Runs the parser over the connection's unparsed input.
+    fn parse(&mut self, token: Token) {
+        let now = self.now;
+        let limits = &self.limits;
+        let date = self.date.header_line();
+        let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
+            return;
+        };
+        let Some(conn) = slot.conn.as_mut().filter(|_| u64::from(slot.generation) == token >> 32)
+        else {
+            return;
+        };
+        if conn.inbuf.is_empty() || conn.read_finished {
+            return;
+        }
+        let Conn {
+            parser,
+            inbuf,
+            pending,
+            head_since,
+            known_to_app,
+            peer_ip,
+            peer_port,
+            local_port,
+            ..
+        } = conn;
+        let mut recorder = Recorder {
+            token,
+            now,
+            limits,
+            pending,
+            head_since,
+            known_to_app,
+            peer: (peer_ip.as_str(), *peer_port, *local_port),
+            events: &mut self.events,
+            arena: &mut self.arena,
+        };
+        let outcome = parser.execute(inbuf, &mut recorder);
+        match outcome {
+            Outcome::Consumed => conn.inbuf.clear(),
+            Outcome::Paused { consumed } => {
+                conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+                conn.parse_paused = true;
+            }
+            Outcome::Finished => {
+                conn.inbuf.clear();
+                conn.stop_reading();
+            }
+            Outcome::Error { status, in_body, .. } => {
+                if in_body {
+                    // The request was handed to the app already: it cannot
+                    // get a clean answer now, so its response (if not begun)
+                    // is replaced by the error and the connection closes.
+                    let only = conn.pending.len() == 1 && !conn.response_started();
+                    conn.pending.clear();
+                    if only {
+                        conn.fail(status, date);
+                    } else {
+                        conn.stop_reading();
+                        conn.close_after_flush = true;
+                    }
+                    if conn.known_to_app {
+                        conn.known_to_app = false;
+                        self.events.push(Event::Closed { conn: token });
+                    }
+                } else {
+                    conn.fail(status, date);
+                }
+                self.mark_dirty(token);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, token: Token) {
+        if self.in_turn {
+            self.dirty.push(token);
+        } else {
+            self.flush(token);
+        }
+    }
+
+    /// Writes buffered output; closes the connection when it is done with.
+    fn flush(&mut self, token: Token) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        match conn.flush() {
+            Err(_) => {
+                self.close(token);
+                return;
+            }
+            Ok(true) => {
+                if conn.close_after_flush {
+                    self.linger(token);
+                    return;
+                }
+                if conn.wants_drain {
+                    conn.wants_drain = false;
+                    self.events.push(Event::Drain { conn: token });
+                    if !self.in_turn {
+                        self.wake();
+                    }
+                }
+            }
+            Ok(false) => {}
+        }
+        self.update_interest(token);
+    }
+
+    /// Shuts the write side and reads until the client closes (or a short
+    /// while passes), so a client still sending does not get a reset that
+    /// would destroy the response it has not read yet.
+    fn linger(&mut self, token: Token) {
+        let now = self.now;
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        // SAFETY: shutting down our own socket.
+        unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
+        conn.linger_until = Some(now + LINGER);
+        conn.pending.clear();
+        let notify = std::mem::take(&mut conn.known_to_app);
+        if notify {
+            self.events.push(Event::Closed { conn: token });
+        }
+        self.update_interest(token);
+    }
+
+    fn close(&mut self, token: Token) {
+        let index = (token & 0xffff_ffff) as usize;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if u64::from(slot.generation) != token >> 32 {
+            return;
+        }
+        let Some(conn) = slot.conn.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1) & 0x000f_ffff;
+        self.free.push(index as u32);
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, conn.fd.as_raw_fd(), 0, 0);
+        if conn.known_to_app {
+            self.events.push(Event::Closed { conn: token });
+            if !self.in_turn {
+                self.wake();
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let mut buf = 0u64;
+        // SAFETY: reading 8 bytes from a timerfd into a u64.
+        unsafe { libc::read(self.timer.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+        self.date.refresh();
+        let now = self.now;
+        let mut expired = Vec::new();
+        let mut too_slow = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(conn) = &slot.conn else { continue };
+            let token = token_of(i as u32, slot.generation);
+            if let Some(until) = conn.linger_until {
+                if now >= until {
+                    expired.push(token);
+                }
+            } else if conn
+                .head_since
+                .is_some_and(|t| now.duration_since(t) >= self.limits.header_timeout)
+            {
+                too_slow.push(token);
+            } else if conn.is_idle() && now.duration_since(conn.idle_since) >= self.limits.keep_alive {
+                expired.push(token);
+            }
+        }
+        for token in expired {
+            self.close(token);
+        }
+        let date = self.date.header_line().to_vec();
+        for token in too_slow {
+            let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
+                continue;
+            };
+            let Some(conn) = slot.conn.as_mut() else { continue };
+            conn.head_since = None;
+            if conn.pending.is_empty() {
+                conn.fail(408, &date);
+            } else {
+                conn.stop_reading();
+                conn.close_after_flush = true;
+            }
+            self.mark_dirty(token);
+        }
+    }
+
+    fn respond_with<T>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut Conn, &[u8], bool) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let date = self.date.header_line().to_vec();
+        let draining = self.draining;
+        let conn = self.conn_mut(token).ok_or(WriteError::Closed)?;
+        if conn.linger_until.is_some() {
+            return Err(WriteError::Closed);
+        }
+        let result = f(conn, &date, draining)?;
+        self.mark_dirty(token);
+        Ok(result)
+    }
+
+    /// Starts the front response on `token`. `body_len` is the length of the
+    /// whole body when known up front.
+    pub fn start(
+        &mut self,
+        token: Token,
+        status: &[u8],
+        headers: &HeaderList<'_>,
+        body_len: Option<u64>,
+    ) -> Result<(), WriteError> {
+        self.respond_with(token, |c, date, draining| {
+            c.start(date, status, headers, body_len, draining)
+        })
+    }
+
+    /// Appends body bytes; Ok(false) asks the app to wait for `Event::Drain`.
+    pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
+        self.respond_with(token, |c, _, _| c.write(data))
+    }
+
+    /// Completes the front response and moves on to the next request.
+    pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
+        let now = self.now;
+        self.respond_with(token, |c, date, _| {
+            c.end(date)?;
+            if c.pending.is_empty() {
+                c.idle_since = now;
+            }
+            Ok(())
+        })?;
+        self.resume_parsing(token);
+        Ok(())
+    }
+
+    /// A whole response in one call: head, body, end.
+    pub fn respond(
+        &mut self,
+        token: Token,
+        status: &[u8],
+        headers: &HeaderList<'_>,
+        body: &[u8],
+    ) -> Result<(), WriteError> {
+        self.start(token, status, headers, Some(body.len() as u64))?;
+        self.write(token, body)?;
+        self.end(token)
+    }
+
+    fn resume_parsing(&mut self, token: Token) {
+        let depth = self.limits.pipeline_depth;
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.parse_paused && conn.pending.len() < depth {
+            conn.parse_paused = false;
+            conn.parser.resume();
+            self.resumed.push(token);
+            self.wake();
+        }
+    }
+
+    /// Answers `Expect: 100-continue` once the app reads the body.
+    pub fn send_continue(&mut self, token: Token) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, _| {
+            c.send_continue();
+            Ok(())
+        })
+    }
+
+    /// Request-body backpressure from the app.
+    pub fn set_reading(&mut self, token: Token, on: bool) {
+        if let Some(conn) = self.conn_mut(token) {
+            conn.app_paused = !on;
+            self.update_interest(token);
+        }
+    }
+
+    /// Gives up on the connection after flushing what is buffered: for an
+    /// app that failed after its response started, so the client sees an
+    /// incomplete response rather than a clean one.
+    pub fn abort(&mut self, token: Token) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, _| {
+            c.stop_reading();
+            c.close_after_flush = true;
+            c.pending.clear();
+            Ok(())
+        })
+    }
+}
