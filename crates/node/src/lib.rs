@@ -1,1 +1,263 @@
+//! The JavaScript surface of rwsgi's engine: type conversion and forwarding
+//! to `rwsgi-core`, nothing else.
 
+mod driver;
+mod uv;
+
+use std::cell::RefCell;
+use std::os::fd::IntoRawFd;
+use std::ptr;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+use rwsgi_core::{Engine, HeaderList, Limits, WriteError};
+
+use driver::{Callbacks, Driver};
+
+/// Refuses an llhttp whose struct layout the binding was not written for.
+#[napi]
+pub fn check_llhttp(version: String) -> Result<()> {
+    rwsgi_core::llhttp::check_version(&version).map_err(Error::from_reason)?;
+    rwsgi_core::llhttp::api().map_err(Error::from_reason)?;
+    Ok(())
+}
+
+#[napi(object)]
+pub struct BoundGroup {
+    /// One listening socket per worker slot.
+    pub fds: Vec<i32>,
+    pub host: String,
+    pub port: u32,
+}
+
+/// Binds `count` SO_REUSEPORT listening sockets to `address` ("host:port",
+/// IPv6 as "[::1]:8000"). The caller owns the returned descriptors.
+#[napi]
+pub fn bind_listeners(address: String, count: u32, backlog: i32) -> Result<BoundGroup> {
+    let addr: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| Error::from_reason(format!("invalid address {address:?}")))?;
+    let (fds, bound) = rwsgi_core::socket::bind_group(addr, count as usize, backlog)
+        .map_err(|e| Error::from_reason(format!("{address}: {e}")))?;
+    Ok(BoundGroup {
+        fds: fds.into_iter().map(IntoRawFd::into_raw_fd).collect(),
+        host: bound.ip().to_string(),
+        port: u32::from(bound.port()),
+    })
+}
+
+#[napi(object)]
+pub struct ServerOptions {
+    pub limit_request_line: Option<u32>,
+    pub limit_request_fields: Option<u32>,
+    pub limit_request_field_size: Option<u32>,
+    pub keep_alive_seconds: Option<f64>,
+    pub header_timeout_seconds: Option<f64>,
+}
+
+fn limits_from(options: &ServerOptions) -> Limits {
+    let d = Limits::default();
+    let secs = |s: Option<f64>, default: Duration| {
+        s.filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(default)
+    };
+    Limits {
+        request_line: options.limit_request_line.map_or(d.request_line, |n| n as usize),
+        header_fields: options.limit_request_fields.map_or(d.header_fields, |n| n as usize),
+        field_size: options.limit_request_field_size.map_or(d.field_size, |n| n as usize),
+        keep_alive: secs(options.keep_alive_seconds, d.keep_alive),
+        header_timeout: secs(options.header_timeout_seconds, d.header_timeout),
+        pipeline_depth: d.pipeline_depth,
+    }
+}
+
+fn reference(env: sys::napi_env, value: sys::napi_value) -> Result<sys::napi_ref> {
+    let mut r = ptr::null_mut();
+    // SAFETY: value is live in the current scope.
+    let status = unsafe { sys::napi_create_reference(env, value, 1, &mut r) };
+    if status != sys::Status::napi_ok {
+        return Err(Error::from_reason("napi_create_reference failed"));
+    }
+    Ok(r)
+}
+
+fn function_ref(env: sys::napi_env, callbacks: &Object, name: &str) -> Result<sys::napi_ref> {
+    let f: Function<Unknown, Unknown> = callbacks
+        .get(name)?
+        .ok_or_else(|| Error::from_reason(format!("callbacks.{name} is missing")))?;
+    reference(env, f.raw())
+}
+
+fn token(conn: f64) -> u64 {
+    if conn.is_finite() && conn >= 0.0 {
+        conn as u64
+    } else {
+        u64::MAX
+    }
+}
+
+/// Ok(true) written, Ok(false) the connection is gone, Err for app mistakes.
+fn outcome<T>(r: std::result::Result<T, WriteError>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(WriteError::Closed) => Ok(None),
+        Err(e) => Err(Error::from_reason(e.to_string())),
+    }
+}
+
+fn bytes_of<'a>(chunk: &'a Either<String, &'a [u8]>) -> &'a [u8] {
+    match chunk {
+        Either::A(s) => s.as_bytes(),
+        Either::B(b) => b,
+    }
+}
+
+/// One worker's HTTP server on its inherited listening sockets.
+#[napi]
+pub struct NativeServer {
+    driver: Box<Driver>,
+    poll: Option<uv::Poll>,
+}
+
+#[napi]
+impl NativeServer {
+    /// `callbacks` holds onRequest, onBody, onBodyEnd, onClose and onDrain.
+    #[napi(constructor)]
+    pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
+        let raw_env = env.raw();
+        let engine = Engine::new(&fds, limits_from(&options)).map_err(|e| Error::from_reason(e.to_string()))?;
+        let resource = Object::new(&env)?;
+        let mut async_context = ptr::null_mut();
+        let name = env.create_string("rwsgi.request")?;
+        // SAFETY: resource and name are live values of this call's scope.
+        let status = unsafe { sys::napi_async_init(raw_env, resource.raw(), name.raw(), &mut async_context) };
+        if status != sys::Status::napi_ok {
+            return Err(Error::from_reason("napi_async_init failed"));
+        }
+        let driver = Box::new(Driver {
+            engine: RefCell::new(engine),
+            env: raw_env,
+            callbacks: Callbacks {
+                on_request: function_ref(raw_env, &callbacks, "onRequest")?,
+                on_body: function_ref(raw_env, &callbacks, "onBody")?,
+                on_body_end: function_ref(raw_env, &callbacks, "onBodyEnd")?,
+                on_close: function_ref(raw_env, &callbacks, "onClose")?,
+                on_drain: function_ref(raw_env, &callbacks, "onDrain")?,
+            },
+            resource: reference(raw_env, resource.raw())?,
+            async_context,
+        });
+        let epoll_fd = driver.engine.borrow().epoll_fd();
+        let uv_loop = env.get_uv_event_loop()?;
+        let data = &*driver as *const Driver as *mut std::ffi::c_void;
+        // SAFETY: the driver is boxed (stable address) and outlives the poll,
+        // which `close` (or drop) stops first.
+        let poll = unsafe { uv::Poll::start(uv_loop.cast(), epoll_fd, data, driver::on_readable) }
+            .map_err(Error::from_reason)?;
+        Ok(NativeServer {
+            driver,
+            poll: Some(poll),
+        })
+    }
+
+    fn engine(&self) -> Result<std::cell::RefMut<'_, Engine>> {
+        self.driver
+            .engine
+            .try_borrow_mut()
+            .map_err(|_| Error::from_reason("rwsgi engine re-entered"))
+    }
+
+    /// Starts the response to the oldest unanswered request on `conn`.
+    /// `bodyLength` < 0 means unknown (chunked or close-delimited).
+    #[napi]
+    pub fn start(&self, conn: f64, status: String, headers: String, fields: u32, body_length: f64) -> Result<bool> {
+        let list = HeaderList {
+            joined: headers.as_bytes(),
+            fields: fields as usize,
+        };
+        let len = (body_length >= 0.0).then_some(body_length as u64);
+        Ok(outcome(self.engine()?.start(token(conn), status.as_bytes(), &list, len))?.is_some())
+    }
+
+    /// 1: written; 0: written, wait for onDrain; -1: connection gone.
+    #[napi]
+    pub fn write(&self, conn: f64, chunk: Either<String, &[u8]>) -> Result<i32> {
+        Ok(match outcome(self.engine()?.write(token(conn), bytes_of(&chunk)))? {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -1,
+        })
+    }
+
+    #[napi]
+    pub fn end(&self, conn: f64) -> Result<bool> {
+        Ok(outcome(self.engine()?.end(token(conn)))?.is_some())
+    }
+
+    /// A whole response with a known body in one call.
+    #[napi]
+    pub fn respond(
+        &self,
+        conn: f64,
+        status: String,
+        headers: String,
+        fields: u32,
+        body: Either<String, &[u8]>,
+    ) -> Result<bool> {
+        let list = HeaderList {
+            joined: headers.as_bytes(),
+            fields: fields as usize,
+        };
+        let r = self.engine()?.respond(token(conn), status.as_bytes(), &list, bytes_of(&body));
+        Ok(outcome(r)?.is_some())
+    }
+
+    /// Closes `conn` after flushing: for a response that cannot be completed.
+    #[napi]
+    pub fn abort(&self, conn: f64) -> Result<()> {
+        outcome(self.engine()?.abort(token(conn)))?;
+        Ok(())
+    }
+
+    #[napi]
+    pub fn send_continue(&self, conn: f64) -> Result<()> {
+        outcome(self.engine()?.send_continue(token(conn)))?;
+        Ok(())
+    }
+
+    /// Pauses (false) or resumes (true) reading request bytes on `conn`.
+    #[napi]
+    pub fn set_reading(&self, conn: f64, on: bool) -> Result<()> {
+        self.engine()?.set_reading(token(conn), on);
+        Ok(())
+    }
+
+    /// Stops accepting and closes idle connections; responses from now on
+    /// close their connections.
+    #[napi]
+    pub fn drain(&self) -> Result<()> {
+        self.engine()?.drain().map_err(|e| Error::from_reason(e.to_string()))
+    }
+
+    #[napi]
+    pub fn connection_count(&self) -> Result<u32> {
+        Ok(self.engine()?.connection_count() as u32)
+    }
+
+    /// Stops the server's loop watcher; the process may then exit.
+    #[napi]
+    pub fn close(&mut self) {
+        if let Some(poll) = self.poll.take() {
+            poll.close();
+        }
+    }
+}
+
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

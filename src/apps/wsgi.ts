@@ -1,0 +1,221 @@
+// The native interface, WSGI (PEP 3333) in JavaScript:
+//   app(environ, startResponse) -> iterable | async iterable | Promise of one
+// where startResponse(status, [[name, value], ...]) is called before the
+// first body chunk and chunks are strings or Uint8Arrays.
+
+import { describe, logger } from '../log.js';
+import type { Exchange } from '../worker/exchange.js';
+
+export type Environ = Record<string, unknown>;
+export type StartResponse = (status: string, headers: Array<[string, string]>, excInfo?: unknown) => (chunk: string | Uint8Array) => void;
+export type WsgiApp = (environ: Environ, startResponse: StartResponse) => unknown;
+
+type Chunk = string | Uint8Array;
+
+const errorsStream = {
+  write(message: string): void {
+    process.stderr.write(message);
+  },
+  flush(): void {},
+};
+
+/** %XX-decodes a path; the bytes are read as UTF-8, bad escapes kept as-is. */
+export function decodePath(raw: string): string {
+  if (!raw.includes('%')) return raw;
+  const bytes: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(raw.slice(i + 1, i + 3))) {
+      bytes.push(parseInt(raw.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(c & 0xff);
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Splits the request target into path and query; absolute-form loses its authority. */
+export function splitTarget(url: string): { path: string; query: string } {
+  let target = url;
+  const scheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(target);
+  if (scheme) target = target.slice(scheme[0].length) || '/';
+  const hash = target.indexOf('#');
+  if (hash !== -1) target = target.slice(0, hash);
+  const q = target.indexOf('?');
+  return q === -1 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
+}
+
+export function buildEnviron(ex: Exchange): Environ {
+  const { path, query } = splitTarget(ex.url);
+  const environ: Environ = {
+    REQUEST_METHOD: ex.method,
+    SCRIPT_NAME: '',
+    PATH_INFO: decodePath(path),
+    QUERY_STRING: query,
+    RAW_URI: ex.url,
+    SERVER_PROTOCOL: ex.httpVersion,
+    REMOTE_ADDR: ex.peerIp,
+    REMOTE_PORT: String(ex.peerPort),
+    SERVER_NAME: 'localhost',
+    SERVER_PORT: String(ex.localPort),
+    'wsgi.version': [1, 0],
+    'wsgi.url_scheme': 'http',
+    'wsgi.input': ex.input,
+    'wsgi.errors': errorsStream,
+    'wsgi.multithread': false,
+    'wsgi.multiprocess': true,
+    'wsgi.run_once': false,
+  };
+  const parts = ex.rawHeaders.split('\0');
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const name = parts[i] as string;
+    const value = parts[i + 1] as string;
+    // Names with '_' would alias '-' names once mapped (gunicorn and nginx drop them).
+    if (name.includes('_')) continue;
+    const upper = name.toUpperCase().replace(/-/g, '_');
+    const key = upper === 'CONTENT_TYPE' || upper === 'CONTENT_LENGTH' ? upper : `HTTP_${upper}`;
+    const prior = environ[key];
+    environ[key] = prior === undefined ? value : `${prior as string},${value}`;
+  }
+  const host = environ.HTTP_HOST;
+  if (typeof host === 'string' && host !== '') {
+    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
+    if (m) {
+      environ.SERVER_NAME = m[1];
+      environ.SERVER_PORT = m[2] ?? '80';
+    }
+  }
+  return environ;
+}
+
+function isChunk(value: unknown): value is Chunk {
+  return typeof value === 'string' || value instanceof Uint8Array;
+}
+
+function checkChunk(value: unknown): Chunk {
+  if (!isChunk(value)) throw new TypeError(`body chunks must be strings or Uint8Arrays, got ${typeof value}`);
+  return value;
+}
+
+function concat(chunks: Chunk[]): Chunk {
+  if (chunks.length === 0) return '';
+  if (chunks.length === 1) return chunks[0] as Chunk;
+  if (chunks.every((c) => typeof c === 'string')) return chunks.join('');
+  return Buffer.concat(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c)));
+}
+
+const NO_START =
+  'the app returned without calling startResponse(status, headers) ' +
+  '(interface: native WSGI-style app(environ, startResponse))';
+
+/** Runs one request through a WSGI-style app. Never throws. */
+export class WsgiRunner {
+  constructor(private readonly app: WsgiApp) {}
+
+  handle(ex: Exchange): void {
+    const state = new ResponseState(ex);
+    let result: unknown;
+    try {
+      result = this.app(buildEnviron(ex), state.startResponse);
+    } catch (err) {
+      state.fail(err);
+      return;
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
+      (result as PromiseLike<unknown>).then(
+        (value) => state.finish(value),
+        (err: unknown) => state.fail(err),
+      );
+    } else {
+      state.finish(result);
+    }
+  }
+}
+
+class ResponseState {
+  status: string | null = null;
+  headers: Array<[string, string]> = [];
+  /** Chunks given to the legacy `write` callable before the iterable. */
+  early: Chunk[] = [];
+  headSent = false;
+
+  constructor(private readonly ex: Exchange) {}
+
+  readonly startResponse: StartResponse = (status, headers, excInfo) => {
+    if (this.status !== null && excInfo === undefined) {
+      throw new Error('startResponse() called twice without excInfo');
+    }
+    if (this.headSent && excInfo !== undefined) throw excInfo;
+    if (typeof status !== 'string') throw new TypeError('status must be a string like "200 OK"');
+    this.status = status;
+    this.headers = headers;
+    return (chunk) => {
+      this.early.push(checkChunk(chunk));
+    };
+  };
+
+  fail(err: unknown, reason?: string): void {
+    const ex = this.ex;
+    logger.error(`Error handling request ${ex.path}${reason ? `: ${reason}` : ''}${reason ? '' : `\n${describe(err)}`}`);
+    if (ex.done || ex.closed) return;
+    if (ex.responseStarted) {
+      ex.abort();
+    } else {
+      ex.respond('500 Internal Server Error', [['Content-Type', 'text/plain']], 'Internal Server Error');
+    }
+  }
+
+  finish(result: unknown): void {
+    try {
+      if (isChunk(result)) return this.whole([result]);
+      if (Array.isArray(result)) return this.whole(result.map(checkChunk));
+      const iterable = result as Partial<AsyncIterable<unknown> & Iterable<unknown>> | null | undefined;
+      if (iterable && (iterable[Symbol.asyncIterator] || iterable[Symbol.iterator])) {
+        this.stream(iterable as AsyncIterable<unknown> | Iterable<unknown>).catch((err: unknown) => this.fail(err));
+        return;
+      }
+      if (this.status === null) return this.fail(null, NO_START);
+      throw new TypeError(`the app returned ${result === null ? 'null' : typeof result}; expected an iterable of body chunks`);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private whole(chunks: Chunk[]): void {
+    if (this.status === null) return this.fail(null, NO_START);
+    this.headSent = true;
+    this.ex.respond(this.status, this.headers, concat([...this.early, ...chunks]));
+  }
+
+  private async stream(iterable: AsyncIterable<unknown> | Iterable<unknown>): Promise<void> {
+    const ex = this.ex;
+    const asyncIt = (iterable as AsyncIterable<unknown>)[Symbol.asyncIterator];
+    const it: AsyncIterator<unknown> | Iterator<unknown> = asyncIt
+      ? asyncIt.call(iterable)
+      : (iterable as Iterable<unknown>)[Symbol.iterator]();
+    let finished = false;
+    try {
+      let step = await it.next();
+      if (this.status === null) return this.fail(null, NO_START);
+      if (step.done) {
+        finished = true;
+        return this.whole([]);
+      }
+      this.headSent = true;
+      ex.start(this.status, this.headers, -1);
+      for (const chunk of this.early) await ex.write(chunk);
+      while (!step.done) {
+        const pending = ex.write(checkChunk(step.value));
+        if (pending !== true) await pending;
+        if (ex.closed) return;
+        step = await it.next();
+      }
+      finished = true;
+      ex.end();
+    } finally {
+      if (!finished) await it.return?.();
+    }
+  }
+}
+

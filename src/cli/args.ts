@@ -1,0 +1,120 @@
+// `rwsgi` command-line parsing into a Config. Every mistake becomes an
+// RwsgiError naming the flag at fault.
+
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { type Config, defaults } from '../config.js';
+import { RwsgiError } from '../errors.js';
+import { isLevel, LEVELS } from '../log.js';
+
+export const USAGE = `usage: rwsgi serve MODULE[:EXPORT] [options]
+
+Serves the application exported by MODULE (default export, or EXPORT).
+
+options:
+  -b, --bind HOST:PORT           address to listen on, repeatable (default 127.0.0.1:8000;
+                                 IPv6 as [::1]:8000)
+  -w, --workers N                worker processes (default: number of CPUs)
+      --keep-alive S             seconds an idle keep-alive connection stays open (default 5)
+      --header-timeout S         seconds a client may take to send a request head (default 10)
+      --limit-request-line N     longest request line in bytes, else 414 (default 4094)
+      --limit-request-fields N   most header fields, else 431 (default 100)
+      --limit-request-field_size N
+                                 longest header field in bytes, else 431 (default 8190)
+      --backlog N                listen queue length per socket (default 2048)
+      --graceful-timeout S       seconds workers get to finish on TERM (default 30)
+      --log-level LEVEL          ${LEVELS.join(', ')} (default info)
+  -h, --help                     this text
+  -v, --version                  the version`;
+
+export type Command = { kind: 'serve'; config: Config } | { kind: 'help' } | { kind: 'version' };
+
+function usageError(message: string): RwsgiError {
+  return new RwsgiError('RWSGI_ERR_USAGE', `${message}\n\n${USAGE}`);
+}
+
+function integer(flag: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min || !Number.isSafeInteger(Number(value))) {
+    throw usageError(`${flag} must be an integer >= ${min}, got '${value}'`);
+  }
+  return Number(value);
+}
+
+function seconds(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw usageError(`${flag} must be a number of seconds >= 0, got '${value}'`);
+  }
+  return n;
+}
+
+/** Splits `HOST:PORT`, `[V6]:PORT`, `HOST` or `:PORT`; the port defaults to 8000. */
+export function parseBind(bind: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(bind) ?? /^([^:[\]]*)(?::(\d+))?$/.exec(bind);
+  const port = m?.[2] === undefined ? 8000 : Number(m[2]);
+  if (!m || port > 65535) {
+    throw usageError(`--bind '${bind}' is not HOST:PORT (IPv6 as [::1]:8000)`);
+  }
+  return { host: m[1] === '' ? '0.0.0.0' : (m[1] as string), port };
+}
+
+export function parseCommand(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        bind: { type: 'string', short: 'b', multiple: true },
+        workers: { type: 'string', short: 'w' },
+        'keep-alive': { type: 'string' },
+        'header-timeout': { type: 'string' },
+        'limit-request-line': { type: 'string' },
+        'limit-request-fields': { type: 'string' },
+        'limit-request-field_size': { type: 'string' },
+        'limit-request-field-size': { type: 'string' },
+        backlog: { type: 'string' },
+        'graceful-timeout': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    throw usageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { kind: 'help' };
+  if (values.version) return { kind: 'version' };
+  const [command, app, ...extra] = positionals;
+  if (command === undefined) throw usageError('missing command');
+  if (command !== 'serve') throw usageError(`unknown command '${command}'`);
+  if (app === undefined || app === '') throw usageError('missing MODULE[:EXPORT] to serve');
+  if (extra.length > 0) throw usageError(`unexpected argument '${extra[0]}'`);
+
+  const base = defaults(availableParallelism());
+  const logLevel = values['log-level'] ?? base.logLevel;
+  if (!isLevel(logLevel)) throw usageError(`--log-level must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
+  const binds = values.bind ?? base.binds;
+  binds.forEach(parseBind);
+  const fieldSize = values['limit-request-field_size'] ?? values['limit-request-field-size'];
+  return {
+    kind: 'serve',
+    config: {
+      app,
+      binds,
+      workers: integer('--workers', values.workers, base.workers, 1),
+      keepAlive: seconds('--keep-alive', values['keep-alive'], base.keepAlive),
+      headerTimeout: seconds('--header-timeout', values['header-timeout'], base.headerTimeout),
+      limitRequestLine: integer('--limit-request-line', values['limit-request-line'], base.limitRequestLine, 16),
+      limitRequestFields: integer('--limit-request-fields', values['limit-request-fields'], base.limitRequestFields, 1),
+      limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
+      backlog: integer('--backlog', values.backlog, base.backlog, 1),
+      gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),
+      logLevel,
+    },
+  };
+}

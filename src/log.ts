@@ -1,0 +1,51 @@
+// Log lines in gunicorn's shape: `[2026-11-25 14:00:00 +0000] [pid] [LEVEL] msg`,
+// on stderr, shared by the arbiter and the workers.
+
+export const LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
+export type Level = (typeof LEVELS)[number];
+
+const rank: Record<Level, number> = { debug: 10, info: 20, warning: 30, error: 40, critical: 50 };
+
+let threshold: Level = 'info';
+
+export function setLogLevel(level: Level): void {
+  threshold = level;
+}
+
+export function isLevel(value: string): value is Level {
+  return (LEVELS as readonly string[]).includes(value);
+}
+
+function pad(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+export function timestamp(date = new Date()): string {
+  const offset = -date.getTimezoneOffset();
+  const sign = offset >= 0 ? '+' : '-';
+  const abs = Math.abs(offset);
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())} ` +
+    `${sign}${pad(Math.floor(abs / 60))}${pad(abs % 60)}`
+  );
+}
+
+export function log(level: Level, message: string): void {
+  if (rank[level] < rank[threshold]) return;
+  process.stderr.write(`[${timestamp()}] [${process.pid}] [${level.toUpperCase()}] ${message}\n`);
+}
+
+export const logger = {
+  debug: (m: string) => log('debug', m),
+  info: (m: string) => log('info', m),
+  warning: (m: string) => log('warning', m),
+  error: (m: string) => log('error', m),
+  critical: (m: string) => log('critical', m),
+};
+
+/** The stack of an error, or its string form for non-errors. */
+export function describe(err: unknown): string {
+  if (err instanceof Error) return err.stack ?? `${err.name}: ${err.message}`;
+  return String(err);
+}

@@ -1,0 +1,84 @@
+// Loads the Rust addon, after checking that this node's llhttp has the
+// struct layout the binding was written for.
+
+import { createRequire } from 'node:module';
+import { RwsgiError } from './errors.js';
+
+export interface BoundGroup {
+  fds: number[];
+  host: string;
+  port: number;
+}
+
+export interface ServerOptions {
+  limitRequestLine?: number;
+  limitRequestFields?: number;
+  limitRequestFieldSize?: number;
+  keepAliveSeconds?: number;
+  headerTimeoutSeconds?: number;
+}
+
+export interface ServerCallbacks {
+  onRequest(
+    conn: number,
+    method: string,
+    url: string,
+    headers: string,
+    flags: number,
+    peerIp: string,
+    peerPort: number,
+    localPort: number,
+  ): void;
+  onBody(conn: number, chunk: Buffer): void;
+  onBodyEnd(conn: number): void;
+  onClose(conn: number): void;
+  onDrain(conn: number): void;
+}
+
+export interface NativeServer {
+  start(conn: number, status: string, headers: string, fields: number, bodyLength: number): boolean;
+  write(conn: number, chunk: string | Uint8Array): number;
+  end(conn: number): boolean;
+  respond(conn: number, status: string, headers: string, fields: number, body: string | Uint8Array): boolean;
+  abort(conn: number): void;
+  sendContinue(conn: number): void;
+  setReading(conn: number, on: boolean): void;
+  drain(): void;
+  connectionCount(): number;
+  close(): void;
+}
+
+interface Addon {
+  checkLlhttp(version: string): void;
+  bindListeners(address: string, count: number, backlog: number): BoundGroup;
+  NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
+}
+
+/** Request flag bits, as crates/node/src/driver.rs sets them. */
+export const FLAG_KEEP_ALIVE = 1;
+export const FLAG_HAS_BODY = 2;
+export const FLAG_EXPECT_CONTINUE = 4;
+export const FLAG_HTTP10 = 8;
+
+let addon: Addon | undefined;
+
+export function native(): Addon {
+  if (addon) return addon;
+  const require = createRequire(import.meta.url);
+  let loaded: Addon;
+  try {
+    loaded = require('./rwsgi.node') as Addon;
+  } catch (err) {
+    throw new RwsgiError(
+      'RWSGI_ERR_NATIVE',
+      `cannot load the native addon dist/rwsgi.node (${(err as Error).message}); run \`npm run build\``,
+    );
+  }
+  try {
+    loaded.checkLlhttp(process.versions.llhttp ?? 'unknown');
+  } catch (err) {
+    throw new RwsgiError('RWSGI_ERR_NATIVE', (err as Error).message);
+  }
+  addon = loaded;
+  return loaded;
+}

@@ -1,0 +1,62 @@
+// The arbiter <-> worker messages on fd 3: newline-delimited JSON, one
+// definition for both sides. EOF on the pipe means the peer died.
+
+export interface InFlight {
+  method: string;
+  path: string;
+  /** Seconds since the request head arrived. */
+  age: number;
+}
+
+export type WorkerMessage =
+  | { type: 'ready'; pid: number }
+  | {
+      type: 'hb';
+      /** Requests answered since boot. */
+      served: number;
+      inFlight: number;
+      oldest: InFlight | null;
+      /** Event-loop lag in milliseconds, measured by the heartbeat timer. */
+      lagMs: number;
+      rss: number;
+    }
+  | { type: 'boot-error'; reason: string };
+
+export type ArbiterMessage = { type: 'stop'; graceful: boolean; deadlineMs: number };
+
+export type Message = WorkerMessage | ArbiterMessage;
+
+export function encode(message: Message): string {
+  return `${JSON.stringify(message)}\n`;
+}
+
+const TYPES = new Set(['ready', 'hb', 'boot-error', 'stop']);
+
+function parse(line: string): Message | null {
+  try {
+    const value: unknown = JSON.parse(line);
+    if (typeof value === 'object' && value !== null && TYPES.has((value as { type?: unknown }).type as string)) {
+      return value as Message;
+    }
+  } catch {
+    // A torn or foreign line is dropped, never fatal.
+  }
+  return null;
+}
+
+/** Splits a byte stream into messages, keeping a partial last line. */
+export class LineDecoder {
+  private partial = '';
+
+  push(chunk: string): Message[] {
+    const text = this.partial + chunk;
+    const lines = text.split('\n');
+    this.partial = lines.pop() ?? '';
+    const out: Message[] = [];
+    for (const line of lines) {
+      const message = line.length > 0 ? parse(line) : null;
+      if (message) out.push(message);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,97 @@
+// Receives the engine's events, keeps one Connection per client socket and
+// one Exchange per request, and hands each request to the app interface.
+
+import type { InFlight } from '../protocol/messages.js';
+import { FLAG_HAS_BODY, type NativeServer, type ServerCallbacks } from '../native.js';
+import { Connection, Exchange } from './exchange.js';
+
+export type RequestHandler = (ex: Exchange) => void;
+
+export class Dispatcher implements ServerCallbacks {
+  private readonly conns = new Map<number, Connection>();
+  /** Requests without a finished response, oldest first (Set keeps insertion order). */
+  private readonly inflight = new Set<Exchange>();
+  private server: NativeServer | null = null;
+  served = 0;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly handler: RequestHandler) {}
+
+  attach(server: NativeServer): void {
+    this.server = server;
+  }
+
+  get inFlightCount(): number {
+    return this.inflight.size;
+  }
+
+  oldest(): InFlight | null {
+    for (const ex of this.inflight) {
+      return { method: ex.method, path: ex.path, age: (performance.now() - ex.startedAt) / 1000 };
+    }
+    return null;
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private readonly events = {
+    onDone: (ex: Exchange): void => {
+      if (this.inflight.delete(ex)) this.served++;
+      if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      }
+    },
+  };
+
+  onRequest = (
+    id: number,
+    method: string,
+    url: string,
+    headers: string,
+    flags: number,
+    peerIp: string,
+    peerPort: number,
+    localPort: number,
+  ): void => {
+    const server = this.server;
+    if (!server) return;
+    let conn = this.conns.get(id);
+    if (!conn) {
+      conn = new Connection(id, server);
+      this.conns.set(id, conn);
+    }
+    const ex = new Exchange(conn, method, url, headers, flags, peerIp, peerPort, localPort, this.events);
+    conn.queue.push(ex);
+    if (flags & FLAG_HAS_BODY) conn.reading = ex;
+    this.inflight.add(ex);
+    this.handler(ex);
+  };
+
+  onBody = (id: number, chunk: Buffer): void => {
+    this.conns.get(id)?.reading?.input.push(chunk);
+  };
+
+  onBodyEnd = (id: number): void => {
+    const conn = this.conns.get(id);
+    if (!conn?.reading) return;
+    conn.reading.input.end();
+    conn.reading = null;
+  };
+
+  onClose = (id: number): void => {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    this.conns.delete(id);
+    conn.close();
+  };
+
+  onDrain = (id: number): void => {
+    this.conns.get(id)?.drained();
+  };
+}

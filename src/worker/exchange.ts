@@ -1,0 +1,245 @@
+// One request and its response, and the connection that orders them:
+// responses go out strictly in request order, so an exchange that is not
+// at the head of its connection's queue buffers its response until it is.
+
+import type { NativeServer } from '../native.js';
+import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
+import { logger } from '../log.js';
+import { emptyBody, RequestBody } from './body.js';
+
+export type HeaderPairs = ReadonlyArray<readonly [string, string]>;
+type Chunk = string | Uint8Array;
+
+type Op =
+  | { kind: 'respond'; status: string; headers: string; fields: number; body: Chunk }
+  | { kind: 'start'; status: string; headers: string; fields: number; length: number }
+  | { kind: 'write'; chunk: Chunk }
+  | { kind: 'end' };
+
+export const INTERNAL_ERROR = [
+  '500 Internal Server Error',
+  'Content-Type\0text/plain\0',
+  1,
+  'Internal Server Error',
+] as const;
+
+/** `[[name, value], ...]` as the engine takes them: `name\0value\0...`. */
+export function joinHeaders(headers: unknown): { joined: string; fields: number } {
+  if (!Array.isArray(headers)) throw new TypeError('response headers must be an array of [name, value] pairs');
+  let joined = '';
+  for (const pair of headers) {
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string') {
+      throw new TypeError(`response header ${JSON.stringify(pair)} is not a [name, value] pair of strings`);
+    }
+    joined += `${pair[0]}\0${String(pair[1])}\0`;
+  }
+  return { joined, fields: headers.length };
+}
+
+export class Connection {
+  readonly queue: Exchange[] = [];
+  /** The exchange whose request body is still arriving. */
+  reading: Exchange | null = null;
+  closed = false;
+  private drainWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly id: number,
+    readonly server: NativeServer,
+  ) {}
+
+  waitForDrain(): Promise<void> {
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  drained(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** The head exchange finished: the next one may write. */
+  advance(done: Exchange): void {
+    if (this.queue[0] === done) this.queue.shift();
+    this.queue[0]?.becomeHead();
+  }
+
+  close(): void {
+    this.closed = true;
+    const error = new Error('client connection closed');
+    for (const ex of this.queue) ex.connectionClosed(error);
+    this.reading?.input.fail(error);
+    this.queue.length = 0;
+    this.reading = null;
+    this.drained();
+  }
+}
+
+export interface ExchangeEvents {
+  onDone(ex: Exchange): void;
+}
+
+export class Exchange {
+  readonly input: RequestBody;
+  readonly startedAt = performance.now();
+  /** The app began its response (head sent or queued). */
+  responseStarted = false;
+  done = false;
+  private ops: Op[] = [];
+  private headWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly conn: Connection,
+    readonly method: string,
+    readonly url: string,
+    readonly rawHeaders: string,
+    readonly flags: number,
+    readonly peerIp: string,
+    readonly peerPort: number,
+    readonly localPort: number,
+    private readonly events: ExchangeEvents,
+  ) {
+    const server = conn.server;
+    const id = conn.id;
+    this.input =
+      flags & FLAG_HAS_BODY
+        ? new RequestBody(
+            { setReading: (on) => server.setReading(id, on), sendContinue: () => server.sendContinue(id) },
+            (flags & FLAG_EXPECT_CONTINUE) !== 0,
+          )
+        : emptyBody();
+  }
+
+  get httpVersion(): string {
+    return this.flags & FLAG_HTTP10 ? 'HTTP/1.0' : 'HTTP/1.1';
+  }
+
+  get path(): string {
+    const q = this.url.indexOf('?');
+    return q === -1 ? this.url : this.url.slice(0, q);
+  }
+
+  get closed(): boolean {
+    return this.conn.closed;
+  }
+
+  private get isHead(): boolean {
+    return this.conn.queue[0] === this;
+  }
+
+  /** The whole response at once; the length is known. */
+  respond(status: string, headers: unknown, body: Chunk): void {
+    const { joined, fields } = joinHeaders(headers);
+    this.responseStarted = true;
+    this.perform({ kind: 'respond', status, headers: joined, fields, body });
+  }
+
+  /** Starts a streamed response; `length` < 0 when unknown. */
+  start(status: string, headers: unknown, length = -1): void {
+    const { joined, fields } = joinHeaders(headers);
+    this.responseStarted = true;
+    this.perform({ kind: 'start', status, headers: joined, fields, length });
+  }
+
+  /** Resolves at once, or once the client has taken enough of the output. */
+  write(chunk: Chunk): Promise<void> | true {
+    if (this.done || this.closed) return true;
+    if (!this.isHead) {
+      this.ops.push({ kind: 'write', chunk });
+      return new Promise((resolve) => this.headWaiters.push(resolve));
+    }
+    const r = this.conn.server.write(this.conn.id, chunk);
+    return r === 0 ? this.conn.waitForDrain() : true;
+  }
+
+  end(): void {
+    this.perform({ kind: 'end' });
+  }
+
+  /** The response cannot be completed: cut the connection. */
+  abort(): void {
+    if (this.done) return;
+    this.finish();
+    if (!this.closed) this.conn.server.abort(this.conn.id);
+  }
+
+  private perform(op: Op): void {
+    if (this.done || this.closed) return;
+    if (!this.isHead) {
+      this.ops.push(op);
+      return;
+    }
+    this.run(op);
+  }
+
+  /** Runs one response step natively. A response the engine refuses
+   * (bad status, CR/LF in a header, ...) becomes a logged 500, or a cut
+   * connection if its head is already out. */
+  private run(op: Op): void {
+    try {
+      this.runUnchecked(op);
+    } catch (err) {
+      logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
+      if (op.kind === 'respond' || op.kind === 'start') {
+        this.conn.server.respond(this.conn.id, ...INTERNAL_ERROR);
+        this.complete();
+      } else {
+        this.abort();
+      }
+    }
+  }
+
+  private runUnchecked(op: Op): void {
+    const { server, id } = this.conn;
+    switch (op.kind) {
+      case 'respond':
+        server.respond(id, op.status, op.headers, op.fields, op.body);
+        this.complete();
+        break;
+      case 'start':
+        server.start(id, op.status, op.headers, op.fields, op.length);
+        break;
+      case 'write':
+        server.write(id, op.chunk);
+        break;
+      case 'end':
+        server.end(id);
+        this.complete();
+        break;
+    }
+  }
+
+  becomeHead(): void {
+    const ops = this.ops;
+    this.ops = [];
+    for (const op of ops) {
+      if (this.done || this.closed) break;
+      this.run(op);
+    }
+    const waiters = this.headWaiters;
+    this.headWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private finish(): void {
+    this.done = true;
+    this.input.discard();
+    this.events.onDone(this);
+  }
+
+  private complete(): void {
+    this.finish();
+    this.conn.advance(this);
+  }
+
+  connectionClosed(error: Error): void {
+    this.input.fail(error);
+    const waiters = this.headWaiters;
+    this.headWaiters = [];
+    for (const w of waiters) w();
+    if (!this.done) {
+      this.done = true;
+      this.events.onDone(this);
+    }
+  }
+}

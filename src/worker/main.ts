@@ -1,0 +1,132 @@
+// Worker process entry: fd 3 is the pipe to the arbiter, fds 4.. are this
+// slot's listening sockets. Loads the app, serves, heartbeats, and stops
+// gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
+
+import { Socket } from 'node:net';
+import { loadApp } from '../apps/load.js';
+import { type WsgiApp, WsgiRunner } from '../apps/wsgi.js';
+import type { Config } from '../config.js';
+import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
+import { describe, logger, setLogLevel } from '../log.js';
+import { native } from '../native.js';
+import { encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
+import { Dispatcher } from './dispatcher.js';
+
+export interface WorkerSpec {
+  config: Config;
+  /** How many listening sockets follow fd 3. */
+  listeners: number;
+}
+
+const PIPE_FD = 3;
+const FIRST_LISTENER_FD = 4;
+const HEARTBEAT_MS = 1000;
+
+function readSpec(): WorkerSpec {
+  const raw = process.env.RWSGI_WORKER;
+  if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
+  return JSON.parse(raw) as WorkerSpec;
+}
+
+async function main(): Promise<void> {
+  const spec = readSpec();
+  const { config } = spec;
+  setLogLevel(config.logLevel);
+  const pipe = new Socket({ fd: PIPE_FD, readable: true, writable: true });
+  const send = (message: WorkerMessage): void => {
+    if (!pipe.destroyed) pipe.write(encode(message));
+  };
+
+  let app: unknown;
+  try {
+    app = await loadApp(config.app);
+    if (typeof app !== 'function') {
+      throw new RwsgiError(
+        'RWSGI_ERR_APP_EXPORT',
+        `${config.app} exports a ${typeof app}, not an app(environ, startResponse) function`,
+        EXIT_APP_LOAD,
+      );
+    }
+  } catch (err) {
+    const reason = err instanceof RwsgiError ? err.message : describe(err);
+    send({ type: 'boot-error', reason });
+    pipe.end(() => process.exit(EXIT_APP_LOAD));
+    return;
+  }
+
+  const runner = new WsgiRunner(app as WsgiApp);
+  const dispatcher = new Dispatcher((ex) => runner.handle(ex));
+  const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
+  const server = new (native().NativeServer)(
+    fds,
+    {
+      limitRequestLine: config.limitRequestLine,
+      limitRequestFields: config.limitRequestFields,
+      limitRequestFieldSize: config.limitRequestFieldSize,
+      keepAliveSeconds: config.keepAlive,
+      headerTimeoutSeconds: config.headerTimeout,
+    },
+    dispatcher,
+  );
+  dispatcher.attach(server);
+
+  let expected = performance.now() + HEARTBEAT_MS;
+  const heartbeat = setInterval(() => {
+    const now = performance.now();
+    const lagMs = Math.max(0, now - expected);
+    expected = now + HEARTBEAT_MS;
+    send({
+      type: 'hb',
+      served: dispatcher.served,
+      inFlight: dispatcher.inFlightCount,
+      oldest: dispatcher.oldest(),
+      lagMs,
+      rss: process.memoryUsage.rss(),
+    });
+  }, HEARTBEAT_MS);
+
+  let stopping = false;
+  const stop = async (deadlineMs: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    server.drain();
+    const deadline = setTimeout(() => process.exit(0), deadlineMs);
+    await dispatcher.whenIdle();
+    // Responses are out of the app; give the engine a moment to flush them.
+    const poll = setInterval(() => {
+      if (server.connectionCount() === 0) {
+        clearInterval(poll);
+        clearTimeout(deadline);
+        clearInterval(heartbeat);
+        server.close();
+        pipe.destroy();
+        process.exit(0);
+      }
+    }, 20);
+  };
+  const graceMs = config.gracefulTimeout * 1000;
+
+  const decoder = new LineDecoder();
+  pipe.setEncoding('utf8');
+  pipe.on('data', (chunk: string) => {
+    for (const message of decoder.push(chunk)) {
+      if (message.type === 'stop') {
+        if (message.graceful) void stop(message.deadlineMs);
+        else process.exit(0);
+      }
+    }
+  });
+  // The arbiter is gone: finish what is in flight and leave, never orphaned.
+  pipe.on('end', () => void stop(graceMs));
+  pipe.on('error', () => void stop(graceMs));
+  process.on('SIGTERM', () => void stop(graceMs));
+  process.on('SIGINT', () => process.exit(0));
+  process.on('SIGQUIT', () => process.exit(0));
+
+  send({ type: 'ready', pid: process.pid });
+}
+
+main().catch((err: unknown) => {
+  logger.critical(`worker failed: ${describe(err)}`);
+  process.exit(1);
+});
