@@ -132,7 +132,7 @@ export class Arbiter {
     logger.error(`Worker (pid:${child.pid}) ${signal ? `was killed by signal ${signal}` : `exited with code ${code}`}`);
     setTimeout(() => {
       if (!this.stopping && slot.worker === null) this.spawnWorker(slot);
-    }, RESPAWN_DELAY_MS).unref();
+    }, RESPAWN_DELAY_MS);
   }
 
   private stop(signal: string | null, graceful: boolean): void {

@@ -24,7 +24,8 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  // Let piped stdout drain before exiting.
+  (code) => process.stdout.write('', () => process.exit(code)),
   (err: unknown) => {
     if (err instanceof RwsgiError) {
       if (err.code === 'RWSGI_ERR_USAGE') process.stderr.write(`rwsgi: ${err.message}\n`);

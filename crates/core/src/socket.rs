@@ -21,6 +21,18 @@ fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// SO_REUSEPORT would silently join another server's group on the same port
+/// (any process of the same user may): a plain bind first tells whether the
+/// address is already listened on, as gunicorn's "Connection in use" does.
+fn ensure_port_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())
+}
+
 /// Binds `count` SO_REUSEPORT sockets to `addr` (a port of 0 picks one port
 /// for the whole group) and returns them with the address actually bound.
 pub fn bind_group(
@@ -28,6 +40,9 @@ pub fn bind_group(
     count: usize,
     backlog: i32,
 ) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    if addr.port() != 0 {
+        ensure_port_free(addr)?;
+    }
     let mut bound = addr;
     let mut fds = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
@@ -101,6 +116,8 @@ mod tests {
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = plain.local_addr().unwrap();
         assert!(bind_group(taken, 1, 16).is_err());
-        drop(addr);
+        // Nor may a second group join a live one.
+        let err = bind_group(addr, 1, 16).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

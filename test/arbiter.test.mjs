@@ -1,0 +1,149 @@
+// The arbiter with real worker processes: both workers answer, a dead
+// worker is replaced, signals stop everything, and startup errors exit with
+// gunicorn's codes.
+
+import { spawn } from 'node:child_process';
+import test from 'ava';
+import { CLI, curl, fixture, python, ROOT, serve, waitFor } from './helpers.mjs';
+
+const ROUTES = fixture('routes.mjs');
+
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const workerPids = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
+
+test('both workers of a 2-worker server answer', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const out = await python(
+    `
+import http.client
+pids = set()
+for i in range(200):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    c.request('GET', '/pid'); pids.add(c.getresponse().read().decode()); c.close()
+    if len(pids) == 2: break
+print(' '.join(sorted(pids)))
+`,
+    server.port,
+  );
+  t.deepEqual(out.trim().split(' ').map(Number).sort(), workerPids(server.log).sort());
+});
+
+test('a worker that dies is replaced in its slot', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 1 });
+  const [first] = workerPids(server.log);
+  process.kill(first, 'SIGKILL');
+  await waitFor(() => workerPids(server.log).length === 2, 10_000, 'respawn');
+  await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length === 2, 10_000, 'replacement ready');
+  t.regex(server.log, new RegExp(`Worker \\(pid:${first}\\) was killed by signal SIGKILL`));
+  const [, second] = workerPids(server.log);
+  t.is(await curl(`${server.url}/pid`), String(second));
+});
+
+test('TERM stops the workers and the arbiter with status 0', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const pids = workerPids(server.log);
+  const exit = await server.stop('SIGTERM');
+  t.deepEqual(exit, { code: 0, signal: null });
+  t.regex(server.log, /Handling signal: term/);
+  t.regex(server.log, /Shutting down: Master/);
+  for (const pid of pids) t.false(alive(pid), `worker ${pid} is gone`);
+});
+
+test('TERM lets an in-flight request finish', async (t) => {
+  const server = await serve(t, ROUTES);
+  const pending = curl(`${server.url}/slow`);
+  await waitFor(() => server.log.includes('slow request started'), 5000, 'the request in flight');
+  const exit = server.stop('SIGTERM');
+  t.is(await pending, 'slow');
+  t.is((await exit).code, 0);
+});
+
+test('INT stops everything quickly', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const pids = workerPids(server.log);
+  const exit = await server.stop('SIGINT');
+  t.is(exit.code, 0);
+  for (const pid of pids) t.false(alive(pid));
+});
+
+test('IPv6 loopback binds and serves', async (t) => {
+  const server = await serve(t, ROUTES, { bind: '[::1]:0' });
+  t.regex(server.log, /Listening at: http:\/\/\[::1\]:\d+/);
+  t.is(await curl(`http://[::1]:${server.port}/ok`), 'ok');
+});
+
+test('several --bind addresses are all served', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['-b', '127.0.0.2:0'] });
+  const ports = [...server.log.matchAll(/Listening at: http:\/\/(\S+):(\d+)/g)].map((m) => [m[1], m[2]]);
+  t.is(ports.length, 2);
+  for (const [host, port] of ports) t.is(await curl(`http://${host}:${port}/ok`), 'ok');
+});
+
+function runCli(args) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+test('an app that throws at import: error printed once, exit 4, fast', async (t) => {
+  const started = Date.now();
+  const { code, out } = await runCli(['serve', fixture('broken.mjs'), '-b', '127.0.0.1:0', '-w', '2']);
+  t.is(code, 4);
+  t.is(out.match(/this app is broken at import time/g)?.length, 1);
+  t.regex(out, /App failed to load/);
+  t.true(Date.now() - started < 10_000);
+});
+
+test('a missing app module exits 4 and names the file', async (t) => {
+  const { code, out } = await runCli(['serve', 'no/such/app.js', '-b', '127.0.0.1:0', '-w', '1']);
+  t.is(code, 4);
+  t.regex(out, /app module 'no\/such\/app\.js' not found/);
+});
+
+test('a bind error exits 3 with a clear message', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { code, out } = await runCli(['serve', ROUTES, '-b', `127.0.0.1:${server.port}`, '-w', '1']);
+  t.is(code, 3);
+  t.regex(out, new RegExp(`cannot listen at 127\\.0\\.0\\.1:${server.port}: .*[Aa]ddress already in use`));
+});
+
+test('usage errors exit 3 and say what is wrong', async (t) => {
+  const cases = [
+    [['serve'], /missing MODULE/],
+    [['serve', 'a.js', '-w', 'zero'], /--workers must be an integer >= 1, got 'zero'/],
+    [['serve', 'a.js', '--keep-alive=-1'], /--keep-alive must be a number of seconds >= 0/],
+    [['serve', 'a.js', '-b', 'host:99999'], /--bind 'host:99999' is not HOST:PORT/],
+    [['serve', 'a.js', '--log-level', 'loud'], /--log-level must be one of/],
+    [['serve', 'a.js', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['launch'], /unknown command 'launch'/],
+  ];
+  for (const [args, pattern] of cases) {
+    const { code, out } = await runCli(args);
+    t.is(code, 3, args.join(' '));
+    t.regex(out, pattern);
+  }
+});
+
+test('--help and --version', async (t) => {
+  const help = await runCli(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.out, /usage: rwsgi serve MODULE\[:EXPORT\]/);
+  const version = await runCli(['--version']);
+  t.regex(version.out, /^rwsgi \d+\.\d+\.\d+\n$/);
+});

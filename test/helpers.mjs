@@ -1,0 +1,100 @@
+// Real processes over real sockets: start `rwsgi serve`, talk raw TCP, curl
+// and Python's http.client to it, and always clean up.
+
+import { spawn, execFile } from 'node:child_process';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+export const fixture = (name) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+const run = promisify(execFile);
+
+/** Resolves when `predicate()` is truthy; rejects after `ms`. */
+export async function waitFor(predicate, ms = 10_000, what = 'condition') {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Starts `rwsgi serve app` on an ephemeral loopback port and waits until
+ * every worker is ready. `t.teardown` kills it if the test did not stop it.
+ */
+export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:0' } = {}) {
+  const child = spawn(process.execPath, [CLI, 'serve', app, '-b', bind, '-w', String(workers), '--log-level', 'debug', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const server = { child, log: '', port: 0, exit: null };
+  child.stdout.on('data', (d) => (server.log += d));
+  child.stderr.on('data', (d) => (server.log += d));
+  server.exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      server.exit = { code, signal };
+      resolve(server.exit);
+    }),
+  );
+  t.teardown(async () => {
+    if (server.exit) return;
+    child.kill('SIGKILL');
+    await server.exited;
+  });
+  server.port = Number(
+    (await waitFor(() => /Listening at: http:\/\/\S+:(\d+)/.exec(server.log) ?? server.exit, 15_000, 'listening'))[1],
+  );
+  await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= workers || server.exit, 15_000, 'workers ready');
+  if (server.exit) throw new Error(`server exited early:\n${server.log}`);
+  server.url = `http://127.0.0.1:${server.port}`;
+  server.stop = async (signal = 'SIGTERM') => {
+    child.kill(signal);
+    return server.exited;
+  };
+  return server;
+}
+
+/** Sends raw bytes; resolves with everything received until the peer closes (or `ms`). */
+export function raw(port, data, { ms = 5000, host = '127.0.0.1' } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, host);
+    const chunks = [];
+    let closed = false;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
+    }, ms);
+    socket.on('connect', () => {
+      for (const part of Array.isArray(data) ? data : [data]) socket.write(part);
+    });
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', (e) => {
+      if (e.code === 'ECONNRESET') return;
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.on('close', () => {
+      closed = true;
+      clearTimeout(timer);
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
+    });
+  });
+}
+
+/** Status lines of every response in a raw byte stream. */
+export const statusLines = (text) => text.match(/HTTP\/1\.1 \d{3}[^\r\n]*(?=\r\n)/g) ?? [];
+
+export async function curl(...args) {
+  const { stdout } = await run('curl', ['-sS', '--max-time', '10', ...args], { maxBuffer: 64 * 1024 * 1024 });
+  return stdout;
+}
+
+/** Runs a Python 3 snippet with `port` in scope; resolves with its stdout. */
+export async function python(code, port) {
+  const { stdout } = await run('python3', ['-c', `port = ${port}\n${code}`], { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+  return stdout;
+}

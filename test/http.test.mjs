@@ -1,0 +1,261 @@
+// The HTTP/1.1 engine through a real server: methods, keep-alive,
+// pipelining, bodies, limits and malformed input over raw sockets.
+
+import test from 'ava';
+import { curl, fixture, python, raw, serve, statusLines } from './helpers.mjs';
+
+const ROUTES = fixture('routes.mjs');
+const ECHO = fixture('echo.mjs');
+
+test('GET, HEAD and POST through curl', async (t) => {
+  const server = await serve(t, ROUTES);
+  const get = await curl('-i', `${server.url}/ok`);
+  t.regex(get, /^HTTP\/1\.1 200 OK\r\n/);
+  t.regex(get, /\r\nContent-Length: 2\r\n/);
+  t.regex(get, /\r\nDate: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/);
+  t.true(get.endsWith('\r\n\r\nok'));
+
+  const head = await curl('-I', `${server.url}/ok`);
+  t.regex(head, /^HTTP\/1\.1 200 OK\r\n/);
+  t.regex(head, /\r\nContent-Length: 2\r\n/);
+
+  const post = await curl('--data-binary', 'payload-123', `${server.url}/echo`);
+  t.is(post, 'payload-123');
+});
+
+test('HEAD carries no body and the connection stays usable', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text } = await raw(
+    server.port,
+    'HEAD /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  );
+  t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+  const [first, second] = text.split(/(?=HTTP\/1\.1 200)/);
+  t.true(first.endsWith('\r\n\r\n'), 'HEAD response ends with its head');
+  t.true(second.endsWith('\r\n\r\nok'));
+});
+
+test('204 has neither body nor Content-Length', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text } = await raw(server.port, 'GET /no-content HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.regex(text, /^HTTP\/1\.1 204 No Content\r\n/);
+  t.notRegex(text, /Content-Length|Transfer-Encoding/i);
+  t.true(text.endsWith('\r\n\r\n'));
+});
+
+test('environ carries the PEP 3333 names', async (t) => {
+  const server = await serve(t, ECHO);
+  const out = JSON.parse(
+    await curl('-H', 'X-Custom: v1', '-H', 'Content-Type: text/x', '--data-binary', 'b', `${server.url}/a%20b/c?x=1&y=%20`),
+  );
+  const e = out.environ;
+  t.is(e.REQUEST_METHOD, 'POST');
+  t.is(e.PATH_INFO, '/a b/c');
+  t.is(e.QUERY_STRING, 'x=1&y=%20');
+  t.is(e.RAW_URI, '/a%20b/c?x=1&y=%20');
+  t.is(e.SCRIPT_NAME, '');
+  t.is(e.CONTENT_TYPE, 'text/x');
+  t.is(e.CONTENT_LENGTH, '1');
+  t.is(e.HTTP_X_CUSTOM, 'v1');
+  t.is(e.SERVER_PROTOCOL, 'HTTP/1.1');
+  t.is(e.SERVER_NAME, '127.0.0.1');
+  t.is(e.SERVER_PORT, String(server.port));
+  t.is(e.REMOTE_ADDR, '127.0.0.1');
+  t.regex(e.REMOTE_PORT, /^\d+$/);
+  t.is(e['wsgi.url_scheme'], 'http');
+  t.is(out.body, 'b');
+});
+
+test('chunked upload is echoed and trailers are not exposed', async (t) => {
+  const server = await serve(t, ECHO);
+  const { text } = await raw(
+    server.port,
+    [
+      'POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
+      '5\r\nhello\r\n',
+      '6\r\n world\r\n0\r\nX-Trailer: secret\r\n\r\n',
+    ],
+  );
+  t.regex(text, /^HTTP\/1\.1 200 OK/);
+  const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+  t.is(body.body, 'hello world');
+  t.is(body.environ.HTTP_X_TRAILER, undefined);
+});
+
+test('a large upload and download pass through intact', async (t) => {
+  const server = await serve(t, ROUTES);
+  const out = await python(
+    `
+import http.client, hashlib, os
+body = os.urandom(3 * 1024 * 1024 + 17)
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=20)
+c.request('POST', '/echo', body=body)
+r = c.getresponse(); data = r.read()
+print(r.status, len(data), hashlib.sha256(data).hexdigest() == hashlib.sha256(body).hexdigest())
+c.request('GET', '/big'); r = c.getresponse(); data = r.read()
+print(r.status, len(data), r.getheader('Transfer-Encoding'))
+`,
+    server.port,
+  );
+  t.is(out, `200 ${3 * 1024 * 1024 + 17} True\n200 ${64 * 64 * 1024} chunked\n`);
+});
+
+test('1000 requests on one keep-alive connection (http.client)', async (t) => {
+  const server = await serve(t, ROUTES);
+  const out = await python(
+    `
+import http.client
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+ok = 0
+for i in range(1000):
+    c.request('GET', '/ok'); r = c.getresponse()
+    ok += r.status == 200 and r.read() == b'ok'
+print(ok, c.sock is not None)
+`,
+    server.port,
+  );
+  t.is(out, '1000 True\n');
+});
+
+test('three pipelined requests in one write are answered in order', async (t) => {
+  const server = await serve(t, ROUTES);
+  // /slow finishes last but is asked first: its response must still lead.
+  const { text, closed } = await raw(
+    server.port,
+    'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  );
+  t.true(closed);
+  t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+  const bodies = text.split(/HTTP\/1\.1 200 OK/).slice(1).map((r) => r.slice(r.indexOf('\r\n\r\n') + 4));
+  t.is(bodies[0], 'slow');
+  t.regex(bodies[1], /^\d+$/);
+  t.is(bodies[2], 'ok');
+});
+
+test('Connection: close is honoured and pipelined bytes behind it never run', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text, closed } = await raw(
+    server.port,
+    'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /throw HTTP/1.1\r\nHost: x\r\n\r\n',
+  );
+  t.true(closed);
+  t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK']);
+  t.regex(text, /\r\nConnection: close\r\n/);
+  t.notRegex(server.log, /boom from \/throw/);
+});
+
+test('HTTP/1.0 closes by default and keeps alive when asked', async (t) => {
+  const server = await serve(t, ROUTES);
+  const plain = await raw(server.port, 'GET /ok HTTP/1.0\r\n\r\n');
+  t.true(plain.closed);
+  t.regex(plain.text, /\r\nConnection: close\r\n/);
+  const kept = await raw(
+    server.port,
+    'GET /ok HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ok HTTP/1.0\r\n\r\n',
+  );
+  t.deepEqual(statusLines(kept.text), ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+  t.regex(kept.text, /\r\nConnection: keep-alive\r\n/);
+  t.true(kept.closed);
+});
+
+test('HTTP/1.0 streamed responses are delimited by close', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text, closed } = await raw(server.port, 'GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+  t.true(closed);
+  t.notRegex(text, /Transfer-Encoding/);
+  t.true(text.endsWith('\r\n\r\none,two,three'));
+});
+
+test('unknown-length responses are chunked on HTTP/1.1', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text } = await raw(server.port, 'GET /async-stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.regex(text, /\r\nTransfer-Encoding: chunked\r\n/);
+  t.true(text.endsWith('\r\n\r\n6\r\npart0;\r\n6\r\npart1;\r\n6\r\npart2;\r\n0\r\n\r\n'));
+});
+
+test('Expect: 100-continue is answered when the app reads the body', async (t) => {
+  const server = await serve(t, ROUTES);
+  const out = await curl('-i', '-H', 'Expect: 100-continue', '--expect100-timeout', '30', '--data-binary', 'abc', `${server.url}/echo`);
+  t.regex(out, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+  t.true(out.endsWith('abc'));
+});
+
+test('idle keep-alive connections are closed after --keep-alive', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['--keep-alive', '1'] });
+  const started = Date.now();
+  const { text, closed } = await raw(server.port, 'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 8000 });
+  t.true(closed);
+  t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK']);
+  t.true(Date.now() - started < 7000);
+});
+
+test('a slow request head gets 408 after --header-timeout', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['--header-timeout', '1'] });
+  const { text, closed } = await raw(server.port, 'GET /ok HTTP/1.1\r\nHost: x\r\n', { ms: 8000 });
+  t.true(closed);
+  t.deepEqual(statusLines(text), ['HTTP/1.1 408 Request Timeout']);
+});
+
+const LIMITS = [
+  ['request line over 4094 bytes', `GET /${'a'.repeat(4094)} HTTP/1.1\r\nHost: x\r\n\r\n`, '414 URI Too Long'],
+  ['101 header fields', `GET / HTTP/1.1\r\nHost: x\r\n${'X-F: y\r\n'.repeat(100)}\r\n`, '431 Request Header Fields Too Large'],
+  ['a header field over 8190 bytes', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'y'.repeat(8190)}\r\n\r\n`, '431 Request Header Fields Too Large'],
+];
+
+for (const [name, request, status] of LIMITS) {
+  test(`default limit: ${name} -> ${status.slice(0, 3)}`, async (t) => {
+    const server = await serve(t, ROUTES);
+    const { text, closed } = await raw(server.port, request);
+    t.true(closed);
+    t.deepEqual(statusLines(text), [`HTTP/1.1 ${status}`]);
+    t.regex(text, /\r\nConnection: close\r\n/);
+  });
+}
+
+test('limits are configurable and requests within them pass', async (t) => {
+  const server = await serve(t, ROUTES, {
+    args: ['--limit-request-line', '64', '--limit-request-fields', '3', '--limit-request-field_size', '40'],
+  });
+  const ok = await raw(server.port, 'GET /ok HTTP/1.1\r\nHost: x\r\nA: 1\r\nConnection: close\r\n\r\n');
+  t.deepEqual(statusLines(ok.text), ['HTTP/1.1 200 OK']);
+  const line = await raw(server.port, `GET /${'a'.repeat(60)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  t.deepEqual(statusLines(line.text), ['HTTP/1.1 414 URI Too Long']);
+  const fields = await raw(server.port, 'GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n');
+  t.deepEqual(statusLines(fields.text), ['HTTP/1.1 431 Request Header Fields Too Large']);
+  const size = await raw(server.port, `GET / HTTP/1.1\r\nHost: x\r\nA: ${'v'.repeat(40)}\r\n\r\n`);
+  t.deepEqual(statusLines(size.text), ['HTTP/1.1 431 Request Header Fields Too Large']);
+});
+
+const MALFORMED = [
+  ['missing Host on HTTP/1.1', 'GET / HTTP/1.1\r\n\r\n'],
+  ['two Host headers', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'],
+  ['Content-Length with Transfer-Encoding', 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+  ['differing duplicate Content-Length', 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'],
+  ['non-numeric Content-Length', 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3x\r\n\r\nabc'],
+  ['Transfer-Encoding not ending in chunked', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n'],
+  ['Transfer-Encoding in HTTP/1.0', 'POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+  ['bad chunk size', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n'],
+  ['space before the colon', 'GET / HTTP/1.1\r\nHost : x\r\n\r\n'],
+  ['obs-fold', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n'],
+  ['bare LF line endings', 'GET / HTTP/1.1\nHost: x\n\n'],
+  ['bad version', 'GET / HTTP/1.x\r\nHost: x\r\n\r\n'],
+  ['garbage request line', 'HELLO\r\n\r\n'],
+  ['NUL in a header value', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n'],
+];
+
+for (const [name, request] of MALFORMED) {
+  test(`malformed: ${name} -> one 400 and close`, async (t) => {
+    const server = await serve(t, ROUTES);
+    const { text, closed } = await raw(server.port, request);
+    t.true(closed);
+    t.deepEqual(statusLines(text), ['HTTP/1.1 400 Bad Request']);
+    t.regex(text, /\r\nConnection: close\r\n/);
+  });
+}
+
+test('a malformed request behind a valid one: the valid response first, then one 400', async (t) => {
+  const server = await serve(t, ROUTES);
+  const { text, closed } = await raw(server.port, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n');
+  t.true(closed);
+  t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 400 Bad Request']);
+});
