@@ -99,7 +99,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, parser: RequestParser, peer: (String, u16), local_port: u16, now: Instant) -> Self {
+    pub fn new(
+        fd: OwnedFd,
+        parser: RequestParser,
+        peer: (String, u16),
+        local_port: u16,
+        now: Instant,
+    ) -> Self {
         Conn {
             fd,
             parser,
@@ -128,7 +134,10 @@ impl Conn {
 
     pub fn wants_read(&self) -> bool {
         self.linger_until.is_some()
-            || !(self.read_finished || self.parse_paused || self.app_paused || self.close_after_flush)
+            || !(self.read_finished
+                || self.parse_paused
+                || self.app_paused
+                || self.close_after_flush)
     }
 
     pub fn unsent(&self) -> usize {
@@ -136,7 +145,10 @@ impl Conn {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.unsent() == 0 && !self.parser.busy() && self.inbuf.is_empty()
+        self.pending.is_empty()
+            && self.unsent() == 0
+            && !self.parser.busy()
+            && self.inbuf.is_empty()
     }
 
     fn front(&self) -> Result<RequestInfo, WriteError> {

@@ -86,15 +86,22 @@ pub const F_TRANSFER_ENCODING: u16 = 0x200;
 
 const TYPE_REQUEST: c_int = 1;
 
+type InitFn = unsafe extern "C" fn(*mut Parser, c_int, *const Settings);
+type ExecuteFn = unsafe extern "C" fn(*mut Parser, *const c_char, usize) -> c_int;
+type ParserFn = unsafe extern "C" fn(*mut Parser);
+type ParserQueryFn = unsafe extern "C" fn(*const Parser) -> c_int;
+type ParserTextFn = unsafe extern "C" fn(*const Parser) -> *const c_char;
+type NameFn = unsafe extern "C" fn(c_int) -> *const c_char;
+
 /// The llhttp entry points rwsgi calls, resolved once per process.
 pub struct Api {
-    init: unsafe extern "C" fn(*mut Parser, c_int, *const Settings),
-    execute: unsafe extern "C" fn(*mut Parser, *const c_char, usize) -> c_int,
-    resume: unsafe extern "C" fn(*mut Parser),
-    should_keep_alive: unsafe extern "C" fn(*const Parser) -> c_int,
-    get_error_reason: unsafe extern "C" fn(*const Parser) -> *const c_char,
-    errno_name: unsafe extern "C" fn(c_int) -> *const c_char,
-    method_name: unsafe extern "C" fn(c_int) -> *const c_char,
+    init: InitFn,
+    execute: ExecuteFn,
+    resume: ParserFn,
+    should_keep_alive: ParserQueryFn,
+    get_error_reason: ParserTextFn,
+    errno_name: NameFn,
+    method_name: NameFn,
 }
 
 /// The llhttp versions whose struct layouts are written above.
@@ -123,23 +130,23 @@ fn lookup(name: &CStr) -> Result<*mut c_void, String> {
 }
 
 macro_rules! resolve {
-    ($name:literal) => {{
+    ($name:literal, $ty:ty) => {{
         let sym = lookup($name)?;
         // SAFETY: the symbol comes from llhttp 9.3 (checked by the caller of
-        // `api`), whose C prototype matches the field type it is assigned to.
-        unsafe { std::mem::transmute::<*mut c_void, _>(sym) }
+        // `api`), whose C prototype is `$ty`.
+        unsafe { std::mem::transmute::<*mut c_void, $ty>(sym) }
     }};
 }
 
 fn resolve_all() -> Result<Api, String> {
     Ok(Api {
-        init: resolve!(c"llhttp_init"),
-        execute: resolve!(c"llhttp_execute"),
-        resume: resolve!(c"llhttp_resume"),
-        should_keep_alive: resolve!(c"llhttp_should_keep_alive"),
-        get_error_reason: resolve!(c"llhttp_get_error_reason"),
-        errno_name: resolve!(c"llhttp_errno_name"),
-        method_name: resolve!(c"llhttp_method_name"),
+        init: resolve!(c"llhttp_init", InitFn),
+        execute: resolve!(c"llhttp_execute", ExecuteFn),
+        resume: resolve!(c"llhttp_resume", ParserFn),
+        should_keep_alive: resolve!(c"llhttp_should_keep_alive", ParserQueryFn),
+        get_error_reason: resolve!(c"llhttp_get_error_reason", ParserTextFn),
+        errno_name: resolve!(c"llhttp_errno_name", NameFn),
+        method_name: resolve!(c"llhttp_method_name", NameFn),
     })
 }
 

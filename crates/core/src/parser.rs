@@ -176,9 +176,12 @@ impl RequestParser {
                 let (status, reason) = match state.refusal.take() {
                     Some((status, reason)) => (status, reason.to_string()),
                     // SAFETY: the parser is initialised.
-                    None => (400, format!("{}: {}", api.errno_name(errno), unsafe {
-                        api.error_reason(&*self.raw)
-                    })),
+                    None => (
+                        400,
+                        format!("{}: {}", api.errno_name(errno), unsafe {
+                            api.error_reason(&*self.raw)
+                        }),
+                    ),
                 };
                 Outcome::Error {
                     status,

@@ -45,7 +45,10 @@ impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ResponseError::InvalidStatus(s) => {
-                write!(f, "invalid status {s:?}: expected '<3-digit code 200-599> <reason>'")
+                write!(
+                    f,
+                    "invalid status {s:?}: expected '<3-digit code 200-599> <reason>'"
+                )
             }
             ResponseError::InvalidHeaderName(n) => write!(f, "invalid response header name {n:?}"),
             ResponseError::InvalidHeaderValue(n) => {
@@ -55,7 +58,10 @@ impl fmt::Display for ResponseError {
                 write!(f, "response Content-Length {v:?} is not a number")
             }
             ResponseError::UnsupportedTransferEncoding(v) => {
-                write!(f, "response Transfer-Encoding {v:?}: only 'chunked' is supported")
+                write!(
+                    f,
+                    "response Transfer-Encoding {v:?}: only 'chunked' is supported"
+                )
             }
             ResponseError::MalformedHeaderList => write!(f, "malformed response header list"),
         }
@@ -107,6 +113,8 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+type Field<'a> = (&'a [u8], &'a [u8]);
+
 /// Headers as the JavaScript side passes them: `name\0value\0name\0value\0`.
 /// A NUL inside a name or value shifts the pairing, which `fields` catches.
 pub struct HeaderList<'a> {
@@ -115,7 +123,7 @@ pub struct HeaderList<'a> {
 }
 
 impl<'a> HeaderList<'a> {
-    fn pairs(&self) -> Result<Vec<(&'a [u8], &'a [u8])>, ResponseError> {
+    fn pairs(&self) -> Result<Vec<Field<'a>>, ResponseError> {
         if self.fields == 0 {
             return if self.joined.is_empty() {
                 Ok(Vec::new())
@@ -233,7 +241,11 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
 
-    let framing = if request.is_head { Framing::None } else { framing };
+    let framing = if request.is_head {
+        Framing::None
+    } else {
+        framing
+    };
     Ok(Head {
         status: code,
         framing,
@@ -276,7 +288,8 @@ mod tests {
 
     #[test]
     fn known_length_gets_content_length_and_date() {
-        let (text, head) = encode("200 OK", &[("Content-Type", "text/plain")], GET11, Some(5)).unwrap();
+        let (text, head) =
+            encode("200 OK", &[("Content-Type", "text/plain")], GET11, Some(5)).unwrap();
         assert_eq!(
             text,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Length: 5\r\n\r\n"
@@ -290,7 +303,10 @@ mod tests {
         let (text, head) = encode("200 OK", &[], GET11, None).unwrap();
         assert!(text.contains("Transfer-Encoding: chunked\r\n"));
         assert_eq!(head.framing, Framing::Chunked);
-        let req10 = RequestInfo { http_minor: 0, ..GET11 };
+        let req10 = RequestInfo {
+            http_minor: 0,
+            ..GET11
+        };
         let (text, head) = encode("200 OK", &[], req10, None).unwrap();
         assert!(text.contains("Connection: close\r\n"));
         assert!(!head.keep_alive);
@@ -299,7 +315,10 @@ mod tests {
 
     #[test]
     fn http10_keep_alive_is_announced() {
-        let req10 = RequestInfo { http_minor: 0, ..GET11 };
+        let req10 = RequestInfo {
+            http_minor: 0,
+            ..GET11
+        };
         let (text, head) = encode("200 OK", &[], req10, Some(0)).unwrap();
         assert!(text.contains("Connection: keep-alive\r\n"));
         assert!(head.keep_alive);
@@ -307,11 +326,15 @@ mod tests {
 
     #[test]
     fn head_and_bodiless_statuses_carry_no_body() {
-        let head_req = RequestInfo { is_head: true, ..GET11 };
+        let head_req = RequestInfo {
+            is_head: true,
+            ..GET11
+        };
         let (text, head) = encode("200 OK", &[], head_req, Some(13)).unwrap();
         assert!(text.contains("Content-Length: 13\r\n"));
         assert_eq!(head.framing, Framing::None);
-        let (text, head) = encode("204 No Content", &[("Content-Length", "3")], GET11, Some(3)).unwrap();
+        let (text, head) =
+            encode("204 No Content", &[("Content-Length", "3")], GET11, Some(3)).unwrap();
         assert!(!text.contains("Content-Length"));
         assert_eq!(head.framing, Framing::None);
         let (_, head) = encode("304 Not Modified", &[], GET11, None).unwrap();
@@ -334,8 +357,22 @@ mod tests {
 
     #[test]
     fn refuses_injection_and_bad_statuses() {
-        for bad in ["20 OK", "2000", "099 X", "600 X", "200OK", "200 OK\r\nX: y", "abc"] {
-            assert!(matches!(encode(bad, &[], GET11, None), Err(ResponseError::InvalidStatus(_))), "{bad}");
+        for bad in [
+            "20 OK",
+            "2000",
+            "099 X",
+            "600 X",
+            "200OK",
+            "200 OK\r\nX: y",
+            "abc",
+        ] {
+            assert!(
+                matches!(
+                    encode(bad, &[], GET11, None),
+                    Err(ResponseError::InvalidStatus(_))
+                ),
+                "{bad}"
+            );
         }
         assert!(matches!(
             encode("200 OK", &[("X", "a\r\nSet-Cookie: x")], GET11, None),

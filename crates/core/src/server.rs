@@ -206,7 +206,10 @@ impl Engine {
         // SAFETY: plain syscalls creating new descriptors.
         let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let timer = owned(unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
         })?;
         let kick = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
         let tick = libc::timespec {
@@ -243,8 +246,18 @@ impl Engine {
             cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR) })?;
             engine.listeners.push(Listener { fd, port });
         }
-        engine.ctl(libc::EPOLL_CTL_ADD, engine.timer.as_raw_fd(), libc::EPOLLIN as u32, TIMER_TOKEN)?;
-        engine.ctl(libc::EPOLL_CTL_ADD, engine.kick.as_raw_fd(), libc::EPOLLIN as u32, KICK_TOKEN)?;
+        engine.ctl(
+            libc::EPOLL_CTL_ADD,
+            engine.timer.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TIMER_TOKEN,
+        )?;
+        engine.ctl(
+            libc::EPOLL_CTL_ADD,
+            engine.kick.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            KICK_TOKEN,
+        )?;
         engine.set_accepting(true)?;
         Ok(engine)
     }
@@ -264,7 +277,11 @@ impl Engine {
         if on == self.accepting {
             return Ok(());
         }
-        let op = if on { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_DEL };
+        let op = if on {
+            libc::EPOLL_CTL_ADD
+        } else {
+            libc::EPOLL_CTL_DEL
+        };
         for (i, l) in self.listeners.iter().enumerate() {
             self.ctl(op, l.fd, libc::EPOLLIN as u32, LISTENER_TAG | i as u64)?;
         }
@@ -337,7 +354,12 @@ impl Engine {
         let mut ready = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_BATCH];
         // SAFETY: valid epoll fd and a buffer of EPOLL_BATCH events.
         let n = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), ready.as_mut_ptr(), EPOLL_BATCH as i32, 0)
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                ready.as_mut_ptr(),
+                EPOLL_BATCH as i32,
+                0,
+            )
         };
         for ev in ready.iter().take(n.max(0) as usize) {
             let (flags, token) = (ev.events, ev.u64);
@@ -458,7 +480,8 @@ impl Engine {
         if conn.linger_until.is_some() {
             let mut sink = [0u8; 4096];
             // SAFETY: reading into a local buffer from our socket.
-            let n = unsafe { libc::read(conn.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+            let n =
+                unsafe { libc::read(conn.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
             if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
                 self.close(token);
             }
@@ -512,7 +535,10 @@ impl Engine {
         let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
             return;
         };
-        let Some(conn) = slot.conn.as_mut().filter(|_| u64::from(slot.generation) == token >> 32)
+        let Some(conn) = slot
+            .conn
+            .as_mut()
+            .filter(|_| u64::from(slot.generation) == token >> 32)
         else {
             return;
         };
@@ -552,7 +578,9 @@ impl Engine {
                 conn.inbuf.clear();
                 conn.stop_reading();
             }
-            Outcome::Error { status, in_body, .. } => {
+            Outcome::Error {
+                status, in_body, ..
+            } => {
                 if in_body {
                     // The request was handed to the app already: it cannot
                     // get a clean answer now, so its response (if not begun)
@@ -674,7 +702,9 @@ impl Engine {
                 .is_some_and(|t| now.duration_since(t) >= self.limits.header_timeout)
             {
                 too_slow.push(token);
-            } else if conn.is_idle() && now.duration_since(conn.idle_since) >= self.limits.keep_alive {
+            } else if conn.is_idle()
+                && now.duration_since(conn.idle_since) >= self.limits.keep_alive
+            {
                 expired.push(token);
             }
         }
@@ -686,7 +716,9 @@ impl Engine {
             let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
                 continue;
             };
-            let Some(conn) = slot.conn.as_mut() else { continue };
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
             conn.head_since = None;
             if conn.pending.is_empty() {
                 conn.fail(408, &date);

@@ -52,7 +52,14 @@ impl Napi {
     fn latin1(&self, bytes: &[u8]) -> sys::napi_value {
         let mut v = ptr::null_mut();
         // SAFETY: bytes is a valid buffer of the given length.
-        unsafe { sys::napi_create_string_latin1(self.0, bytes.as_ptr().cast(), bytes.len() as isize, &mut v) };
+        unsafe {
+            sys::napi_create_string_latin1(
+                self.0,
+                bytes.as_ptr().cast(),
+                bytes.len() as isize,
+                &mut v,
+            )
+        };
         v
     }
 
@@ -60,7 +67,15 @@ impl Napi {
         let mut v = ptr::null_mut();
         let mut data = ptr::null_mut();
         // SAFETY: bytes is valid for reads of its length; the copy is owned by JS.
-        unsafe { sys::napi_create_buffer_copy(self.0, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut v) };
+        unsafe {
+            sys::napi_create_buffer_copy(
+                self.0,
+                bytes.len(),
+                bytes.as_ptr().cast(),
+                &mut data,
+                &mut v,
+            )
+        };
         v
     }
 
@@ -78,7 +93,9 @@ impl Napi {
         let recv = self.undefined();
         let mut result = ptr::null_mut();
         // SAFETY: func is a function value; args are live values of this scope.
-        let status = unsafe { sys::napi_call_function(self.0, recv, func, args.len(), args.as_ptr(), &mut result) };
+        let status = unsafe {
+            sys::napi_call_function(self.0, recv, func, args.len(), args.as_ptr(), &mut result)
+        };
         if status == sys::Status::napi_pending_exception {
             let mut err = ptr::null_mut();
             // SAFETY: an exception is pending; clear it before any other call.
@@ -101,13 +118,21 @@ impl Driver {
         unsafe {
             sys::napi_open_handle_scope(self.env, &mut handle_scope);
             let resource = napi.deref(self.resource);
-            sys::napi_open_callback_scope(self.env, resource, self.async_context, &mut callback_scope);
+            sys::napi_open_callback_scope(
+                self.env,
+                resource,
+                self.async_context,
+                &mut callback_scope,
+            );
         }
         let (events, arena) = match self.engine.try_borrow_mut() {
             Ok(mut engine) => {
                 engine.begin_turn();
                 engine.poll();
-                (std::mem::take(&mut engine.events), std::mem::take(&mut engine.arena))
+                (
+                    std::mem::take(&mut engine.events),
+                    std::mem::take(&mut engine.arena),
+                )
             }
             Err(_) => (Vec::new(), Vec::new()),
         };
@@ -157,7 +182,11 @@ impl Driver {
             } => {
                 let flags = (if *keep_alive { FLAG_KEEP_ALIVE } else { 0 })
                     | (if *has_body { FLAG_HAS_BODY } else { 0 })
-                    | (if *expect_continue { FLAG_EXPECT_CONTINUE } else { 0 })
+                    | (if *expect_continue {
+                        FLAG_EXPECT_CONTINUE
+                    } else {
+                        0
+                    })
                     | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
                 let args = [
                     napi.number(*conn as f64),
@@ -172,7 +201,10 @@ impl Driver {
                 napi.call(cb.on_request, &args);
             }
             Event::Body { conn, data } => {
-                napi.call(cb.on_body, &[napi.number(*conn as f64), napi.buffer(bytes(data))]);
+                napi.call(
+                    cb.on_body,
+                    &[napi.number(*conn as f64), napi.buffer(bytes(data))],
+                );
             }
             Event::BodyEnd { conn } => napi.call(cb.on_body_end, &[napi.number(*conn as f64)]),
             Event::Closed { conn } => napi.call(cb.on_close, &[napi.number(*conn as f64)]),

@@ -65,9 +65,15 @@ fn limits_from(options: &ServerOptions) -> Limits {
             .unwrap_or(default)
     };
     Limits {
-        request_line: options.limit_request_line.map_or(d.request_line, |n| n as usize),
-        header_fields: options.limit_request_fields.map_or(d.header_fields, |n| n as usize),
-        field_size: options.limit_request_field_size.map_or(d.field_size, |n| n as usize),
+        request_line: options
+            .limit_request_line
+            .map_or(d.request_line, |n| n as usize),
+        header_fields: options
+            .limit_request_fields
+            .map_or(d.header_fields, |n| n as usize),
+        field_size: options
+            .limit_request_field_size
+            .map_or(d.field_size, |n| n as usize),
         keep_alive: secs(options.keep_alive_seconds, d.keep_alive),
         header_timeout: secs(options.header_timeout_seconds, d.header_timeout),
         pipeline_depth: d.pipeline_depth,
@@ -128,12 +134,15 @@ impl NativeServer {
     #[napi(constructor)]
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
-        let engine = Engine::new(&fds, limits_from(&options)).map_err(|e| Error::from_reason(e.to_string()))?;
+        let engine = Engine::new(&fds, limits_from(&options))
+            .map_err(|e| Error::from_reason(e.to_string()))?;
         let resource = Object::new(&env)?;
         let mut async_context = ptr::null_mut();
         let name = env.create_string("rwsgi.request")?;
         // SAFETY: resource and name are live values of this call's scope.
-        let status = unsafe { sys::napi_async_init(raw_env, resource.raw(), name.raw(), &mut async_context) };
+        let status = unsafe {
+            sys::napi_async_init(raw_env, resource.raw(), name.raw(), &mut async_context)
+        };
         if status != sys::Status::napi_ok {
             return Err(Error::from_reason("napi_async_init failed"));
         }
@@ -173,23 +182,36 @@ impl NativeServer {
     /// Starts the response to the oldest unanswered request on `conn`.
     /// `bodyLength` < 0 means unknown (chunked or close-delimited).
     #[napi]
-    pub fn start(&self, conn: f64, status: String, headers: String, fields: u32, body_length: f64) -> Result<bool> {
+    pub fn start(
+        &self,
+        conn: f64,
+        status: String,
+        headers: String,
+        fields: u32,
+        body_length: f64,
+    ) -> Result<bool> {
         let list = HeaderList {
             joined: headers.as_bytes(),
             fields: fields as usize,
         };
         let len = (body_length >= 0.0).then_some(body_length as u64);
-        Ok(outcome(self.engine()?.start(token(conn), status.as_bytes(), &list, len))?.is_some())
+        Ok(outcome(
+            self.engine()?
+                .start(token(conn), status.as_bytes(), &list, len),
+        )?
+        .is_some())
     }
 
     /// 1: written; 0: written, wait for onDrain; -1: connection gone.
     #[napi]
     pub fn write(&self, conn: f64, chunk: Either<String, &[u8]>) -> Result<i32> {
-        Ok(match outcome(self.engine()?.write(token(conn), bytes_of(&chunk)))? {
-            Some(true) => 1,
-            Some(false) => 0,
-            None => -1,
-        })
+        Ok(
+            match outcome(self.engine()?.write(token(conn), bytes_of(&chunk)))? {
+                Some(true) => 1,
+                Some(false) => 0,
+                None => -1,
+            },
+        )
     }
 
     #[napi]
@@ -211,7 +233,9 @@ impl NativeServer {
             joined: headers.as_bytes(),
             fields: fields as usize,
         };
-        let r = self.engine()?.respond(token(conn), status.as_bytes(), &list, bytes_of(&body));
+        let r = self
+            .engine()?
+            .respond(token(conn), status.as_bytes(), &list, bytes_of(&body));
         Ok(outcome(r)?.is_some())
     }
 
@@ -239,7 +263,9 @@ impl NativeServer {
     /// close their connections.
     #[napi]
     pub fn drain(&self) -> Result<()> {
-        self.engine()?.drain().map_err(|e| Error::from_reason(e.to_string()))
+        self.engine()?
+            .drain()
+            .map_err(|e| Error::from_reason(e.to_string()))
     }
 
     #[napi]

@@ -31,7 +31,12 @@ impl Poll {
     /// # Safety
     /// `uv_loop` must be the running loop of this thread; `data` must stay
     /// valid until `close`.
-    pub unsafe fn start(uv_loop: *mut c_void, fd: c_int, data: *mut c_void, cb: PollCb) -> Result<Poll, String> {
+    pub unsafe fn start(
+        uv_loop: *mut c_void,
+        fd: c_int,
+        data: *mut c_void,
+        cb: PollCb,
+    ) -> Result<Poll, String> {
         let handle = libc::calloc(1, uv_handle_size(UV_POLL));
         if handle.is_null() {
             return Err("out of memory for uv_poll_t".into());
