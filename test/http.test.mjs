@@ -1,8 +1,10 @@
 // The HTTP/1.1 engine through a real server: methods, keep-alive,
 // pipelining, bodies, limits and malformed input over raw sockets.
 
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import test from 'ava';
-import { curl, fixture, python, raw, serve, statusLines } from './helpers.mjs';
+import { curl, fixture, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const ECHO = fixture('echo.mjs');
@@ -258,4 +260,37 @@ test('a malformed request behind a valid one: the valid response first, then one
   const { text, closed } = await raw(server.port, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n');
   t.true(closed);
   t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 400 Bad Request']);
+});
+
+/** CPU seconds a process has used, from /proc. */
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+test('a client reset while its request runs does not spin the worker', async (t) => {
+  const server = await serve(t, ROUTES);
+  const worker = Number(/Booting worker with pid: (\d+)/.exec(server.log)[1]);
+  const socket = connect(server.port, '127.0.0.1');
+  await new Promise((resolve) => socket.on('connect', resolve));
+  socket.write('GET /sleep?ms=1500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await waitFor(() => server.log.includes('sleep request started'), 5000, 'request in flight');
+  socket.resetAndDestroy();
+  const before = cpuSeconds(worker);
+  const started = Date.now();
+  await waitFor(() => Date.now() - started >= 1000, 5000, 'a measuring second');
+  t.true(cpuSeconds(worker) - before < 0.5, 'the worker idles while the app runs');
+  t.is(await curl(`${server.url}/ok`), 'ok');
+});
+
+test('a client that leaves mid-upload fails the body read, quietly', async (t) => {
+  const server = await serve(t, ROUTES);
+  const socket = connect(server.port, '127.0.0.1');
+  await new Promise((resolve) => socket.on('connect', resolve));
+  socket.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789');
+  await new Promise((resolve) => socket.end(resolve));
+  await waitFor(() => /Client closed the connection during POST \/echo/.test(server.log), 5000, 'the app to see the close');
+  t.notRegex(server.log, /\[ERROR\]/);
+  t.is(await curl(`${server.url}/ok`), 'ok');
 });

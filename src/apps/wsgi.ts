@@ -157,8 +157,13 @@ class ResponseState {
 
   fail(err: unknown, reason?: string): void {
     const ex = this.ex;
+    if (ex.closed) {
+      // The client went away; its request failing is expected, not an app error.
+      logger.debug(`Client closed the connection during ${ex.method} ${ex.path}: ${describe(err)}`);
+      return;
+    }
     logger.error(`Error handling request ${ex.path}${reason ? `: ${reason}` : ''}${reason ? '' : `\n${describe(err)}`}`);
-    if (ex.done || ex.closed) return;
+    if (ex.done) return;
     if (ex.responseStarted) {
       ex.abort();
     } else {

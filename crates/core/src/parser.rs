@@ -62,6 +62,7 @@ struct HeadState {
     host_count: usize,
     transfer_encoding: bool,
     expect_continue: bool,
+    in_message: bool,
     in_trailers: bool,
     in_body: bool,
     had_body: bool,
@@ -130,14 +131,9 @@ impl RequestParser {
         })
     }
 
-    /// Whether part of a request head has been received and not completed.
-    pub fn in_head(&self) -> bool {
-        !self.state.in_body && (!self.state.buf.is_empty() || self.state.method_len > 0)
-    }
-
     /// Whether a request is partly received (head or body).
     pub fn busy(&self) -> bool {
-        self.state.in_body || self.in_head()
+        self.state.in_message
     }
 
     /// Parses `data`, reporting to `sink`.
@@ -230,6 +226,7 @@ unsafe extern "C" fn on_message_begin(p: *mut Parser) -> c_int {
     let buf = std::mem::take(&mut ctx.state.buf);
     *ctx.state = HeadState {
         buf,
+        in_message: true,
         ..HeadState::default()
     };
     ctx.state.buf.clear();

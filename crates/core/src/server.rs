@@ -464,6 +464,15 @@ impl Engine {
     }
 
     fn on_conn_ready(&mut self, token: Token, flags: u32) {
+        let lingering = self
+            .conn_mut(token)
+            .is_some_and(|c| c.linger_until.is_some());
+        if flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && !lingering {
+            // Reset or fully closed: nothing more can be read or written. (Reported
+            // whatever the interest, so ignoring it would spin the loop.)
+            self.close(token);
+            return;
+        }
         if flags & libc::EPOLLOUT as u32 != 0 {
             self.flush(token);
         }
@@ -506,7 +515,9 @@ impl Engine {
             // The client is done sending. Pending responses can still go out
             // if it only half-closed; a partial request can never complete.
             conn.inbuf.truncate(start);
-            if conn.pending.is_empty() && conn.unsent() == 0 {
+            // A request cut short can never complete; otherwise the client
+            // may only have half-closed and still reads its responses.
+            if conn.parser.busy() || (conn.pending.is_empty() && conn.unsent() == 0) {
                 self.close(token);
             } else {
                 conn.stop_reading();
