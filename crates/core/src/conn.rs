@@ -168,7 +168,8 @@ impl Conn {
             return Err(WriteError::WrongState);
         }
         let mut info = self.front()?;
-        info.keep_alive &= !draining;
+        // Draining: the last request handed to the app closes the connection.
+        info.keep_alive &= !(draining && self.pending.len() == 1);
         let head = response::encode_head(&mut self.out, date_line, status, headers, info, body_len)
             .map_err(WriteError::Response)?;
         if !head.keep_alive {
@@ -243,6 +244,12 @@ impl Conn {
 
     pub fn stop_reading(&mut self) {
         self.read_finished = true;
+    }
+
+    /// The front request waits for a response that has not started, with
+    /// nothing unsent ahead of it: a canned error may go out on the socket.
+    pub fn awaits_response(&self) -> bool {
+        !self.pending.is_empty() && self.body.is_none() && self.unsent() == 0 && self.linger_until.is_none()
     }
 
     pub fn response_started(&self) -> bool {

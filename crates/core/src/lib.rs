@@ -1,6 +1,7 @@
 //! rwsgi's HTTP/1.1 engine, free of Node: sockets, the llhttp binding, the
 //! per-connection state machine, limits and response encoding.
 
+pub mod abort;
 pub mod body;
 pub mod conn;
 pub mod date;
@@ -10,6 +11,7 @@ pub mod parser;
 pub mod response;
 pub mod server;
 pub mod socket;
+pub mod steering;
 
 pub use conn::WriteError;
 pub use limits::Limits;

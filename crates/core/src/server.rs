@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::abort;
 use crate::conn::{Conn, WriteError};
 use crate::date::DateCache;
 use crate::limits::Limits;
@@ -139,6 +140,7 @@ struct Recorder<'a> {
     head_since: &'a mut Option<Instant>,
     known_to_app: &'a mut bool,
     peer: (&'a str, u16, u16),
+    draining: bool,
     events: &'a mut Vec<Event>,
     arena: &'a mut Vec<u8>,
 }
@@ -195,7 +197,9 @@ impl Sink for Recorder<'_> {
         if had_body {
             self.events.push(Event::BodyEnd { conn: self.token });
         }
-        self.pending.len() >= self.limits.pipeline_depth
+        // Draining: nothing is parsed past this request, so the response
+        // that closes the connection is the last one the client waits for.
+        self.draining || self.pending.len() >= self.limits.pipeline_depth
     }
 }
 
@@ -203,6 +207,7 @@ impl Engine {
     /// Takes over the inherited listening sockets `listen_fds`.
     pub fn new(listen_fds: &[RawFd], limits: Limits) -> io::Result<Engine> {
         crate::llhttp::api().map_err(io::Error::other)?;
+        abort::install();
         // SAFETY: plain syscalls creating new descriptors.
         let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let timer = owned(unsafe {
@@ -289,23 +294,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Graceful stop: no new connections, every response from now on says
-    /// `Connection: close`, idle connections close now.
+    /// Graceful stop: no new connections; each connection gets one more
+    /// response at most, marked `Connection: close`, and closes right after
+    /// it, or at its keep-alive timeout if no request comes. Never while a
+    /// request may be on its way.
     pub fn drain(&mut self) -> io::Result<()> {
         self.set_accepting(false)?;
         self.draining = true;
-        let idle: Vec<Token> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let c = s.conn.as_ref()?;
-                (c.is_idle() && c.linger_until.is_none()).then(|| token_of(i as u32, s.generation))
-            })
-            .collect();
-        for token in idle {
-            self.close(token);
-        }
         Ok(())
     }
 
@@ -456,6 +451,11 @@ impl Engine {
         if conn.unsent() > 0 {
             want |= libc::EPOLLOUT as u32;
         }
+        abort::set_waiting(
+            (token & 0xffff_ffff) as usize,
+            conn.fd.as_raw_fd(),
+            conn.awaits_response(),
+        );
         if want != conn.interest {
             conn.interest = want;
             let fd = conn.fd.as_raw_fd();
@@ -575,6 +575,7 @@ impl Engine {
             head_since,
             known_to_app,
             peer: (peer_ip.as_str(), *peer_port, *local_port),
+            draining: self.draining,
             events: &mut self.events,
             arena: &mut self.arena,
         };
@@ -685,6 +686,7 @@ impl Engine {
         slot.generation = slot.generation.wrapping_add(1) & 0x000f_ffff;
         self.free.push(index as u32);
         let _ = self.ctl(libc::EPOLL_CTL_DEL, conn.fd.as_raw_fd(), 0, 0);
+        abort::set_waiting(index, conn.fd.as_raw_fd(), false);
         if conn.known_to_app {
             self.events.push(Event::Closed { conn: token });
             if !self.in_turn {
@@ -753,6 +755,11 @@ impl Engine {
             return Err(WriteError::Closed);
         }
         let result = f(conn, &date, draining)?;
+        abort::set_waiting(
+            (token & 0xffff_ffff) as usize,
+            conn.fd.as_raw_fd(),
+            conn.awaits_response(),
+        );
         self.mark_dirty(token);
         Ok(result)
     }
@@ -805,10 +812,11 @@ impl Engine {
 
     fn resume_parsing(&mut self, token: Token) {
         let depth = self.limits.pipeline_depth;
+        let draining = self.draining;
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if conn.parse_paused && conn.pending.len() < depth {
+        if conn.parse_paused && conn.pending.len() < depth && !draining {
             conn.parse_paused = false;
             conn.parser.resume();
             self.resumed.push(token);

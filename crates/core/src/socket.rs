@@ -58,6 +58,11 @@ pub fn bind_group(
     Ok((fds, bound))
 }
 
+/// One more socket for an existing group of this process (a new slot).
+pub fn join_group(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    reuseport_listener(addr, backlog).map(OwnedFd::from)
+}
+
 /// The local address of an inherited listening socket, checking it is one.
 pub fn listener_addr(fd: RawFd) -> io::Result<SocketAddr> {
     // SAFETY: the listener is only borrowed: into_raw_fd below gives it back

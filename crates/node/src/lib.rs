@@ -32,13 +32,17 @@ pub struct BoundGroup {
     pub port: u32,
 }
 
+fn socket_addr(address: &str) -> Result<std::net::SocketAddr> {
+    address
+        .parse()
+        .map_err(|_| Error::from_reason(format!("invalid address {address:?}")))
+}
+
 /// Binds `count` SO_REUSEPORT listening sockets to `address` ("host:port",
 /// IPv6 as "[::1]:8000"). The caller owns the returned descriptors.
 #[napi]
 pub fn bind_listeners(address: String, count: u32, backlog: i32) -> Result<BoundGroup> {
-    let addr: std::net::SocketAddr = address
-        .parse()
-        .map_err(|_| Error::from_reason(format!("invalid address {address:?}")))?;
+    let addr = socket_addr(&address)?;
     let (fds, bound) = rwsgi_core::socket::bind_group(addr, count as usize, backlog)
         .map_err(|e| Error::from_reason(format!("{address}: {e}")))?;
     Ok(BoundGroup {
@@ -46,6 +50,22 @@ pub fn bind_listeners(address: String, count: u32, backlog: i32) -> Result<Bound
         host: bound.ip().to_string(),
         port: u32::from(bound.port()),
     })
+}
+
+/// Adds one socket to this process's own group at `address` (an exact
+/// port), for a new worker slot.
+#[napi]
+pub fn join_listeners(address: String, backlog: i32) -> Result<i32> {
+    let fd = rwsgi_core::socket::join_group(socket_addr(&address)?, backlog)
+        .map_err(|e| Error::from_reason(format!("{address}: {e}")))?;
+    Ok(fd.into_raw_fd())
+}
+
+/// Steers the group `fd` belongs to: new connections go to the group
+/// indices in `slots` only (all of the group's `groupSize` if empty).
+#[napi]
+pub fn steer(fd: i32, slots: Vec<u32>, group_size: u32) -> Result<()> {
+    rwsgi_core::steering::steer(fd, &slots, group_size).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 #[napi(object)]

@@ -1,0 +1,72 @@
+//! On SIGABRT (the arbiter's worker-timeout kill), answer every connection
+//! still waiting for its response with a canned 503 before dying, instead of
+//! leaving clients with a reset. The signal handler only reads a fixed table
+//! of atomics and calls write(2) and _exit(2), all async-signal-safe.
+
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Once;
+
+/// Connection slots covered; connections in higher slots get the reset.
+const TABLE: usize = 16 * 1024;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: AtomicI32 = AtomicI32::new(-1);
+static WAITING: [AtomicI32; TABLE] = [EMPTY; TABLE];
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+
+const RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\nService Unavailable";
+
+/// Records whether connection slot `index` (socket `fd`) waits for a
+/// response that has not started, with nothing else unsent before it.
+pub fn set_waiting(index: usize, fd: i32, waiting: bool) {
+    let Some(entry) = WAITING.get(index) else {
+        return;
+    };
+    entry.store(if waiting { fd } else { -1 }, Ordering::Relaxed);
+    if waiting && HIGH.load(Ordering::Relaxed) <= index {
+        HIGH.fetch_max(index + 1, Ordering::Relaxed);
+    }
+}
+
+extern "C" fn on_abort(_signal: libc::c_int) {
+    let high = HIGH.load(Ordering::Relaxed).min(TABLE);
+    for entry in &WAITING[..high] {
+        let fd = entry.load(Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: write(2) is async-signal-safe; a stale fd at worst gets
+            // a failed or ignored write, since the process ends right after.
+            unsafe { libc::write(fd, RESPONSE.as_ptr().cast(), RESPONSE.len()) };
+        }
+    }
+    // SAFETY: _exit is async-signal-safe. 134 = 128 + SIGABRT, as a shell reports it.
+    unsafe { libc::_exit(134) };
+}
+
+/// Installs the SIGABRT handler once per process.
+pub fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_tracks_the_highest_waiting_slot() {
+        set_waiting(5, 7, true);
+        assert_eq!(WAITING[5].load(Ordering::Relaxed), 7);
+        assert!(HIGH.load(Ordering::Relaxed) >= 6);
+        set_waiting(5, 7, false);
+        assert_eq!(WAITING[5].load(Ordering::Relaxed), -1);
+        set_waiting(TABLE + 1, 3, true); // out of range: ignored, no panic
+    }
+}

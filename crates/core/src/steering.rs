@@ -1,0 +1,126 @@
+//! Health-steered accept: a classic BPF program attached to a SO_REUSEPORT
+//! group that spreads new connections over the healthy slots only. The
+//! program returns an index into the group (the order its sockets were
+//! bound); the arbiter binds slot k's socket k-th, so index = slot.
+
+use std::io;
+use std::os::fd::RawFd;
+
+const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
+const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
+/// `SKF_AD_OFF + SKF_AD_RANDOM`: a fresh random number per packet (per SYN).
+const LOAD_RANDOM: u32 = (-0x1000i32 + 56) as u32;
+
+fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The program choosing uniformly among `slots` (group indices). An empty
+/// list means "no healthy slot": spread over all `group_size` sockets.
+pub fn program(slots: &[u32], group_size: u32) -> Vec<libc::sock_filter> {
+    let identity: Vec<u32> = (0..group_size.max(1)).collect();
+    let slots = if slots.is_empty() { &identity[..] } else { slots };
+    let n = slots.len() as u32;
+    let mut prog = vec![op(BPF_LD_W_ABS, 0, 0, LOAD_RANDOM), op(BPF_ALU_MOD_K, 0, 0, n)];
+    if slots.iter().copied().eq(0..n) {
+        prog.push(op(BPF_RET_A, 0, 0, 0));
+        return prog;
+    }
+    let (last, rest) = slots.split_last().unwrap_or((&0, &[]));
+    for (i, &slot) in rest.iter().enumerate() {
+        prog.push(op(BPF_JEQ_K, 0, 1, i as u32));
+        prog.push(op(BPF_RET_K, 0, 0, slot));
+    }
+    prog.push(op(BPF_RET_K, 0, 0, *last));
+    prog
+}
+
+/// Attaches `program(slots, group_size)` to the group `fd` belongs to.
+pub fn steer(fd: RawFd, slots: &[u32], group_size: u32) -> io::Result<()> {
+    let mut prog = program(slots, group_size);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at a valid filter array for the call's duration.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::bind_group;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    /// Runs the program's arithmetic for a given random number.
+    fn eval(prog: &[libc::sock_filter], random: u32) -> u32 {
+        let mut a = 0u32;
+        let mut pc = 0;
+        loop {
+            let ins = &prog[pc];
+            match ins.code {
+                BPF_LD_W_ABS => a = random,
+                BPF_ALU_MOD_K => a %= ins.k,
+                BPF_JEQ_K => {
+                    pc += if a == ins.k { ins.jt as usize } else { ins.jf as usize };
+                }
+                BPF_RET_K => return ins.k,
+                BPF_RET_A => return a,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn picks_only_listed_slots_evenly() {
+        let prog = program(&[1, 3], 4);
+        let mut seen = [0; 4];
+        for r in 0..1000 {
+            seen[eval(&prog, r) as usize] += 1;
+        }
+        assert_eq!(seen, [0, 500, 0, 500]);
+    }
+
+    #[test]
+    fn empty_list_spreads_over_the_whole_group() {
+        let prog = program(&[], 3);
+        let picks: Vec<u32> = (0..6).map(|r| eval(&prog, r)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn steered_group_sends_every_connection_to_the_healthy_slot() {
+        let (fds, addr) = bind_group("127.0.0.1:0".parse().unwrap(), 2, 64).unwrap();
+        steer(fds[0].as_raw_fd(), &[1], 2).unwrap();
+        let listeners: Vec<TcpListener> = fds.into_iter().map(TcpListener::from).collect();
+        let clients: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(b"x").unwrap();
+                c
+            })
+            .collect();
+        let accepted = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+        assert_eq!(accepted(&listeners[0]), 0);
+        assert_eq!(accepted(&listeners[1]), clients.len());
+    }
+}
