@@ -15,6 +15,19 @@ export interface Config {
   backlog: number;
   logLevel: Level;
   gracefulTimeout: number;
+  /** Seconds without a heartbeat before a worker is killed; 0 = never. */
+  timeout: number;
+  bootTimeout: number;
+  /** Requests a worker serves before it is replaced; 0 = no limit. */
+  maxRequests: number;
+  maxRequestsJitter: number;
+  pidfile: string | null;
+  errorLogfile: string | null;
+}
+
+/** Heartbeats come often enough that a timeout sees several of them. */
+export function heartbeatMs(config: Pick<Config, 'timeout'>): number {
+  return config.timeout > 0 ? Math.min(1000, (config.timeout * 1000) / 4) : 1000;
 }
 
 export function defaults(cpus: number): Omit<Config, 'app'> {
@@ -29,5 +42,11 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     backlog: 2048,
     logLevel: 'info',
     gracefulTimeout: 30,
+    timeout: 30,
+    bootTimeout: 30,
+    maxRequests: 0,
+    maxRequestsJitter: 0,
+    pidfile: null,
+    errorLogfile: null,
   };
 }

@@ -1,5 +1,7 @@
 // Log lines in gunicorn's shape: `[2026-11-25 14:00:00 +0000] [pid] [LEVEL] msg`,
-// on stderr, shared by the arbiter and the workers.
+// on stderr (or --error-logfile), shared by the arbiter and the workers.
+
+import { closeSync, openSync, writeSync } from 'node:fs';
 
 export const LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
 export type Level = (typeof LEVELS)[number];
@@ -31,9 +33,24 @@ export function timestamp(date = new Date()): string {
   );
 }
 
+let logFile: { path: string; fd: number } | null = null;
+
+/** Sends log lines to `path` (appending) instead of stderr. */
+export function setLogFile(path: string | null): void {
+  if (logFile) closeSync(logFile.fd);
+  logFile = path === null ? null : { path, fd: openSync(path, 'a') };
+}
+
+/** USR1: reopen the log file, so a rotated file is let go of. */
+export function reopenLogFile(): void {
+  if (logFile) setLogFile(logFile.path);
+}
+
 export function log(level: Level, message: string): void {
   if (rank[level] < rank[threshold]) return;
-  process.stderr.write(`[${timestamp()}] [${process.pid}] [${level.toUpperCase()}] ${message}\n`);
+  const line = `[${timestamp()}] [${process.pid}] [${level.toUpperCase()}] ${message}\n`;
+  if (logFile) writeSync(logFile.fd, line);
+  else process.stderr.write(line);
 }
 
 export const logger = {

@@ -51,6 +51,8 @@ export interface NativeServer {
 interface Addon {
   checkLlhttp(version: string): void;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
+  joinListeners(address: string, backlog: number): number;
+  steer(fd: number, slots: number[], groupSize: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

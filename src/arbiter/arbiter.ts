@@ -1,30 +1,44 @@
-// The arbiter: binds one SO_REUSEPORT socket per worker slot and address,
-// keeps them for its lifetime, spawns a worker per slot with fd 3 = pipe and
-// fds 4.. = the slot's sockets, respawns workers that exit, and stops them
-// on TERM (graceful) or INT/QUIT (quick).
+// The arbiter: binds one SO_REUSEPORT socket per worker slot and address
+// and keeps them for its lifetime; runs one worker per slot (fd 3 = pipe,
+// fds 4.. = the slot's sockets). Policy is one reconcile step run after
+// every event and on a short tick: signals and messages only change the
+// wanted state (slot count, code generation, stopping); `reconcile` kills
+// what timed out, starts and drains workers until the actual state matches,
+// and steers new connections to the healthy slots.
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
-import { closeSync } from 'node:fs';
-import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { parseBind } from '../cli/args.js';
-import type { Config } from '../config.js';
+import { type Config, heartbeatMs } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
-import { logger } from '../log.js';
+import { logger, reopenLogFile } from '../log.js';
 import { native } from '../native.js';
-import { encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
-import type { WorkerSpec } from '../worker/main.js';
+import type { WorkerMessage } from '../protocol/messages.js';
 import { VERSION } from '../version.js';
+import { Backoff } from './backoff.js';
+import { WorkerProcess } from './worker-process.js';
 
-const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
-const RESPAWN_DELAY_MS = 100;
+const TICK_MS = 100;
 const QUICK_STOP_MS = 2000;
+const ABORT_GRACE_MS = 1000;
+/** A retiring slot gets no new connections for this long before its worker drains. */
+const RETIRE_SETTLE_MS = 200;
+
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1'] as const;
+type Signal = (typeof SIGNALS)[number];
+
+interface Listener {
+  bind: string;
+  address: string;
+}
 
 interface Slot {
   index: number;
+  /** One socket per listener, in listener order. */
   fds: number[];
-  worker: ChildProcess | null;
+  backoff: Backoff;
+  nextSpawnAt: number;
+  retiringSince: number | null;
 }
 
 /** `host:port` as the addon parses it, resolving names like `localhost`. */
@@ -41,128 +55,342 @@ async function socketAddress(bind: string): Promise<string> {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
-export class Arbiter {
-  private readonly slots: Slot[] = [];
-  private stopping = false;
-  private exitCode = 0;
-  private bootFailureLogged = false;
-  private shutDown = false;
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
-  constructor(private readonly config: Config) {}
+export class Arbiter {
+  private readonly listeners: Listener[] = [];
+  private readonly slots: Slot[] = [];
+  private workers: WorkerProcess[] = [];
+  private wantedCount: number;
+  private generation = 1;
+  private stopping: 'graceful' | 'quick' | null = null;
+  private stopDeadline = Infinity;
+  private everReady = false;
+  private exitCode = 0;
+  private steeredTo = '';
+  private readonly signals: Signal[] = [];
+  private tick: NodeJS.Timeout | null = null;
+  private finished: (code: number) => void = () => {};
+  private readonly hbMs: number;
+
+  constructor(private readonly config: Config) {
+    this.wantedCount = config.workers;
+    this.hbMs = heartbeatMs(config);
+  }
 
   async run(): Promise<number> {
     logger.info(`Starting rwsgi ${VERSION}`);
-    await this.bind();
+    this.writePidfile();
+    try {
+      await this.bind();
+    } catch (err) {
+      this.removePidfile();
+      throw err;
+    }
     logger.info('Using worker: native');
-    for (const slot of this.slots) this.spawnWorker(slot);
-    process.on('SIGTERM', () => this.stop('term', true));
-    process.on('SIGINT', () => this.stop('int', false));
-    process.on('SIGQUIT', () => this.stop('quit', false));
+    for (const signal of SIGNALS) {
+      process.on(signal, () => {
+        this.signals.push(signal);
+        setImmediate(() => this.reconcile());
+      });
+    }
+    this.tick = setInterval(() => this.reconcile(), TICK_MS);
+    this.reconcile();
     return new Promise((resolve) => {
       this.finished = resolve;
     });
   }
 
-  private finished: (code: number) => void = () => {};
+  private writePidfile(): void {
+    const file = this.config.pidfile;
+    if (!file) return;
+    if (existsSync(file)) {
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new RwsgiError('RWSGI_ERR_CONFIG', `already running on pid ${pid} (pidfile ${file})`, EXIT_CONFIG);
+      }
+    }
+    writeFileSync(file, `${process.pid}\n`);
+  }
+
+  private removePidfile(): void {
+    const file = this.config.pidfile;
+    try {
+      if (file && readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
+    } catch {
+      // Already gone.
+    }
+  }
 
   private async bind(): Promise<void> {
     const { workers, backlog } = this.config;
     const addon = native();
-    for (let i = 0; i < workers; i++) this.slots.push({ index: i, fds: [], worker: null });
+    for (let i = 0; i < workers; i++) this.slots.push(this.newSlot(i, []));
     for (const bind of this.config.binds) {
-      const address = await socketAddress(bind);
+      const requested = await socketAddress(bind);
       let group;
       try {
-        group = addon.bindListeners(address, workers, backlog);
+        group = addon.bindListeners(requested, workers, backlog);
       } catch (err) {
         throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
       }
       group.fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
-      const shown = group.host.includes(':') ? `[${group.host}]` : group.host;
-      logger.info(`Listening at: http://${shown}:${group.port} (${process.pid})`);
+      const host = group.host.includes(':') ? `[${group.host}]` : group.host;
+      this.listeners.push({ bind, address: `${host}:${group.port}` });
+      logger.info(`Listening at: http://${host}:${group.port} (${process.pid})`);
     }
   }
 
-  private spawnWorker(slot: Slot): void {
-    const spec: WorkerSpec = { config: this.config, listeners: slot.fds.length };
-    const child = spawn(process.execPath, [WORKER_ENTRY], {
-      stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...slot.fds],
-      env: { ...process.env, RWSGI_WORKER: JSON.stringify(spec) },
-    });
-    slot.worker = child;
-    logger.info(`Booting worker with pid: ${child.pid}`);
-    const pipe = child.stdio[3] as Readable | null;
-    const decoder = new LineDecoder();
-    pipe?.setEncoding('utf8');
-    pipe?.on('data', (chunk: string) => {
-      for (const message of decoder.push(chunk)) this.onMessage(slot, child, message as WorkerMessage);
-    });
-    pipe?.on('error', () => {});
-    child.on('exit', (code, signal) => this.onExit(slot, child, code, signal));
+  private newSlot(index: number, fds: number[]): Slot {
+    return { index, fds, backoff: new Backoff(), nextSpawnAt: 0, retiringSince: null };
   }
 
-  private onMessage(slot: Slot, child: ChildProcess, message: WorkerMessage): void {
+  // ---- events: they only change the wanted state ----
+
+  private handleSignal(signal: Signal): void {
+    logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
+    switch (signal) {
+      case 'SIGTERM':
+        this.stop('graceful');
+        break;
+      case 'SIGINT':
+      case 'SIGQUIT':
+        this.stop('quick');
+        break;
+      case 'SIGHUP':
+        if (this.stopping) break;
+        this.generation++;
+        logger.info(`Reloading: starting generation ${this.generation} workers`);
+        break;
+      case 'SIGTTIN':
+        this.wantedCount++;
+        logger.info(`Number of workers: ${this.wantedCount}`);
+        break;
+      case 'SIGTTOU':
+        if (this.wantedCount > 1) this.wantedCount--;
+        logger.info(`Number of workers: ${this.wantedCount}`);
+        break;
+      case 'SIGUSR1':
+        reopenLogFile();
+        for (const w of this.workers) w.kill('SIGUSR1');
+        break;
+    }
+  }
+
+  private stop(mode: 'graceful' | 'quick'): void {
+    if (this.stopping === 'quick' || this.stopping === mode) return;
+    this.stopping = mode;
+    const now = Date.now();
+    if (mode === 'graceful') {
+      this.stopDeadline = now + this.config.gracefulTimeout * 1000 + 1000;
+      for (const w of this.workers) w.drain(this.config.gracefulTimeout * 1000, now);
+    } else {
+      this.stopDeadline = now + QUICK_STOP_MS;
+      for (const w of this.workers) w.kill('SIGQUIT');
+    }
+  }
+
+  private onMessage = (w: WorkerProcess, message: WorkerMessage): void => {
+    const now = Date.now();
     switch (message.type) {
-      case 'boot-error':
-        if (!this.bootFailureLogged) {
-          this.bootFailureLogged = true;
-          logger.error(`Exception in worker process (pid:${child.pid}):\n${message.reason}`);
-        }
-        this.exitCode = EXIT_APP_LOAD;
-        if (!this.stopping) {
-          logger.error('App failed to load');
-          this.stop(null, false);
-        }
-        break;
       case 'ready':
-        logger.debug(`Worker ready (pid:${child.pid}, slot ${slot.index})`);
+        w.lastBeat = now;
+        w.readyAt = now;
+        if (w.state === 'booting') w.state = 'ready';
+        this.everReady = true;
+        logger.debug(`Worker ready (pid:${w.pid}, slot ${w.slot}, generation ${w.generation})`);
         break;
-      case 'hb':
+      case 'hb': {
+        w.lastBeat = now;
+        w.report = message;
+        w.reportAt = now;
+        const limit = this.maxRequestsFor(w);
+        if (limit > 0 && message.served >= limit && !w.recycle && w.state === 'ready') {
+          w.recycle = true;
+          logger.info(`Worker (pid:${w.pid}) served ${message.served} requests (max ${limit}): replacing it`);
+        }
         break;
+      }
+      case 'boot-error':
+        w.bootError = message.reason;
+        break;
+    }
+    this.reconcile();
+  };
+
+  private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void => {
+    this.workers = this.workers.filter((x) => x !== w);
+    const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
+    const slot = this.slots[w.slot];
+    if (w.bootError !== null) {
+      this.bootFailed(w, w.bootError);
+    } else if (this.stopping || w.state === 'draining') {
+      logger.info(`Worker exiting (pid: ${w.pid})`);
+    } else if (slot) {
+      const now = Date.now();
+      const delay = slot.backoff.failed(w.readyAt ? now - w.readyAt : 0);
+      slot.nextSpawnAt = now + delay;
+      logger.error(`Worker (pid:${w.pid}) ${how}; respawning in ${(delay / 1000).toFixed(1)}s (backoff step ${slot.backoff.step})`);
+    }
+    this.reconcile();
+  };
+
+  private bootFailed(w: WorkerProcess, reason: string): void {
+    const serving = this.workers.filter((x) => x.state === 'ready' && x.generation < w.generation);
+    if (!this.everReady) {
+      // The app cannot load at all: say why once and stop, no respawn storm.
+      if (this.exitCode !== EXIT_APP_LOAD) {
+        logger.error(`Exception in worker process (pid:${w.pid}):\n${reason}`);
+        logger.error('App failed to load');
+      }
+      this.exitCode = EXIT_APP_LOAD;
+      this.stop('quick');
+    } else if (serving.length > 0 && w.generation === this.generation) {
+      const keep = Math.max(...serving.map((x) => x.generation));
+      logger.error(`Reload failed, generation ${keep} workers keep serving. New workers cannot load the app:\n${reason}`);
+      this.generation = keep;
+    } else {
+      const slot = this.slots[w.slot];
+      if (!slot) return;
+      const delay = slot.backoff.failed(0);
+      slot.nextSpawnAt = Date.now() + delay;
+      logger.error(`Worker (pid:${w.pid}) failed to boot; retrying in ${(delay / 1000).toFixed(1)}s:\n${reason}`);
     }
   }
 
-  private onExit(slot: Slot, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (slot.worker === child) slot.worker = null;
+  private maxRequestsFor(w: WorkerProcess): number {
+    const { maxRequests, maxRequestsJitter } = this.config;
+    if (maxRequests <= 0) return 0;
+    // A stable per-worker jitter, so replacements do not all come at once.
+    return maxRequests + (maxRequestsJitter > 0 ? w.pid % (maxRequestsJitter + 1) : 0);
+  }
+
+  // ---- the reconcile step ----
+
+  private reconcile(): void {
+    for (let s = this.signals.shift(); s !== undefined; s = this.signals.shift()) this.handleSignal(s);
+    const now = Date.now();
+    this.murderWorkers(now);
     if (this.stopping) {
-      logger.info(`Worker exiting (pid: ${child.pid})`);
-      if (this.slots.every((s) => s.worker === null)) this.shutdown();
+      if (now >= this.stopDeadline) for (const w of this.workers) w.kill('SIGKILL');
+      if (this.workers.length === 0) this.shutdown();
       return;
     }
-    logger.error(`Worker (pid:${child.pid}) ${signal ? `was killed by signal ${signal}` : `exited with code ${code}`}`);
-    setTimeout(() => {
-      if (!this.stopping && slot.worker === null) this.spawnWorker(slot);
-    }, RESPAWN_DELAY_MS);
+    this.manageWorkers(now);
+    this.steer(now);
   }
 
-  private stop(signal: string | null, graceful: boolean): void {
-    if (signal) logger.info(`Handling signal: ${signal}`);
-    if (this.stopping && graceful) return;
-    this.stopping = true;
-    const deadlineMs = graceful ? this.config.gracefulTimeout * 1000 : 0;
-    for (const slot of this.slots) {
-      const child = slot.worker;
-      if (!child) continue;
-      if (graceful) {
-        (child.stdio[3] as NodeJS.WritableStream | null)?.write(encode({ type: 'stop', graceful, deadlineMs }));
-      } else {
-        child.kill('SIGQUIT');
+  /** Kills workers whose heartbeat stopped or that never booted. */
+  private murderWorkers(now: number): void {
+    const timeoutMs = this.config.timeout * 1000;
+    for (const w of this.workers) {
+      if (now >= w.killAt) {
+        w.kill('SIGKILL');
+        continue;
+      }
+      if (w.state === 'booting') {
+        if (now - w.spawnedAt > this.config.bootTimeout * 1000) {
+          logger.error(`Worker (pid:${w.pid}) did not boot within ${this.config.bootTimeout}s`);
+          w.bootError = `no 'ready' within --boot-timeout ${this.config.bootTimeout}s`;
+          w.state = 'aborting';
+          w.kill('SIGKILL');
+        }
+      } else if (w.state !== 'aborting' && timeoutMs > 0 && now - w.lastBeat > timeoutMs) {
+        logger.critical(`WORKER TIMEOUT (pid:${w.pid}) ${w.describeOldest(now)}`);
+        w.state = 'aborting';
+        w.killAt = now + ABORT_GRACE_MS;
+        w.kill('SIGABRT');
       }
     }
-    const limit = setTimeout(
-      () => {
-        for (const slot of this.slots) slot.worker?.kill('SIGKILL');
-      },
-      graceful ? deadlineMs + 1000 : QUICK_STOP_MS,
-    );
-    limit.unref();
-    if (this.slots.every((s) => s.worker === null)) this.shutdown();
+  }
+
+  /** Makes the workers match the wanted slot count and generation. */
+  private manageWorkers(now: number): void {
+    while (this.slots.length < this.wantedCount) this.addSlot();
+    for (const slot of [...this.slots]) {
+      const mine = this.workers.filter((w) => w.slot === slot.index);
+      if (slot.index >= this.wantedCount) {
+        this.retire(slot, mine, now);
+        continue;
+      }
+      slot.retiringSince = null;
+      const live = mine.filter((w) => w.state === 'booting' || w.state === 'ready');
+      const ready = live.filter((w) => w.state === 'ready');
+      const booting = live.some((w) => w.state === 'booting');
+      const stale = ready.some((w) => w.generation < this.generation || w.recycle);
+      if ((live.length === 0 || (stale && !booting)) && now >= slot.nextSpawnAt) this.spawn(slot, now);
+      // A newer worker is ready: the older ones of the slot drain.
+      const newest = ready.reduce<WorkerProcess | null>((a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w), null);
+      const fresh = newest && newest.generation >= this.generation && !newest.recycle;
+      if (newest && fresh) {
+        for (const w of ready) if (w !== newest) w.drain(this.config.gracefulTimeout * 1000, now);
+      }
+    }
+  }
+
+  private spawn(slot: Slot, now: number): void {
+    const w = new WorkerProcess(slot.index, this.generation, slot.fds, this.config, now, this.onMessage, this.onExit);
+    this.workers.push(w);
+    logger.info(`Booting worker with pid: ${w.pid}`);
+  }
+
+  private addSlot(): void {
+    const addon = native();
+    const fds = this.listeners.map((l) => addon.joinListeners(l.address, this.config.backlog));
+    this.slots.push(this.newSlot(this.slots.length, fds));
+  }
+
+  /** TTOU: steer new connections away, then drain, then close the sockets. */
+  private retire(slot: Slot, mine: WorkerProcess[], now: number): void {
+    slot.retiringSince ??= now;
+    if (now - slot.retiringSince < RETIRE_SETTLE_MS) return;
+    for (const w of mine) w.drain(this.config.gracefulTimeout * 1000, now);
+    const last = this.slots[this.slots.length - 1];
+    if (mine.length === 0 && last === slot) {
+      for (const fd of slot.fds) closeSync(fd);
+      this.slots.pop();
+    }
+  }
+
+  /** New connections go only to slots with a ready, punctual worker. */
+  private steer(now: number): void {
+    const lateMs = this.hbMs * 2.5;
+    const healthy = this.slots
+      .filter(
+        (slot) =>
+          slot.index < this.wantedCount &&
+          this.workers.some((w) => w.slot === slot.index && w.state === 'ready' && now - w.lastBeat <= lateMs),
+      )
+      .map((slot) => slot.index);
+    const key = `${healthy.join(',')}/${this.slots.length}`;
+    if (key === this.steeredTo) return;
+    this.steeredTo = key;
+    const addon = native();
+    for (let i = 0; i < this.listeners.length; i++) {
+      const fd = this.slots[0]?.fds[i];
+      if (fd === undefined) continue;
+      try {
+        addon.steer(fd, healthy, this.slots.length);
+      } catch (err) {
+        logger.warning(`cannot steer connections: ${(err as Error).message}`);
+      }
+    }
+    logger.debug(`Accepting on slots [${healthy.join(', ')}] of ${this.slots.length}`);
   }
 
   private shutdown(): void {
-    if (this.shutDown) return;
-    this.shutDown = true;
+    if (this.tick === null) return;
+    clearInterval(this.tick);
+    this.tick = null;
     for (const slot of this.slots) for (const fd of slot.fds) closeSync(fd);
+    this.removePidfile();
     logger.info('Shutting down: Master');
     this.finished(this.exitCode);
   }

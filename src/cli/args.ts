@@ -2,6 +2,7 @@
 // RwsgiError naming the flag at fault.
 
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Config, defaults } from '../config.js';
 import { RwsgiError } from '../errors.js';
@@ -23,6 +24,13 @@ options:
                                  longest header field in bytes, else 431 (default 8190)
       --backlog N                listen queue length per socket (default 2048)
       --graceful-timeout S       seconds workers get to finish on TERM (default 30)
+  -t, --timeout S                seconds without a heartbeat before a worker is killed and
+                                 replaced, 0 = never (default 30)
+      --boot-timeout S           seconds a worker gets to load the app (default 30)
+      --max-requests N           replace a worker after N requests, 0 = never (default 0)
+      --max-requests-jitter N    add 0..N to each worker's --max-requests (default 0)
+  -p, --pid FILE                 write the arbiter's pid to FILE
+      --error-logfile FILE       log to FILE instead of stderr (USR1 reopens it)
       --log-level LEVEL          ${LEVELS.join(', ')} (default info)
   -h, --help                     this text
   -v, --version                  the version`;
@@ -78,6 +86,12 @@ export function parseCommand(argv: string[]): Command {
         'limit-request-field-size': { type: 'string' },
         backlog: { type: 'string' },
         'graceful-timeout': { type: 'string' },
+        timeout: { type: 'string', short: 't' },
+        'boot-timeout': { type: 'string' },
+        'max-requests': { type: 'string' },
+        'max-requests-jitter': { type: 'string' },
+        pid: { type: 'string', short: 'p' },
+        'error-logfile': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
@@ -114,6 +128,12 @@ export function parseCommand(argv: string[]): Command {
       limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),
       gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),
+      timeout: seconds('--timeout', values.timeout, base.timeout),
+      bootTimeout: seconds('--boot-timeout', values['boot-timeout'], base.bootTimeout),
+      maxRequests: integer('--max-requests', values['max-requests'], base.maxRequests, 0),
+      maxRequestsJitter: integer('--max-requests-jitter', values['max-requests-jitter'], base.maxRequestsJitter, 0),
+      pidfile: values.pid === undefined ? null : resolve(values.pid),
+      errorLogfile: values['error-logfile'] === undefined ? null : resolve(values['error-logfile']),
       logLevel,
     },
   };

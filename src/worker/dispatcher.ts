@@ -15,7 +15,11 @@ export class Dispatcher implements ServerCallbacks {
   served = 0;
   private idleWaiters: Array<() => void> = [];
 
-  constructor(private readonly handler: RequestHandler) {}
+  /** `onBusy` runs when a request arrives at an idle worker. */
+  constructor(
+    private readonly handler: RequestHandler,
+    private readonly onBusy: () => void = () => {},
+  ) {}
 
   attach(server: NativeServer): void {
     this.server = server;
@@ -70,6 +74,7 @@ export class Dispatcher implements ServerCallbacks {
     conn.queue.push(ex);
     if (flags & FLAG_HAS_BODY) conn.reading = ex;
     this.inflight.add(ex);
+    if (this.inflight.size === 1) this.onBusy();
     this.handler(ex);
   };
 

@@ -5,9 +5,9 @@
 import { Socket } from 'node:net';
 import { loadApp } from '../apps/load.js';
 import { type WsgiApp, WsgiRunner } from '../apps/wsgi.js';
-import type { Config } from '../config.js';
+import { type Config, heartbeatMs } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
-import { describe, logger, setLogLevel } from '../log.js';
+import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
 import { Dispatcher } from './dispatcher.js';
@@ -20,7 +20,10 @@ export interface WorkerSpec {
 
 const PIPE_FD = 3;
 const FIRST_LISTENER_FD = 4;
-const HEARTBEAT_MS = 1000;
+/** A request reaching an idle worker is reported at once (if the last report
+ * is older than this), so a handler that blocks the loop right away is still
+ * named in the WORKER TIMEOUT line. */
+const BUSY_REPORT_MS = 100;
 
 function readSpec(): WorkerSpec {
   const raw = process.env.RWSGI_WORKER;
@@ -32,6 +35,7 @@ async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
   setLogLevel(config.logLevel);
+  setLogFile(config.errorLogfile);
   const pipe = new Socket({ fd: PIPE_FD, readable: true, writable: true });
   const send = (message: WorkerMessage): void => {
     if (!pipe.destroyed) pipe.write(encode(message));
@@ -55,7 +59,26 @@ async function main(): Promise<void> {
   }
 
   const runner = new WsgiRunner(app as WsgiApp);
-  const dispatcher = new Dispatcher((ex) => runner.handle(ex));
+  const hbMs = heartbeatMs(config);
+  let lagMs = 0;
+  let lastReport = 0;
+  const report = (): void => {
+    lastReport = performance.now();
+    send({
+      type: 'hb',
+      served: dispatcher.served,
+      inFlight: dispatcher.inFlightCount,
+      oldest: dispatcher.oldest(),
+      lagMs,
+      rss: process.memoryUsage.rss(),
+    });
+  };
+  const dispatcher = new Dispatcher(
+    (ex) => runner.handle(ex),
+    () => {
+      if (performance.now() - lastReport > BUSY_REPORT_MS) report();
+    },
+  );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new (native().NativeServer)(
     fds,
@@ -70,20 +93,13 @@ async function main(): Promise<void> {
   );
   dispatcher.attach(server);
 
-  let expected = performance.now() + HEARTBEAT_MS;
+  let expected = performance.now() + hbMs;
   const heartbeat = setInterval(() => {
     const now = performance.now();
-    const lagMs = Math.max(0, now - expected);
-    expected = now + HEARTBEAT_MS;
-    send({
-      type: 'hb',
-      served: dispatcher.served,
-      inFlight: dispatcher.inFlightCount,
-      oldest: dispatcher.oldest(),
-      lagMs,
-      rss: process.memoryUsage.rss(),
-    });
-  }, HEARTBEAT_MS);
+    lagMs = Math.max(0, now - expected);
+    expected = now + hbMs;
+    report();
+  }, hbMs);
 
   let stopping = false;
   const stop = async (deadlineMs: number): Promise<void> => {
@@ -122,6 +138,9 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop(graceMs));
   process.on('SIGINT', () => process.exit(0));
   process.on('SIGQUIT', () => process.exit(0));
+  process.on('SIGUSR1', reopenLogFile);
+  // Terminal job-control and reload signals are for the arbiter only.
+  for (const signal of ['SIGHUP', 'SIGTTIN', 'SIGTTOU'] as const) process.on(signal, () => {});
 
   send({ type: 'ready', pid: process.pid });
 }

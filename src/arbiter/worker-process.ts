@@ -1,0 +1,87 @@
+// One worker process as the arbiter sees it: its slot, code generation,
+// lifecycle state and the last heartbeat it reported.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config.js';
+import { type ArbiterMessage, encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
+import type { WorkerSpec } from '../worker/main.js';
+
+const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+
+export type WorkerState = 'booting' | 'ready' | 'draining' | 'aborting';
+
+export type HeartbeatReport = Extract<WorkerMessage, { type: 'hb' }>;
+
+export class WorkerProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  state: WorkerState = 'booting';
+  readonly spawnedAt: number;
+  readyAt = 0;
+  lastBeat: number;
+  report: HeartbeatReport | null = null;
+  reportAt = 0;
+  bootError: string | null = null;
+  /** Replace it: it served its --max-requests share. */
+  recycle = false;
+  /** When to SIGKILL it if it is still there (draining or aborting). */
+  killAt = Infinity;
+  exited = false;
+
+  constructor(
+    readonly slot: number,
+    readonly generation: number,
+    fds: number[],
+    config: Config,
+    now: number,
+    onMessage: (w: WorkerProcess, m: WorkerMessage) => void,
+    onExit: (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null) => void,
+  ) {
+    const spec: WorkerSpec = { config, listeners: fds.length };
+    this.child = spawn(process.execPath, [WORKER_ENTRY], {
+      stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...fds],
+      env: { ...process.env, RWSGI_WORKER: JSON.stringify(spec) },
+    });
+    this.pid = this.child.pid ?? -1;
+    this.spawnedAt = now;
+    this.lastBeat = now;
+    const pipe = this.child.stdio[3] as Readable | null;
+    const decoder = new LineDecoder();
+    pipe?.setEncoding('utf8');
+    pipe?.on('data', (chunk: string) => {
+      for (const message of decoder.push(chunk)) onMessage(this, message as WorkerMessage);
+    });
+    pipe?.on('error', () => {});
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      onExit(this, code, signal);
+    });
+  }
+
+  send(message: ArbiterMessage): void {
+    const pipe = this.child.stdio[3] as Writable | null;
+    if (pipe && !pipe.destroyed) pipe.write(encode(message));
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (!this.exited) this.child.kill(signal);
+  }
+
+  /** Stop accepting, finish what is in flight, exit; killed after `graceMs`. */
+  drain(graceMs: number, now: number): void {
+    if (this.state === 'draining' || this.state === 'aborting') return;
+    this.state = 'draining';
+    this.killAt = now + graceMs + 1000;
+    this.send({ type: 'stop', graceful: true, deadlineMs: graceMs });
+  }
+
+  /** "GET /slow running 31.2s", from the last heartbeat, aged to `now`. */
+  describeOldest(now: number): string {
+    const oldest = this.report?.oldest;
+    if (!oldest) return 'no request was in flight at its last heartbeat';
+    const age = oldest.age + (now - this.reportAt) / 1000;
+    return `${oldest.method} ${oldest.path} running ${age.toFixed(1)}s`;
+  }
+}
