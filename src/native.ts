@@ -53,6 +53,8 @@ interface Addon {
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
   steer(fd: number, slots: number[], groupSize: number): void;
+  beat(): void;
+  watchParent(stallMs: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

@@ -9,7 +9,7 @@
 import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { parseBind } from '../cli/args.js';
-import { type Config, heartbeatMs } from '../config.js';
+import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { logger, reopenLogFile } from '../log.js';
 import { native } from '../native.js';
@@ -211,7 +211,7 @@ export class Arbiter {
         w.lastBeat = now;
         w.report = message;
         w.reportAt = now;
-        const limit = this.maxRequestsFor(w);
+        const limit = maxRequestsFor(this.config, w.pid);
         if (limit > 0 && message.served >= limit && !w.recycle && w.state === 'ready') {
           w.recycle = true;
           logger.info(`Worker (pid:${w.pid}) served ${message.served} requests (max ${limit}): replacing it`);
@@ -263,13 +263,6 @@ export class Arbiter {
       slot.nextSpawnAt = Date.now() + delay;
       logger.error(`Worker (pid:${w.pid}) failed to boot; retrying in ${(delay / 1000).toFixed(1)}s:\n${reason}`);
     }
-  }
-
-  private maxRequestsFor(w: WorkerProcess): number {
-    const { maxRequests, maxRequestsJitter } = this.config;
-    if (maxRequests <= 0) return 0;
-    // A stable per-worker jitter, so replacements do not all come at once.
-    return maxRequests + (maxRequestsJitter > 0 ? w.pid % (maxRequestsJitter + 1) : 0);
   }
 
   // ---- the reconcile step ----
@@ -324,14 +317,13 @@ export class Arbiter {
       const live = mine.filter((w) => w.state === 'booting' || w.state === 'ready');
       const ready = live.filter((w) => w.state === 'ready');
       const booting = live.some((w) => w.state === 'booting');
-      const stale = ready.some((w) => w.generation < this.generation || w.recycle);
-      if ((live.length === 0 || (stale && !booting)) && now >= slot.nextSpawnAt) this.spawn(slot, now);
-      // A newer worker is ready: the older ones of the slot drain.
-      const newest = ready.reduce<WorkerProcess | null>((a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w), null);
-      const fresh = newest && newest.generation >= this.generation && !newest.recycle;
-      if (newest && fresh) {
-        for (const w of ready) if (w !== newest) w.drain(this.config.gracefulTimeout * 1000, now);
-      }
+      const isFresh = (w: WorkerProcess): boolean => w.generation >= this.generation && !w.recycle;
+      const fresh = ready.filter(isFresh);
+      const needed = live.length === 0 || (fresh.length === 0 && !booting);
+      if (needed && now >= slot.nextSpawnAt) this.spawn(slot, now);
+      // A current worker is ready: every other one of the slot drains.
+      const keep = fresh.reduce<WorkerProcess | null>((a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w), null);
+      if (keep) for (const w of ready) if (w !== keep) w.drain(this.config.gracefulTimeout * 1000, now);
     }
   }
 

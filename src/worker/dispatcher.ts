@@ -19,6 +19,7 @@ export class Dispatcher implements ServerCallbacks {
   constructor(
     private readonly handler: RequestHandler,
     private readonly onBusy: () => void = () => {},
+    private readonly onServed: (served: number) => void = () => {},
   ) {}
 
   attach(server: NativeServer): void {
@@ -44,7 +45,7 @@ export class Dispatcher implements ServerCallbacks {
 
   private readonly events = {
     onDone: (ex: Exchange): void => {
-      if (this.inflight.delete(ex)) this.served++;
+      if (this.inflight.delete(ex)) this.onServed(++this.served);
       if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];

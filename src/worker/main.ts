@@ -2,10 +2,11 @@
 // slot's listening sockets. Loads the app, serves, heartbeats, and stops
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
+import { writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { loadApp } from '../apps/load.js';
 import { type WsgiApp, WsgiRunner } from '../apps/wsgi.js';
-import { type Config, heartbeatMs } from '../config.js';
+import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
@@ -37,8 +38,15 @@ async function main(): Promise<void> {
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
   const pipe = new Socket({ fd: PIPE_FD, readable: true, writable: true });
+  // Written synchronously, never queued in the stream: a report sent right
+  // before the app blocks the loop must still reach the arbiter.
   const send = (message: WorkerMessage): void => {
-    if (!pipe.destroyed) pipe.write(encode(message));
+    try {
+      writeSync(PIPE_FD, encode(message));
+    } catch {
+      // EAGAIN (the arbiter is not reading) or EPIPE (it is gone): the
+      // next heartbeat or the pipe's EOF handles it.
+    }
   };
 
   let app: unknown;
@@ -54,14 +62,13 @@ async function main(): Promise<void> {
   } catch (err) {
     const reason = err instanceof RwsgiError ? err.message : describe(err);
     send({ type: 'boot-error', reason });
-    pipe.end(() => process.exit(EXIT_APP_LOAD));
-    return;
+    process.exit(EXIT_APP_LOAD);
   }
 
   const runner = new WsgiRunner(app as WsgiApp);
   const hbMs = heartbeatMs(config);
   let lagMs = 0;
-  let lastReport = 0;
+  let lastReport = -Infinity;
   const report = (): void => {
     lastReport = performance.now();
     send({
@@ -73,14 +80,20 @@ async function main(): Promise<void> {
       rss: process.memoryUsage.rss(),
     });
   };
+  const maxRequests = maxRequestsFor(config, process.pid);
   const dispatcher = new Dispatcher(
     (ex) => runner.handle(ex),
     () => {
       if (performance.now() - lastReport > BUSY_REPORT_MS) report();
     },
+    // Reaching --max-requests is reported at once, so the replacement starts now.
+    (served) => {
+      if (served === maxRequests) report();
+    },
   );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
-  const server = new (native().NativeServer)(
+  const addon = native();
+  const server = new addon.NativeServer(
     fds,
     {
       limitRequestLine: config.limitRequestLine,
@@ -98,8 +111,10 @@ async function main(): Promise<void> {
     const now = performance.now();
     lagMs = Math.max(0, now - expected);
     expected = now + hbMs;
+    addon.beat();
     report();
   }, hbMs);
+  addon.watchParent(3 * hbMs);
 
   let stopping = false;
   const stop = async (deadlineMs: number): Promise<void> => {

@@ -3,7 +3,7 @@
 //! leaving clients with a reset. The signal handler only reads a fixed table
 //! of atomics and calls write(2) and _exit(2), all async-signal-safe.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
 /// Connection slots covered; connections in higher slots get the reset.
@@ -53,6 +53,52 @@ pub fn install() {
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
         }
+    });
+}
+
+/// Milliseconds on the monotonic clock, safe to read from any thread.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+static LAST_BEAT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The JavaScript loop is alive (called from the worker's heartbeat timer).
+pub fn beat() {
+    LAST_BEAT_MS.store(monotonic_ms(), Ordering::Relaxed);
+}
+
+/// A worker whose arbiter died normally drains and exits from JavaScript on
+/// the pipe's EOF; one whose loop is blocked cannot. This thread ends such
+/// an orphan the way a worker timeout would: once the parent is gone and
+/// no beat came for `stall_ms`, SIGABRT (503s, then exit).
+pub fn watch_parent(stall_ms: u64) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        beat();
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        let spawned = std::thread::Builder::new()
+            .name("rwsgi-orphan-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                // SAFETY: getppid has no preconditions.
+                let orphaned = unsafe { libc::getppid() } != parent;
+                let stalled =
+                    monotonic_ms().saturating_sub(LAST_BEAT_MS.load(Ordering::Relaxed)) > stall_ms;
+                if orphaned && stalled {
+                    // SAFETY: signalling our own process.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGABRT) };
+                }
+            });
+        // Without the thread, only the JavaScript-side EOF handling remains.
+        drop(spawned);
     });
 }
 

@@ -249,7 +249,10 @@ impl Conn {
     /// The front request waits for a response that has not started, with
     /// nothing unsent ahead of it: a canned error may go out on the socket.
     pub fn awaits_response(&self) -> bool {
-        !self.pending.is_empty() && self.body.is_none() && self.unsent() == 0 && self.linger_until.is_none()
+        !self.pending.is_empty()
+            && self.body.is_none()
+            && self.unsent() == 0
+            && self.linger_until.is_none()
     }
 
     pub fn response_started(&self) -> bool {

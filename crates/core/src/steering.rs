@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
 const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
@@ -22,9 +22,16 @@ fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// list means "no healthy slot": spread over all `group_size` sockets.
 pub fn program(slots: &[u32], group_size: u32) -> Vec<libc::sock_filter> {
     let identity: Vec<u32> = (0..group_size.max(1)).collect();
-    let slots = if slots.is_empty() { &identity[..] } else { slots };
+    let slots = if slots.is_empty() {
+        &identity[..]
+    } else {
+        slots
+    };
     let n = slots.len() as u32;
-    let mut prog = vec![op(BPF_LD_W_ABS, 0, 0, LOAD_RANDOM), op(BPF_ALU_MOD_K, 0, 0, n)];
+    let mut prog = vec![
+        op(BPF_LD_W_ABS, 0, 0, LOAD_RANDOM),
+        op(BPF_ALU_MOD_K, 0, 0, n),
+    ];
     if slots.iter().copied().eq(0..n) {
         prog.push(op(BPF_RET_A, 0, 0, 0));
         return prog;
@@ -80,7 +87,11 @@ mod tests {
                 BPF_LD_W_ABS => a = random,
                 BPF_ALU_MOD_K => a %= ins.k,
                 BPF_JEQ_K => {
-                    pc += if a == ins.k { ins.jt as usize } else { ins.jf as usize };
+                    pc += if a == ins.k {
+                        ins.jt as usize
+                    } else {
+                        ins.jf as usize
+                    };
                 }
                 BPF_RET_K => return ins.k,
                 BPF_RET_A => return a,

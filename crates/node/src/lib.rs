@@ -65,7 +65,21 @@ pub fn join_listeners(address: String, backlog: i32) -> Result<i32> {
 /// indices in `slots` only (all of the group's `groupSize` if empty).
 #[napi]
 pub fn steer(fd: i32, slots: Vec<u32>, group_size: u32) -> Result<()> {
-    rwsgi_core::steering::steer(fd, &slots, group_size).map_err(|e| Error::from_reason(e.to_string()))
+    rwsgi_core::steering::steer(fd, &slots, group_size)
+        .map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// The worker's JavaScript loop is alive; see `watchParent`.
+#[napi]
+pub fn beat() {
+    rwsgi_core::abort::beat();
+}
+
+/// Ends this process (503s first) if its parent dies while the JavaScript
+/// loop has not beaten for `stallMs`.
+#[napi]
+pub fn watch_parent(stall_ms: u32) {
+    rwsgi_core::abort::watch_parent(u64::from(stall_ms));
 }
 
 #[napi(object)]

@@ -1,0 +1,197 @@
+// Supervision through fault injection on real processes: hung workers,
+// killed workers, crash loops, reloads and resizing under load.
+
+import { spawn } from 'node:child_process';
+import { readFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { CLI, ROOT, curl, fixture, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
+
+const ROUTES = fixture('routes.mjs');
+const booted = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** A bounded Python load loop: fresh connections and one keep-alive connection, counting failures. */
+const LOAD = `
+import http.client, threading, sys, time
+stop_at = time.time() + float(sys.argv[1]) if len(sys.argv) > 1 else None
+results = {'ok': 0, 'fail': 0, 'errors': []}
+lock = threading.Lock()
+def record(ok, err=None):
+    with lock:
+        results['ok' if ok else 'fail'] += 1
+        if err and len(results['errors']) < 5: results['errors'].append(err)
+def fresh(n):
+    for i in range(n):
+        try:
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status); c.close()
+        except Exception as e: record(False, repr(e))
+def keepalive(n):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    for i in range(n):
+        try:
+            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status)
+        except Exception as e:
+            record(False, repr(e)); c.close()
+threads = [threading.Thread(target=fresh, args=(N,)), threading.Thread(target=keepalive, args=(N,)), threading.Thread(target=keepalive, args=(N,))]
+[t.start() for t in threads]
+open(MARK, 'w').write('started')
+[t.join() for t in threads]
+print(results['ok'], results['fail'], results['errors'])
+`;
+
+function load(port, n, mark) {
+  return python(`N = ${n}\nMARK = ${JSON.stringify(mark)}\n${LOAD}`, port);
+}
+
+test('a hung worker: others take new connections, then WORKER TIMEOUT names the request, 503, respawn', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2, args: ['--timeout', '6'] });
+  const hung = raw(server.port, 'GET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 15_000 });
+  await waitFor(() => server.log.includes('spin request started'), 5000, 'the spin request');
+  // Two heartbeats late, the hung slot gets no new connections.
+  const since = server.log.indexOf('spin request started');
+  await waitFor(() => /Accepting on slots \[\d\] of 2/.test(server.log.slice(since)), 6000, 'steering away from the hung slot');
+  const out = await python(
+    `
+import http.client
+ok = 0
+for i in range(20):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=4)
+    c.request('GET', '/ok'); ok += c.getresponse().status == 200; c.close()
+print(ok)
+`,
+    server.port,
+  );
+  t.is(out, '20\n', 'every new connection is served while a worker hangs');
+  const { text } = await hung;
+  t.deepEqual(statusLines(text), ['HTTP/1.1 503 Service Unavailable'], 'the hung request gets a 503, not a reset');
+  t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running [6-9]\.\ds/);
+  await waitFor(() => booted(server.log).length === 3, 10_000, 'the replacement');
+  await waitFor(() => /Accepting on slots \[0, 1\] of 2/.test(server.log.slice(server.log.lastIndexOf('WORKER TIMEOUT'))), 10_000, 'both slots healthy again');
+  t.is(await curl(`${server.url}/ok`), 'ok');
+});
+
+test('kill -9 of a worker under load fails at most its in-flight requests', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
+  const running = load(server.port, 400, mark);
+  await waitFor(() => existsSync(mark), 10_000, 'load to start');
+  process.kill(booted(server.log)[0], 'SIGKILL');
+  const [ok, fail] = (await running).split(' ').map(Number);
+  t.true(fail <= 3, `failures: ${fail}`);
+  t.is(ok + fail, 1200);
+  await waitFor(() => booted(server.log).length === 3, 10_000, 'respawn');
+});
+
+test('a worker that crashes right after ready is respawned with growing backoff', async (t) => {
+  const server = await serve(t, fixture('crash-after-ready.mjs'), { workers: 1 });
+  await waitFor(() => /backoff step 4\)/.test(server.log), 15_000, 'four backoff steps');
+  const delays = [...server.log.matchAll(/respawning in ([\d.]+)s \(backoff step (\d)\)/g)].map((m) => Number(m[1]));
+  t.deepEqual(delays.slice(0, 4), [0.1, 0.2, 0.4, 0.8]);
+  t.true(booted(server.log).length <= 6, 'respawns stay bounded');
+});
+
+test('ten HUPs under load: zero failed requests on fresh and keep-alive connections', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
+  const running = load(server.port, 1500, mark);
+  await waitFor(() => existsSync(mark), 10_000, 'load to start');
+  for (let generation = 2; generation <= 11; generation++) {
+    server.child.kill('SIGHUP');
+    await waitFor(
+      () => (server.log.match(new RegExp(`generation ${generation}\\)`, 'g')) ?? []).length >= 2,
+      15_000,
+      `generation ${generation} ready`,
+    );
+  }
+  const [ok, fail, ...errors] = (await running).split(' ');
+  t.is(Number(fail), 0, errors.join(' '));
+  t.is(Number(ok), 4500);
+  t.is(booted(server.log).length, 22);
+});
+
+test('a reload whose new code fails to load leaves the old workers serving', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-'));
+  const app = join(dir, 'app.mjs');
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(app, readFileSync(fixture('named.mjs'), 'utf8').replace('export function handler', 'export default function'));
+  const server = await serve(t, app, { workers: 1 });
+  writeFileSync(app, "throw new Error('new version is broken');\n");
+  server.child.kill('SIGHUP');
+  await waitFor(() => /Reload failed, generation 1 workers keep serving/.test(server.log), 10_000, 'reload failure');
+  t.regex(server.log, /new version is broken/);
+  t.is(await curl(`${server.url}/`), 'hello from handler');
+  t.is(server.exit, null);
+});
+
+test('TTIN and TTOU add and remove a worker', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  server.child.kill('SIGTTIN');
+  await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length === 3, 10_000, 'a third worker');
+  t.regex(server.log, /Number of workers: 3/);
+  const third = booted(server.log)[2];
+  server.child.kill('SIGTTOU');
+  await waitFor(() => server.log.includes(`Worker exiting (pid: ${third})`), 15_000, 'the third worker to leave');
+  t.regex(server.log, /Number of workers: 2/);
+  const out = await python(
+    `
+import http.client
+ok = 0
+for i in range(50):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
+    c.request('GET', '/ok'); ok += c.getresponse().status == 200; c.close()
+print(ok)
+`,
+    server.port,
+  );
+  t.is(out, '50\n', 'no connection is lost to the removed slot');
+});
+
+test('--max-requests recycles workers under load with zero failures', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2, args: ['--max-requests', '100', '--max-requests-jitter', '20'] });
+  const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
+  const [ok, fail, ...errors] = (await load(server.port, 600, mark)).split(' ');
+  t.is(Number(fail), 0, errors.join(' '));
+  t.is(Number(ok), 1800);
+  t.true(booted(server.log).length >= 4, 'workers were replaced');
+  t.regex(server.log, /served \d+ requests \(max 1[0-2]\d\): replacing it/);
+});
+
+test('SIGKILL of the arbiter leaves no worker behind', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const pids = booted(server.log);
+  server.child.kill('SIGKILL');
+  await waitFor(() => pids.every((pid) => !alive(pid)), 15_000, 'the workers to exit');
+  t.pass();
+});
+
+test('--boot-timeout kills a worker that never gets ready and stops with status 4', async (t) => {
+  const child = spawn(process.execPath, [CLI, 'serve', fixture('never-boots.mjs'), '-b', '127.0.0.1:0', '-w', '1', '--boot-timeout', '1'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => (log += d));
+  t.teardown(() => child.kill('SIGKILL'));
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  t.is(code, 4);
+  t.regex(log, /did not boot within 1s/);
+  t.regex(log, /App failed to load/);
+});
+
+test('--pid writes the arbiter pid and removes it on exit', async (t) => {
+  const file = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'rwsgi.pid');
+  const server = await serve(t, ROUTES, { args: ['--pid', file] });
+  t.is(readFileSync(file, 'utf8').trim(), String(server.child.pid));
+  await server.stop('SIGTERM');
+  t.false(existsSync(file));
+});
