@@ -2,6 +2,7 @@
 // and Python's http.client to it, and always clean up.
 
 import { spawn, execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -42,13 +43,19 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
   );
   t.teardown(async () => {
     if (server.exit) return;
-    child.kill('SIGKILL');
+    // A quick stop takes the workers down with the arbiter; SIGKILL if it hangs.
+    child.kill('SIGINT');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await server.exited;
+    clearTimeout(killer);
   });
+  // With --error-logfile the log lines go to that file rather than stderr.
+  const logFile = args.includes('--error-logfile') ? args[args.indexOf('--error-logfile') + 1] : null;
+  const currentLog = () => (logFile ? (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '') : server.log);
   server.port = Number(
-    (await waitFor(() => /Listening at: http:\/\/\S+:(\d+)/.exec(server.log) ?? server.exit, 15_000, 'listening'))[1],
+    (await waitFor(() => /Listening at: http:\/\/\S+:(\d+)/.exec(currentLog()) ?? server.exit, 15_000, 'listening'))[1],
   );
-  await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= workers || server.exit, 15_000, 'workers ready');
+  await waitFor(() => (currentLog().match(/Worker ready/g) ?? []).length >= workers || server.exit, 15_000, 'workers ready');
   if (server.exit) throw new Error(`server exited early:\n${server.log}`);
   server.url = `http://127.0.0.1:${server.port}`;
   server.stop = async (signal = 'SIGTERM') => {

@@ -195,3 +195,19 @@ test('--pid writes the arbiter pid and removes it on exit', async (t) => {
   await server.stop('SIGTERM');
   t.false(existsSync(file));
 });
+
+test('USR1 reopens --error-logfile in the arbiter and the workers', async (t) => {
+  const { renameSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-'));
+  const file = join(dir, 'error.log');
+  const server = await serve(t, ROUTES, { args: ['--error-logfile', file] });
+  const read = () => (existsSync(file) ? readFileSync(file, 'utf8') : '');
+  await waitFor(() => /Worker ready/.test(read()), 10_000, 'boot lines in the log file');
+  renameSync(file, `${file}.1`);
+  server.child.kill('SIGUSR1');
+  await waitFor(() => existsSync(file), 5000, 'the log file to be reopened');
+  await curl(`${server.url}/throw`);
+  server.child.kill('SIGTTIN');
+  await waitFor(() => /Error handling request \/throw/.test(read()) && /Handling signal: ttin/.test(read()), 5000, 'new lines in the new file');
+  t.regex(readFileSync(`${file}.1`, 'utf8'), /Handling signal: usr1/);
+});

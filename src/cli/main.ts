@@ -4,7 +4,7 @@
 
 import { Arbiter } from '../arbiter/arbiter.js';
 import { RwsgiError } from '../errors.js';
-import { describe, logger, setLogLevel } from '../log.js';
+import { describe, logger, setLogFile, setLogLevel } from '../log.js';
 import { VERSION } from '../version.js';
 import { parseCommand, USAGE } from './args.js';
 
@@ -19,6 +19,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'serve':
       setLogLevel(command.config.logLevel);
+      setLogFile(command.config.errorLogfile);
       return new Arbiter(command.config).run();
   }
 }

@@ -2,16 +2,15 @@
 // slot's listening sockets. Loads the app, serves, heartbeats, and stops
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
-import { writeSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { loadApp } from '../apps/load.js';
 import { type WsgiApp, WsgiRunner } from '../apps/wsgi.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
-import { encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
+import type { WorkerMessage } from '../protocol/messages.js';
 import { Dispatcher } from './dispatcher.js';
+import { ArbiterLink } from './link.js';
 
 export interface WorkerSpec {
   config: Config;
@@ -19,7 +18,6 @@ export interface WorkerSpec {
   listeners: number;
 }
 
-const PIPE_FD = 3;
 const FIRST_LISTENER_FD = 4;
 /** A request reaching an idle worker is reported at once (if the last report
  * is older than this), so a handler that blocks the loop right away is still
@@ -37,17 +35,8 @@ async function main(): Promise<void> {
   const { config } = spec;
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
-  const pipe = new Socket({ fd: PIPE_FD, readable: true, writable: true });
-  // Written synchronously, never queued in the stream: a report sent right
-  // before the app blocks the loop must still reach the arbiter.
-  const send = (message: WorkerMessage): void => {
-    try {
-      writeSync(PIPE_FD, encode(message));
-    } catch {
-      // EAGAIN (the arbiter is not reading) or EPIPE (it is gone): the
-      // next heartbeat or the pipe's EOF handles it.
-    }
-  };
+  const link = new ArbiterLink();
+  const send = (message: WorkerMessage): void => link.send(message);
 
   let app: unknown;
   try {
@@ -130,26 +119,17 @@ async function main(): Promise<void> {
         clearTimeout(deadline);
         clearInterval(heartbeat);
         server.close();
-        pipe.destroy();
+        link.close();
         process.exit(0);
       }
     }, 20);
   };
   const graceMs = config.gracefulTimeout * 1000;
 
-  const decoder = new LineDecoder();
-  pipe.setEncoding('utf8');
-  pipe.on('data', (chunk: string) => {
-    for (const message of decoder.push(chunk)) {
-      if (message.type === 'stop') {
-        if (message.graceful) void stop(message.deadlineMs);
-        else process.exit(0);
-      }
-    }
+  link.onStop(({ graceful, deadlineMs }) => {
+    if (graceful) void stop(deadlineMs ?? graceMs);
+    else process.exit(0);
   });
-  // The arbiter is gone: finish what is in flight and leave, never orphaned.
-  pipe.on('end', () => void stop(graceMs));
-  pipe.on('error', () => void stop(graceMs));
   process.on('SIGTERM', () => void stop(graceMs));
   process.on('SIGINT', () => process.exit(0));
   process.on('SIGQUIT', () => process.exit(0));

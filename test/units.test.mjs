@@ -1,0 +1,72 @@
+// Unit tests of the pure TypeScript pieces (compiled to dist/).
+
+import test from 'ava';
+import { Backoff } from '../dist/arbiter/backoff.js';
+import { parseBind } from '../dist/cli/args.js';
+import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
+import { splitAppSpec } from '../dist/apps/load.js';
+import { decodePath, splitTarget } from '../dist/apps/wsgi.js';
+import { encode, LineDecoder } from '../dist/protocol/messages.js';
+
+test('protocol: messages round-trip through the line decoder, split anywhere', (t) => {
+  const messages = [
+    { type: 'ready', pid: 42 },
+    { type: 'hb', served: 7, inFlight: 1, oldest: { method: 'GET', path: '/slow', age: 1.5 }, lagMs: 3, rss: 1e6 },
+    { type: 'boot-error', reason: 'SyntaxError: x\n  at y' },
+    { type: 'stop', graceful: true, deadlineMs: 30_000 },
+  ];
+  const wire = messages.map(encode).join('');
+  for (let cut = 0; cut <= wire.length; cut += 7) {
+    const decoder = new LineDecoder();
+    t.deepEqual([...decoder.push(wire.slice(0, cut)), ...decoder.push(wire.slice(cut))], messages);
+  }
+});
+
+test('protocol: torn or foreign lines are dropped', (t) => {
+  const decoder = new LineDecoder();
+  t.deepEqual(decoder.push('not json\n{"type":"nope"}\n[1]\n{"type":"ready","pid":1}\n'), [{ type: 'ready', pid: 1 }]);
+});
+
+test('backoff doubles to its cap and resets after a healthy minute', (t) => {
+  const b = new Backoff(100, 1000, 60_000);
+  t.deepEqual([0, 0, 0, 0, 0, 0].map(() => b.failed(5)), [100, 200, 400, 800, 1000, 1000]);
+  t.is(b.failed(61_000), 100);
+});
+
+test('heartbeat interval fits the timeout', (t) => {
+  t.is(heartbeatMs({ timeout: 30 }), 1000);
+  t.is(heartbeatMs({ timeout: 2 }), 500);
+  t.is(heartbeatMs({ timeout: 0 }), 1000);
+});
+
+test('max-requests jitter stays within its bound and is stable per pid', (t) => {
+  for (let pid = 1; pid < 200; pid++) {
+    const n = maxRequestsFor({ maxRequests: 100, maxRequestsJitter: 20 }, pid);
+    t.true(n >= 100 && n <= 120);
+    t.is(n, maxRequestsFor({ maxRequests: 100, maxRequestsJitter: 20 }, pid));
+  }
+  t.is(maxRequestsFor({ maxRequests: 0, maxRequestsJitter: 20 }, 5), 0);
+});
+
+test('bind addresses', (t) => {
+  t.deepEqual(parseBind('127.0.0.1:80'), { host: '127.0.0.1', port: 80 });
+  t.deepEqual(parseBind('[::1]:8080'), { host: '::1', port: 8080 });
+  t.deepEqual(parseBind('localhost'), { host: 'localhost', port: 8000 });
+  t.deepEqual(parseBind(':9000'), { host: '0.0.0.0', port: 9000 });
+  t.throws(() => parseBind('a:b:c'));
+});
+
+test('app specs', (t) => {
+  t.deepEqual(splitAppSpec('app.js'), { module: 'app.js', exportName: null });
+  t.deepEqual(splitAppSpec('app.js:handler'), { module: 'app.js', exportName: 'handler' });
+  t.deepEqual(splitAppSpec('./dir/app.mjs:$x'), { module: './dir/app.mjs', exportName: '$x' });
+});
+
+test('request targets: paths are percent-decoded as UTF-8, queries are not', (t) => {
+  t.is(decodePath('/a%20b/%C3%A9'), '/a b/é');
+  t.is(decodePath('/bad%zz%4'), '/bad%zz%4');
+  t.deepEqual(splitTarget('/p?q=%20'), { path: '/p', query: 'q=%20' });
+  t.deepEqual(splitTarget('http://example.com/x?y'), { path: '/x', query: 'y' });
+  t.deepEqual(splitTarget('http://example.com'), { path: '/', query: '' });
+  t.deepEqual(splitTarget('*'), { path: '*', query: '' });
+});
