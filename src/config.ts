@@ -12,6 +12,8 @@ export interface Config {
   limitRequestLine: number;
   limitRequestFields: number;
   limitRequestFieldSize: number;
+  /** Largest request body in bytes; 0 = unlimited. */
+  limitRequestBody: number;
   backlog: number;
   logLevel: Level;
   gracefulTimeout: number;
@@ -46,6 +48,7 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     limitRequestLine: 4094,
     limitRequestFields: 100,
     limitRequestFieldSize: 8190,
+    limitRequestBody: 0,
     backlog: 2048,
     logLevel: 'info',
     gracefulTimeout: 30,

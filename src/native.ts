@@ -16,6 +16,7 @@ export interface ServerOptions {
   limitRequestFieldSize?: number;
   keepAliveSeconds?: number;
   headerTimeoutSeconds?: number;
+  limitRequestBody?: number;
 }
 
 export interface ServerCallbacks {

@@ -66,7 +66,7 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
 }
 
 /** Sends raw bytes; resolves with everything received until the peer closes (or `ms`). */
-export function raw(port, data, { ms = 5000, host = '127.0.0.1' } = {}) {
+export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0 } = {}) {
   return new Promise((resolve, reject) => {
     const socket = connect(port, host);
     const chunks = [];
@@ -75,8 +75,14 @@ export function raw(port, data, { ms = 5000, host = '127.0.0.1' } = {}) {
       socket.destroy();
       resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
     }, ms);
-    socket.on('connect', () => {
-      for (const part of Array.isArray(data) ? data : [data]) socket.write(part);
+    socket.setNoDelay(true);
+    socket.on('connect', async () => {
+      for (const part of Array.isArray(data) ? data : [data]) {
+        if (socket.destroyed) return;
+        socket.write(part);
+        // Pacing makes each part its own TCP segment.
+        if (paceMs) await new Promise((r) => setTimeout(r, paceMs));
+      }
     });
     socket.on('data', (d) => chunks.push(d));
     socket.on('error', (e) => {

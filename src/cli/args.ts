@@ -22,6 +22,7 @@ options:
       --limit-request-fields N   most header fields, else 431 (default 100)
       --limit-request-field_size N
                                  longest header field in bytes, else 431 (default 8190)
+      --limit-request-body N     largest request body in bytes, else 413; 0 = unlimited (default 0)
       --backlog N                listen queue length per socket (default 2048)
       --graceful-timeout S       seconds workers get to finish on TERM (default 30)
   -t, --timeout S                seconds without a heartbeat before a worker is killed and
@@ -84,6 +85,7 @@ export function parseCommand(argv: string[]): Command {
         'limit-request-fields': { type: 'string' },
         'limit-request-field_size': { type: 'string' },
         'limit-request-field-size': { type: 'string' },
+        'limit-request-body': { type: 'string' },
         backlog: { type: 'string' },
         'graceful-timeout': { type: 'string' },
         timeout: { type: 'string', short: 't' },
@@ -126,6 +128,7 @@ export function parseCommand(argv: string[]): Command {
       limitRequestLine: integer('--limit-request-line', values['limit-request-line'], base.limitRequestLine, 16),
       limitRequestFields: integer('--limit-request-fields', values['limit-request-fields'], base.limitRequestFields, 1),
       limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
+      limitRequestBody: integer('--limit-request-body', values['limit-request-body'], base.limitRequestBody, 0),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),
       gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),
       timeout: seconds('--timeout', values.timeout, base.timeout),

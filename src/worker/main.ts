@@ -90,6 +90,7 @@ async function main(): Promise<void> {
       limitRequestFieldSize: config.limitRequestFieldSize,
       keepAliveSeconds: config.keepAlive,
       headerTimeoutSeconds: config.headerTimeout,
+      limitRequestBody: config.limitRequestBody,
     },
     dispatcher,
   );

@@ -17,6 +17,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Requests parsed ahead of their responses before reading pauses.
     pub pipeline_depth: usize,
+    /// Largest request body in bytes, 0 = unlimited: over it, 413.
+    pub max_body: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +30,7 @@ impl Default for Limits {
             keep_alive: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             pipeline_depth: 32,
+            max_body: 0,
         }
     }
 }

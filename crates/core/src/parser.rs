@@ -50,6 +50,55 @@ pub enum Outcome {
     },
 }
 
+/// What the Transfer-Encoding fields of a request say, in order.
+#[derive(Default)]
+struct TransferCodings {
+    chunked: usize,
+    other: bool,
+    last_is_chunked: bool,
+}
+
+impl TransferCodings {
+    fn add(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                continue;
+            }
+            let chunked = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked += usize::from(chunked);
+            self.other |= !chunked;
+            self.last_is_chunked = chunked;
+        }
+    }
+
+    /// RFC 9112 §6.1/§6.3: chunked must be the final coding, applied once;
+    /// rwsgi decodes no other coding (501, as §6.1 recommends).
+    fn check(&self) -> Result<(), (u16, &'static str)> {
+        if !self.last_is_chunked {
+            Err((400, "Transfer-Encoding does not end in chunked"))
+        } else if self.chunked > 1 {
+            Err((400, "chunked applied more than once"))
+        } else if self.other {
+            Err((501, "unsupported transfer coding"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// RFC 3986 reg-name / IP-literal characters, plus ':' for the port.
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
+    })
+}
+
+/// RFC 9110 §5.5: field values are VCHAR, obs-text, SP and HTAB only.
+fn valid_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 /// What is being collected, across reads, for the current request.
 #[derive(Default)]
 struct HeadState {
@@ -61,11 +110,15 @@ struct HeadState {
     fields: usize,
     host_count: usize,
     transfer_encoding: bool,
+    /// Transfer codings in order, across all Transfer-Encoding fields.
+    codings: TransferCodings,
     expect_continue: bool,
     in_message: bool,
     in_trailers: bool,
     in_body: bool,
     had_body: bool,
+    /// Body bytes announced so far (Content-Length, or chunk sizes).
+    body_announced: u64,
     keep_alive: bool,
     /// Set by a callback that refused the input: (status, reason).
     refusal: Option<(u16, &'static str)>,
@@ -108,7 +161,7 @@ static SETTINGS: Settings = Settings {
     on_header_value_complete: Some(on_header_value_complete),
     on_chunk_extension_name_complete: None,
     on_chunk_extension_value_complete: None,
-    on_chunk_header: None,
+    on_chunk_header: Some(on_chunk_header),
     on_chunk_complete: None,
     on_reset: None,
 };
@@ -314,10 +367,17 @@ unsafe extern "C" fn on_header_value_complete(p: *mut Parser) -> c_int {
     }
     let name = &state.buf[state.field_start..state.value_start - 1];
     let value = &state.buf[state.value_start..];
+    if !valid_field_value(value) {
+        return refuse(state, 400, "control character in a header value");
+    }
     if name.eq_ignore_ascii_case(b"host") {
         state.host_count += 1;
+        if !valid_host(value) {
+            return refuse(state, 400, "invalid Host header");
+        }
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         state.transfer_encoding = true;
+        state.codings.add(value);
     } else if name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue") {
         state.expect_continue = true;
     }
@@ -344,10 +404,21 @@ unsafe extern "C" fn on_headers_complete(p: *mut Parser) -> c_int {
     if minor == 0 && state.transfer_encoding {
         return refuse(state, 400, "Transfer-Encoding in an HTTP/1.0 request");
     }
+    if state.transfer_encoding {
+        if let Err((status, reason)) = state.codings.check() {
+            return refuse(state, status, reason);
+        }
+    }
     let Ok(api) = llhttp::api() else {
         return -1;
     };
     let chunked = parser.flags & llhttp::F_CHUNKED != 0;
+    if parser.flags & llhttp::F_CONTENT_LENGTH != 0 {
+        state.body_announced = parser.content_length;
+        if over_body_limit(state, ctx.limits) {
+            return refuse(state, 413, "request body over --limit-request-body");
+        }
+    }
     let has_body =
         chunked || (parser.flags & llhttp::F_CONTENT_LENGTH != 0 && parser.content_length > 0);
     state.keep_alive = api.should_keep_alive(parser) && parser.upgrade == 0;
@@ -365,6 +436,22 @@ unsafe extern "C" fn on_headers_complete(p: *mut Parser) -> c_int {
         expect_continue: state.expect_continue && minor >= 1 && has_body,
     };
     ctx.sink.head(head);
+    0
+}
+
+fn over_body_limit(state: &HeadState, limits: &Limits) -> bool {
+    limits.max_body > 0 && state.body_announced > limits.max_body
+}
+
+/// Each chunk's size is known before its data: refuse a body over the limit
+/// before reading it.
+unsafe extern "C" fn on_chunk_header(p: *mut Parser) -> c_int {
+    let ctx = context(p);
+    let size = (*p).content_length;
+    ctx.state.body_announced = ctx.state.body_announced.saturating_add(size);
+    if over_body_limit(ctx.state, ctx.limits) {
+        return refuse(ctx.state, 413, "request body over --limit-request-body");
+    }
     0
 }
 
@@ -395,4 +482,43 @@ unsafe extern "C" fn on_message_complete(p: *mut Parser) -> c_int {
         return llhttp::HPE_PAUSED;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codings(values: &[&str]) -> Result<(), (u16, &'static str)> {
+        let mut c = TransferCodings::default();
+        for v in values {
+            c.add(v.as_bytes());
+        }
+        c.check()
+    }
+
+    #[test]
+    fn transfer_codings_follow_rfc_9112() {
+        assert!(codings(&["chunked"]).is_ok());
+        assert!(codings(&["Chunked"]).is_ok());
+        assert_eq!(codings(&["gzip"]).unwrap_err().0, 400);
+        assert_eq!(codings(&["chunked, gzip"]).unwrap_err().0, 400);
+        assert_eq!(codings(&["gzip, chunked"]).unwrap_err().0, 501);
+        assert_eq!(codings(&["gzip", "chunked"]).unwrap_err().0, 501);
+        assert_eq!(codings(&["chunked", "chunked"]).unwrap_err().0, 400);
+        assert_eq!(codings(&["chunked, chunked"]).unwrap_err().0, 400);
+        assert_eq!(codings(&[""]).unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn host_and_value_characters() {
+        assert!(valid_host(b"example.com:8080"));
+        assert!(valid_host(b"[::1]:80"));
+        assert!(valid_host(b""));
+        assert!(!valid_host(b"a b"));
+        assert!(!valid_host(b"a/b"));
+        assert!(!valid_host(b"user@host"));
+        assert!(valid_field_value(b"text\twith tab \x80\xff"));
+        assert!(!valid_field_value(b"a\x7fb"));
+        assert!(!valid_field_value(b"a\x01b"));
+    }
 }

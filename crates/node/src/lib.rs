@@ -89,6 +89,7 @@ pub struct ServerOptions {
     pub limit_request_field_size: Option<u32>,
     pub keep_alive_seconds: Option<f64>,
     pub header_timeout_seconds: Option<f64>,
+    pub limit_request_body: Option<f64>,
 }
 
 fn limits_from(options: &ServerOptions) -> Limits {
@@ -111,6 +112,10 @@ fn limits_from(options: &ServerOptions) -> Limits {
         keep_alive: secs(options.keep_alive_seconds, d.keep_alive),
         header_timeout: secs(options.header_timeout_seconds, d.header_timeout),
         pipeline_depth: d.pipeline_depth,
+        max_body: options
+            .limit_request_body
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map_or(d.max_body, |n| n as u64),
     }
 }
 
