@@ -14,6 +14,8 @@ export interface Config {
   limitRequestFieldSize: number;
   /** Largest request body in bytes; 0 = unlimited. */
   limitRequestBody: number;
+  bodyTimeout: number;
+  workerConnections: number;
   backlog: number;
   logLevel: Level;
   gracefulTimeout: number;
@@ -49,6 +51,8 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     limitRequestFields: 100,
     limitRequestFieldSize: 8190,
     limitRequestBody: 0,
+    bodyTimeout: 30,
+    workerConnections: 4096,
     backlog: 2048,
     logLevel: 'info',
     gracefulTimeout: 30,

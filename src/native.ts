@@ -17,6 +17,8 @@ export interface ServerOptions {
   keepAliveSeconds?: number;
   headerTimeoutSeconds?: number;
   limitRequestBody?: number;
+  bodyTimeoutSeconds?: number;
+  workerConnections?: number;
 }
 
 export interface ServerCallbacks {
@@ -34,6 +36,8 @@ export interface ServerCallbacks {
   onBodyEnd(conn: number): void;
   onClose(conn: number): void;
   onDrain(conn: number): void;
+  /** Accepting backs off for a second: out of descriptors or memory. */
+  onAcceptPaused(reason: string): void;
 }
 
 export interface NativeServer {

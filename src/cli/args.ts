@@ -23,6 +23,8 @@ options:
       --limit-request-field_size N
                                  longest header field in bytes, else 431 (default 8190)
       --limit-request-body N     largest request body in bytes, else 413; 0 = unlimited (default 0)
+      --body-timeout S           seconds a request body may stall, then 408 (default 30)
+      --worker-connections N     open connections per worker before accepting pauses (default 4096)
       --backlog N                listen queue length per socket (default 2048)
       --graceful-timeout S       seconds workers get to finish on TERM (default 30)
   -t, --timeout S                seconds without a heartbeat before a worker is killed and
@@ -86,6 +88,8 @@ export function parseCommand(argv: string[]): Command {
         'limit-request-field_size': { type: 'string' },
         'limit-request-field-size': { type: 'string' },
         'limit-request-body': { type: 'string' },
+        'body-timeout': { type: 'string' },
+        'worker-connections': { type: 'string' },
         backlog: { type: 'string' },
         'graceful-timeout': { type: 'string' },
         timeout: { type: 'string', short: 't' },
@@ -129,6 +133,8 @@ export function parseCommand(argv: string[]): Command {
       limitRequestFields: integer('--limit-request-fields', values['limit-request-fields'], base.limitRequestFields, 1),
       limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
       limitRequestBody: integer('--limit-request-body', values['limit-request-body'], base.limitRequestBody, 0),
+      bodyTimeout: seconds('--body-timeout', values['body-timeout'], base.bodyTimeout),
+      workerConnections: integer('--worker-connections', values['worker-connections'], base.workerConnections, 1),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),
       gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),
       timeout: seconds('--timeout', values.timeout, base.timeout),

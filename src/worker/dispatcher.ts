@@ -3,6 +3,7 @@
 
 import type { InFlight } from '../protocol/messages.js';
 import { FLAG_HAS_BODY, type NativeServer, type ServerCallbacks } from '../native.js';
+import { logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 
 export type RequestHandler = (ex: Exchange) => void;
@@ -95,6 +96,15 @@ export class Dispatcher implements ServerCallbacks {
     if (!conn) return;
     this.conns.delete(id);
     conn.close();
+  };
+
+  private lastAcceptWarning = -Infinity;
+
+  onAcceptPaused = (reason: string): void => {
+    const now = performance.now();
+    if (now - this.lastAcceptWarning < 60_000) return;
+    this.lastAcceptWarning = now;
+    logger.warning(`Cannot accept connections (${reason}): retrying every second; raise the open-file limit (ulimit -n) or lower --worker-connections`);
   };
 
   onDrain = (id: number): void => {

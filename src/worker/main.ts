@@ -91,6 +91,8 @@ async function main(): Promise<void> {
       keepAliveSeconds: config.keepAlive,
       headerTimeoutSeconds: config.headerTimeout,
       limitRequestBody: config.limitRequestBody,
+      bodyTimeoutSeconds: config.bodyTimeout,
+      workerConnections: config.workerConnections,
     },
     dispatcher,
   );

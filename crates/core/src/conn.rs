@@ -94,6 +94,8 @@ pub struct Conn {
     pub linger_until: Option<Instant>,
     pub head_since: Option<Instant>,
     pub idle_since: Instant,
+    /// When request bytes last arrived (for the body read timeout).
+    pub last_read: Instant,
     /// The epoll interest currently registered.
     pub interest: u32,
 }
@@ -128,6 +130,7 @@ impl Conn {
             linger_until: None,
             head_since: None,
             idle_since: now,
+            last_read: now,
             interest: 0,
         }
     }

@@ -19,6 +19,10 @@ pub struct Limits {
     pub pipeline_depth: usize,
     /// Largest request body in bytes, 0 = unlimited: over it, 413.
     pub max_body: u64,
+    /// How long a request body may stall between reads.
+    pub body_timeout: Duration,
+    /// Open connections per worker before accepting pauses.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +35,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             pipeline_depth: 32,
             max_body: 0,
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }

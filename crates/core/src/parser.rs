@@ -90,13 +90,35 @@ impl TransferCodings {
 fn valid_host(value: &[u8]) -> bool {
     value.iter().all(|&b| {
         b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']')
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
     })
 }
 
 /// RFC 9110 §5.5: field values are VCHAR, obs-text, SP and HTAB only.
 fn valid_field_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// What is being collected, across reads, for the current request.
@@ -182,6 +204,11 @@ impl RequestParser {
             state: HeadState::default(),
             limits: limits.clone(),
         })
+    }
+
+    /// Whether a request's body is partly received.
+    pub fn in_body(&self) -> bool {
+        self.state.in_message && self.state.in_body
     }
 
     /// Whether a request is partly received (head or body).

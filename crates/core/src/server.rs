@@ -56,6 +56,11 @@ pub enum Event {
     Drain {
         conn: Token,
     },
+    /// Accepting stopped for a while: the process ran out of descriptors
+    /// or memory (`reason` is the errno name). Reported once per episode.
+    AcceptPaused {
+        reason: &'static str,
+    },
 }
 
 const TIMER_TOKEN: u64 = u64::MAX;
@@ -64,6 +69,9 @@ const LISTENER_TAG: u64 = 1 << 62;
 const READ_CHUNK: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 const EPOLL_BATCH: usize = 256;
+/// After EMFILE and friends, accepting resumes on the next timer tick (1 s)
+/// rather than spinning on a listening socket that stays readable.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 struct Listener {
     fd: RawFd,
@@ -80,8 +88,11 @@ pub struct Engine {
     timer: OwnedFd,
     kick: OwnedFd,
     listeners: Vec<Listener>,
+    /// Listening sockets are in the epoll set.
     accepting: bool,
     draining: bool,
+    /// Accepting is paused until then (out of descriptors).
+    accept_retry_at: Option<Instant>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     limits: Limits,
@@ -234,6 +245,7 @@ impl Engine {
             listeners: Vec::new(),
             accepting: false,
             draining: false,
+            accept_retry_at: None,
             slots: Vec::new(),
             free: Vec::new(),
             limits,
@@ -263,7 +275,7 @@ impl Engine {
             libc::EPOLLIN as u32,
             KICK_TOKEN,
         )?;
-        engine.set_accepting(true)?;
+        engine.update_accepting();
         Ok(engine)
     }
 
@@ -277,10 +289,14 @@ impl Engine {
         cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(|_| ())
     }
 
-    /// Starts or stops taking new connections from the listening sockets.
-    pub fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+    /// Takes new connections unless draining, at the connection cap, or
+    /// backing off after running out of descriptors.
+    fn update_accepting(&mut self) {
+        let open = self.slots.len() - self.free.len();
+        let on =
+            !self.draining && self.accept_retry_at.is_none() && open < self.limits.max_connections;
         if on == self.accepting {
-            return Ok(());
+            return;
         }
         let op = if on {
             libc::EPOLL_CTL_ADD
@@ -288,20 +304,18 @@ impl Engine {
             libc::EPOLL_CTL_DEL
         };
         for (i, l) in self.listeners.iter().enumerate() {
-            self.ctl(op, l.fd, libc::EPOLLIN as u32, LISTENER_TAG | i as u64)?;
+            let _ = self.ctl(op, l.fd, libc::EPOLLIN as u32, LISTENER_TAG | i as u64);
         }
         self.accepting = on;
-        Ok(())
     }
 
     /// Graceful stop: no new connections; each connection gets one more
     /// response at most, marked `Connection: close`, and closes right after
     /// it, or at its keep-alive timeout if no request comes. Never while a
     /// request may be on its way.
-    pub fn drain(&mut self) -> io::Result<()> {
-        self.set_accepting(false)?;
+    pub fn drain(&mut self) {
         self.draining = true;
-        Ok(())
+        self.update_accepting();
     }
 
     /// Open connections, including lingering ones.
@@ -398,10 +412,27 @@ impl Engine {
                     libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                 )
             };
-            let Ok(client) = owned(client) else {
-                // EAGAIN: queue empty. EMFILE and friends: retried on the next
-                // readiness, the pending connection stays queued.
-                return;
+            let client = match owned(client) {
+                Ok(client) => client,
+                Err(e) => {
+                    let reason = match e.raw_os_error() {
+                        Some(libc::EMFILE) => "EMFILE",
+                        Some(libc::ENFILE) => "ENFILE",
+                        Some(libc::ENOBUFS) => "ENOBUFS",
+                        Some(libc::ENOMEM) => "ENOMEM",
+                        // EAGAIN: the queue is empty. Others concern one
+                        // connection (ECONNABORTED): try the next.
+                        Some(libc::EAGAIN) => return,
+                        _ => continue,
+                    };
+                    // The connection stays queued for when descriptors free up.
+                    if self.accept_retry_at.is_none() {
+                        self.events.push(Event::AcceptPaused { reason });
+                    }
+                    self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
+                    self.update_accepting();
+                    return;
+                }
             };
             let one: libc::c_int = 1;
             // SAFETY: setting an int option on a TCP socket.
@@ -437,7 +468,15 @@ impl Engine {
                 continue;
             }
             self.update_interest(token);
+            if !self.accepting_allowed() {
+                self.update_accepting();
+                return;
+            }
         }
+    }
+
+    fn accepting_allowed(&self) -> bool {
+        self.slots.len() - self.free.len() < self.limits.max_connections
     }
 
     fn update_interest(&mut self, token: Token) {
@@ -483,6 +522,7 @@ impl Engine {
     }
 
     fn read(&mut self, token: Token) {
+        let now = self.now;
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
@@ -534,6 +574,7 @@ impl Engine {
         }
         // SAFETY: the kernel initialised n bytes after start.
         unsafe { conn.inbuf.set_len(start + n as usize) };
+        conn.last_read = now;
         self.parse(token);
         self.update_interest(token);
     }
@@ -594,27 +635,36 @@ impl Engine {
                 status, in_body, ..
             } => {
                 if in_body {
-                    // The request was handed to the app already: it cannot
-                    // get a clean answer now, so its response (if not begun)
-                    // is replaced by the error and the connection closes.
-                    let only = conn.pending.len() == 1 && !conn.response_started();
-                    conn.pending.clear();
-                    if only {
-                        conn.fail(status, date);
-                    } else {
-                        conn.stop_reading();
-                        conn.close_after_flush = true;
-                    }
-                    if conn.known_to_app {
-                        conn.known_to_app = false;
-                        self.events.push(Event::Closed { conn: token });
-                    }
+                    self.abandon_body(token, status);
                 } else {
                     conn.fail(status, date);
+                    self.mark_dirty(token);
                 }
-                self.mark_dirty(token);
             }
         }
+    }
+
+    /// A request body that cannot complete (malformed, too large, stalled).
+    /// The app already has the request: it hears of the close, and the
+    /// client gets `status` if no response has started, else just the close.
+    fn abandon_body(&mut self, token: Token, status: u16) {
+        let date = self.date.header_line().to_vec();
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let only = conn.pending.len() == 1 && !conn.response_started();
+        conn.pending.clear();
+        conn.head_since = None;
+        if only {
+            conn.fail(status, &date);
+        } else {
+            conn.stop_reading();
+            conn.close_after_flush = true;
+        }
+        if std::mem::take(&mut conn.known_to_app) {
+            self.events.push(Event::Closed { conn: token });
+        }
+        self.mark_dirty(token);
     }
 
     fn mark_dirty(&mut self, token: Token) {
@@ -685,6 +735,9 @@ impl Engine {
         };
         slot.generation = slot.generation.wrapping_add(1) & 0x000f_ffff;
         self.free.push(index as u32);
+        if !self.accepting {
+            self.update_accepting();
+        }
         let _ = self.ctl(libc::EPOLL_CTL_DEL, conn.fd.as_raw_fd(), 0, 0);
         abort::set_waiting(index, conn.fd.as_raw_fd(), false);
         if conn.known_to_app {
@@ -701,8 +754,13 @@ impl Engine {
         unsafe { libc::read(self.timer.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
         self.date.refresh();
         let now = self.now;
+        if self.accept_retry_at.is_some_and(|t| now >= t) {
+            self.accept_retry_at = None;
+            self.update_accepting();
+        }
         let mut expired = Vec::new();
-        let mut too_slow = Vec::new();
+        let mut slow_head = Vec::new();
+        let mut stalled_body = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(conn) = &slot.conn else { continue };
             let token = token_of(i as u32, slot.generation);
@@ -714,7 +772,12 @@ impl Engine {
                 .head_since
                 .is_some_and(|t| now.duration_since(t) >= self.limits.header_timeout)
             {
-                too_slow.push(token);
+                slow_head.push(token);
+            } else if conn.parser.in_body()
+                && !conn.read_finished
+                && now.duration_since(conn.last_read) >= self.limits.body_timeout
+            {
+                stalled_body.push(token);
             } else if conn.is_idle()
                 && now.duration_since(conn.idle_since) >= self.limits.keep_alive
             {
@@ -725,11 +788,8 @@ impl Engine {
             self.close(token);
         }
         let date = self.date.header_line().to_vec();
-        for token in too_slow {
-            let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
-                continue;
-            };
-            let Some(conn) = slot.conn.as_mut() else {
+        for token in slow_head {
+            let Some(conn) = self.conn_mut(token) else {
                 continue;
             };
             conn.head_since = None;
@@ -740,6 +800,9 @@ impl Engine {
                 conn.close_after_flush = true;
             }
             self.mark_dirty(token);
+        }
+        for token in stalled_body {
+            self.abandon_body(token, 408);
         }
     }
 

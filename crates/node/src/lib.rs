@@ -90,6 +90,8 @@ pub struct ServerOptions {
     pub keep_alive_seconds: Option<f64>,
     pub header_timeout_seconds: Option<f64>,
     pub limit_request_body: Option<f64>,
+    pub body_timeout_seconds: Option<f64>,
+    pub worker_connections: Option<u32>,
 }
 
 fn limits_from(options: &ServerOptions) -> Limits {
@@ -116,6 +118,10 @@ fn limits_from(options: &ServerOptions) -> Limits {
             .limit_request_body
             .filter(|n| n.is_finite() && *n >= 0.0)
             .map_or(d.max_body, |n| n as u64),
+        body_timeout: secs(options.body_timeout_seconds, d.body_timeout),
+        max_connections: options
+            .worker_connections
+            .map_or(d.max_connections, |n| n.max(1) as usize),
     }
 }
 
@@ -161,6 +167,7 @@ fn bytes_of<'a>(chunk: &'a Either<String, &'a [u8]>) -> &'a [u8] {
 }
 
 /// One worker's HTTP server on its inherited listening sockets.
+/// `callbacks.onAcceptPaused(reason)` hears when accepting backs off.
 #[napi]
 pub struct NativeServer {
     driver: Box<Driver>,
@@ -194,6 +201,7 @@ impl NativeServer {
                 on_body_end: function_ref(raw_env, &callbacks, "onBodyEnd")?,
                 on_close: function_ref(raw_env, &callbacks, "onClose")?,
                 on_drain: function_ref(raw_env, &callbacks, "onDrain")?,
+                on_accept_paused: function_ref(raw_env, &callbacks, "onAcceptPaused")?,
             },
             resource: reference(raw_env, resource.raw())?,
             async_context,
@@ -302,9 +310,8 @@ impl NativeServer {
     /// close their connections.
     #[napi]
     pub fn drain(&self) -> Result<()> {
-        self.engine()?
-            .drain()
-            .map_err(|e| Error::from_reason(e.to_string()))
+        self.engine()?.drain();
+        Ok(())
     }
 
     #[napi]
