@@ -30,6 +30,19 @@ function readSpec(): WorkerSpec {
   return JSON.parse(raw) as WorkerSpec;
 }
 
+let lastRss = 0;
+
+/** RSS, or the last value read: reading it opens /proc, which fails with EMFILE
+ * when the process is out of descriptors, and must not kill the worker then. */
+function residentBytes(): number {
+  try {
+    lastRss = process.memoryUsage.rss();
+  } catch {
+    // Keep the last value.
+  }
+  return lastRss;
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
@@ -66,7 +79,7 @@ async function main(): Promise<void> {
       inFlight: dispatcher.inFlightCount,
       oldest: dispatcher.oldest(),
       lagMs,
-      rss: process.memoryUsage.rss(),
+      rss: residentBytes(),
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);
