@@ -15,6 +15,8 @@ export interface Config {
   /** Largest request body in bytes; 0 = unlimited. */
   limitRequestBody: number;
   bodyTimeout: number;
+  /** Seconds a request may run before a 504; 0 = off. */
+  requestTimeout: number;
   workerConnections: number;
   backlog: number;
   logLevel: Level;
@@ -52,6 +54,7 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     limitRequestFieldSize: 8190,
     limitRequestBody: 0,
     bodyTimeout: 30,
+    requestTimeout: 0,
     workerConnections: 4096,
     backlog: 2048,
     logLevel: 'info',

@@ -36,6 +36,8 @@ export interface ServerCallbacks {
   onBodyEnd(conn: number): void;
   onClose(conn: number): void;
   onDrain(conn: number): void;
+  /** The client stopped sending while requests are in flight. */
+  onPeerShutdown(conn: number): void;
   /** Accepting backs off for a second: out of descriptors or memory. */
   onAcceptPaused(reason: string): void;
 }

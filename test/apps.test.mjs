@@ -75,3 +75,40 @@ test('an app error on a pipelined request does not disturb its neighbours', asyn
   );
   t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 500 Internal Server Error', 'HTTP/1.1 200 OK']);
 });
+
+test('--request-timeout: 504, the signal aborts, the log names the request', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['--request-timeout', '1'] });
+  const out = await curl('-i', `${server.url}/forever`);
+  t.regex(out, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+  t.regex(out, /\r\nConnection: close\r\n/);
+  await waitFor(() => /forever aborted: request timed out after 1s/.test(server.log), 5000, 'the abort');
+  t.regex(server.log, /\[ERROR\] Request timed out after 1s: GET \/forever/);
+  t.is(await curl(`${server.url}/ok`), 'ok');
+});
+
+test('--request-timeout after the response started cuts the connection', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['--request-timeout', '1'] });
+  const { text, closed } = await raw(server.port, 'GET /stream-forever HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 8000 });
+  t.true(closed);
+  t.regex(text, /^HTTP\/1\.1 200 OK\r\n/);
+  t.false(text.endsWith('0\r\n\r\n'), 'the chunked body is left incomplete');
+});
+
+test('a client disconnect aborts rwsgi.signal', async (t) => {
+  const server = await serve(t, ROUTES);
+  await raw(server.port, 'GET /forever HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 300 });
+  await waitFor(() => /forever aborted: client closed the connection/.test(server.log), 5000, 'the abort');
+  t.pass();
+});
+
+test('write() after the response ended is ignored with a warning', async (t) => {
+  const server = await serve(t, ROUTES);
+  t.is(await curl(`${server.url}/late-write`), 'done');
+  await waitFor(() => /write\(\) after the response ended is ignored/.test(server.log), 5000, 'the warning');
+  t.is(await curl(`${server.url}/ok`), 'ok');
+});
+
+test('huge response headers are refused with a 500', async (t) => {
+  const server = await serve(t, ROUTES);
+  await expect500(t, server, '/huge-header', /invalid response: response head over 65536 bytes/);
+});

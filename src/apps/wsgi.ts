@@ -67,6 +67,8 @@ export function buildEnviron(ex: Exchange): Environ {
     'wsgi.multiprocess': true,
     'wsgi.run_once': false,
   };
+  // Aborts on --request-timeout or client disconnect; made only if read.
+  Object.defineProperty(environ, 'rwsgi.signal', { enumerable: true, get: () => ex.signal });
   const parts = ex.rawHeaders.split('\0');
   for (let i = 0; i + 1 < parts.length; i += 2) {
     const name = parts[i] as string;
@@ -151,6 +153,10 @@ class ResponseState {
     this.status = status;
     this.headers = headers;
     return (chunk) => {
+      if (this.ex.done) {
+        logger.warning(`Request ${this.ex.path}: write() after the response ended is ignored`);
+        return;
+      }
       this.early.push(checkChunk(chunk));
     };
   };

@@ -24,6 +24,8 @@ options:
                                  longest header field in bytes, else 431 (default 8190)
       --limit-request-body N     largest request body in bytes, else 413; 0 = unlimited (default 0)
       --body-timeout S           seconds a request body may stall, then 408 (default 30)
+      --request-timeout S        seconds a request may run: then 504 (or a cut connection if the
+                                 response started) and environ['rwsgi.signal'] aborts; 0 = off (default 0)
       --worker-connections N     open connections per worker before accepting pauses (default 4096)
       --backlog N                listen queue length per socket (default 2048)
       --graceful-timeout S       seconds workers get to finish on TERM (default 30)
@@ -89,6 +91,7 @@ export function parseCommand(argv: string[]): Command {
         'limit-request-field-size': { type: 'string' },
         'limit-request-body': { type: 'string' },
         'body-timeout': { type: 'string' },
+        'request-timeout': { type: 'string' },
         'worker-connections': { type: 'string' },
         backlog: { type: 'string' },
         'graceful-timeout': { type: 'string' },
@@ -134,6 +137,7 @@ export function parseCommand(argv: string[]): Command {
       limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
       limitRequestBody: integer('--limit-request-body', values['limit-request-body'], base.limitRequestBody, 0),
       bodyTimeout: seconds('--body-timeout', values['body-timeout'], base.bodyTimeout),
+      requestTimeout: seconds('--request-timeout', values['request-timeout'], base.requestTimeout),
       workerConnections: integer('--worker-connections', values['worker-connections'], base.workerConnections, 1),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),
       gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),

@@ -38,6 +38,16 @@ export class Dispatcher implements ServerCallbacks {
     return null;
   }
 
+  /** Times out requests older than `seconds`; called on a short tick. */
+  expire(seconds: number): void {
+    const cutoff = performance.now() - seconds * 1000;
+    for (const ex of this.inflight) {
+      // Oldest first: the first one young enough ends the scan.
+      if (ex.startedAt > cutoff) break;
+      ex.timeOut(seconds);
+    }
+  }
+
   /** Resolves when no request is in flight. */
   whenIdle(): Promise<void> {
     if (this.inflight.size === 0) return Promise.resolve();
@@ -105,6 +115,10 @@ export class Dispatcher implements ServerCallbacks {
     if (now - this.lastAcceptWarning < 60_000) return;
     this.lastAcceptWarning = now;
     logger.warning(`Cannot accept connections (${reason}): retrying every second; raise the open-file limit (ulimit -n) or lower --worker-connections`);
+  };
+
+  onPeerShutdown = (id: number): void => {
+    this.conns.get(id)?.peerShutdown();
   };
 
   onDrain = (id: number): void => {

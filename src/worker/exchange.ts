@@ -64,6 +64,12 @@ export class Connection {
     this.queue[0]?.becomeHead();
   }
 
+  /** The client stopped sending: the apps may stop work; responses may still go out. */
+  peerShutdown(): void {
+    const reason = new Error('client closed the connection');
+    for (const ex of this.queue) ex.clientGone(reason);
+  }
+
   close(): void {
     this.closed = true;
     const error = new Error('client connection closed');
@@ -86,6 +92,10 @@ export class Exchange {
   responseStarted = false;
   done = false;
   private ops: Op[] = [];
+  private controller: AbortController | null = null;
+  /** A complete response (respond or end) is written or queued: nothing more may follow. */
+  private ended = false;
+  private timedOut = false;
   private headWaiters: Array<() => void> = [];
 
   constructor(
@@ -119,6 +129,34 @@ export class Exchange {
     return q === -1 ? this.url : this.url.slice(0, q);
   }
 
+  /** Aborts when the request times out or the client goes away (made on first use). */
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
+  }
+
+  clientGone(reason: Error): void {
+    this.abortSignal(reason);
+  }
+
+  private abortSignal(reason: Error): void {
+    if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
+  /** --request-timeout: a 504 if the response has not started, else the
+   * connection is cut; either way the app's signal aborts. */
+  timeOut(seconds: number): void {
+    if (this.done || this.timedOut) return;
+    this.timedOut = true;
+    logger.error(`Request timed out after ${seconds}s: ${this.method} ${this.path}`);
+    if (this.responseStarted) {
+      this.abort();
+    } else {
+      this.respond('504 Gateway Timeout', [['Content-Type', 'text/plain'], ['Connection', 'close']], 'Gateway Timeout');
+    }
+    this.abortSignal(new Error(`request timed out after ${seconds}s`));
+  }
+
   get closed(): boolean {
     return this.conn.closed;
   }
@@ -143,7 +181,7 @@ export class Exchange {
 
   /** Resolves at once, or once the client has taken enough of the output. */
   write(chunk: Chunk): Promise<void> | true {
-    if (this.done || this.closed) return true;
+    if (this.done || this.ended || this.closed) return true;
     if (!this.isHead) {
       this.ops.push({ kind: 'write', chunk });
       return new Promise((resolve) => this.headWaiters.push(resolve));
@@ -164,7 +202,8 @@ export class Exchange {
   }
 
   private perform(op: Op): void {
-    if (this.done || this.closed) return;
+    if (this.done || this.ended || this.closed) return;
+    if (op.kind === 'respond' || op.kind === 'end') this.ended = true;
     if (!this.isHead) {
       this.ops.push(op);
       return;
@@ -234,6 +273,7 @@ export class Exchange {
 
   connectionClosed(error: Error): void {
     this.input.fail(error);
+    this.abortSignal(error);
     const waiters = this.headWaiters;
     this.headWaiters = [];
     for (const w of waiters) w();

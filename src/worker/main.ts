@@ -120,6 +120,10 @@ async function main(): Promise<void> {
     report();
   }, hbMs);
   addon.watchParent(3 * hbMs);
+  if (config.requestTimeout > 0) {
+    const tickMs = Math.min(250, config.requestTimeout * 250);
+    setInterval(() => dispatcher.expire(config.requestTimeout), tickMs).unref();
+  }
 
   let stopping = false;
   const stop = async (deadlineMs: number): Promise<void> => {

@@ -39,7 +39,12 @@ pub enum ResponseError {
     InvalidContentLength(String),
     UnsupportedTransferEncoding(String),
     MalformedHeaderList,
+    HeadTooLarge(usize),
 }
+
+/// Largest response head the engine writes; a bigger one is an app bug
+/// (or a header injection attempt), not something to send.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,6 +69,9 @@ impl fmt::Display for ResponseError {
                 )
             }
             ResponseError::MalformedHeaderList => write!(f, "malformed response header list"),
+            ResponseError::HeadTooLarge(n) => {
+                write!(f, "response head over {MAX_HEAD} bytes ({n})")
+            }
         }
     }
 }
@@ -155,6 +163,11 @@ pub fn encode_head(
     body_len: Option<u64>,
 ) -> Result<Head, ResponseError> {
     let code = parse_status(status)?;
+    if status.len() + headers.joined.len() + 2 * headers.fields > MAX_HEAD {
+        return Err(ResponseError::HeadTooLarge(
+            status.len() + headers.joined.len(),
+        ));
+    }
     let pairs = headers.pairs()?;
     let mut app_length: Option<u64> = None;
     let mut app_chunked = false;
@@ -393,6 +406,15 @@ mod tests {
         assert!(matches!(
             encode("200 OK", &[("Transfer-Encoding", "gzip")], GET11, None),
             Err(ResponseError::UnsupportedTransferEncoding(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_huge_head() {
+        let big = "v".repeat(MAX_HEAD);
+        assert!(matches!(
+            encode("200 OK", &[("X", big.as_str())], GET11, None),
+            Err(ResponseError::HeadTooLarge(_))
         ));
     }
 

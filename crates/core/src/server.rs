@@ -52,6 +52,12 @@ pub enum Event {
     Closed {
         conn: Token,
     },
+    /// The client stopped sending (FIN) while requests wait for their
+    /// responses: it may be gone, or only half-closed and still reading, so
+    /// the responses may still be written; the app may stop working on them.
+    PeerShutdown {
+        conn: Token,
+    },
     /// Buffered output fell below the high-water mark again.
     Drain {
         conn: Token,
@@ -561,6 +567,9 @@ impl Engine {
                 self.close(token);
             } else {
                 conn.stop_reading();
+                if conn.known_to_app && !conn.pending.is_empty() {
+                    self.events.push(Event::PeerShutdown { conn: token });
+                }
                 self.update_interest(token);
             }
             return;

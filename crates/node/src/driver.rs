@@ -23,6 +23,7 @@ pub struct Callbacks {
     pub on_close: sys::napi_ref,
     pub on_drain: sys::napi_ref,
     pub on_accept_paused: sys::napi_ref,
+    pub on_peer_shutdown: sys::napi_ref,
 }
 
 pub struct Driver {
@@ -209,6 +210,9 @@ impl Driver {
             }
             Event::BodyEnd { conn } => napi.call(cb.on_body_end, &[napi.number(*conn as f64)]),
             Event::Closed { conn } => napi.call(cb.on_close, &[napi.number(*conn as f64)]),
+            Event::PeerShutdown { conn } => {
+                napi.call(cb.on_peer_shutdown, &[napi.number(*conn as f64)])
+            }
             Event::Drain { conn } => napi.call(cb.on_drain, &[napi.number(*conn as f64)]),
             Event::AcceptPaused { reason } => {
                 napi.call(cb.on_accept_paused, &[napi.latin1(reason.as_bytes())])

@@ -202,6 +202,7 @@ impl NativeServer {
                 on_close: function_ref(raw_env, &callbacks, "onClose")?,
                 on_drain: function_ref(raw_env, &callbacks, "onDrain")?,
                 on_accept_paused: function_ref(raw_env, &callbacks, "onAcceptPaused")?,
+                on_peer_shutdown: function_ref(raw_env, &callbacks, "onPeerShutdown")?,
             },
             resource: reference(raw_env, resource.raw())?,
             async_context,
