@@ -224,7 +224,6 @@ impl Engine {
     /// Takes over the inherited listening sockets `listen_fds`.
     pub fn new(listen_fds: &[RawFd], limits: Limits) -> io::Result<Engine> {
         crate::llhttp::api().map_err(io::Error::other)?;
-        abort::install();
         // SAFETY: plain syscalls creating new descriptors.
         let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let timer = owned(unsafe {
@@ -400,6 +399,39 @@ impl Engine {
         }
     }
 
+    /// Serves an already connected socket as if it had been accepted (for
+    /// tests and fuzzing, which drive the engine over a socketpair).
+    pub fn adopt(&mut self, fd: OwnedFd) -> Token {
+        let Ok(parser) = RequestParser::new(&self.limits) else {
+            return u64::MAX;
+        };
+        let conn = Conn::new(fd, parser, ("127.0.0.1".to_string(), 1), 80, self.now);
+        self.insert(conn)
+    }
+
+    fn insert(&mut self, conn: Conn) -> Token {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        let token = token_of(index, slot.generation);
+        let raw = conn.fd.as_raw_fd();
+        slot.conn = Some(conn);
+        if self.ctl(libc::EPOLL_CTL_ADD, raw, 0, token).is_err() {
+            self.close(token);
+            return token;
+        }
+        self.update_interest(token);
+        token
+    }
+
     fn accept(&mut self, index: usize) {
         let Some(listener) = self.listeners.get(index) else {
             return;
@@ -455,25 +487,7 @@ impl Engine {
                 return;
             };
             let conn = Conn::new(client, parser, peer_of(&storage), port, self.now);
-            let index = match self.free.pop() {
-                Some(i) => i,
-                None => {
-                    self.slots.push(Slot {
-                        generation: 0,
-                        conn: None,
-                    });
-                    (self.slots.len() - 1) as u32
-                }
-            };
-            let slot = &mut self.slots[index as usize];
-            let token = token_of(index, slot.generation);
-            let raw = conn.fd.as_raw_fd();
-            slot.conn = Some(conn);
-            if self.ctl(libc::EPOLL_CTL_ADD, raw, 0, token).is_err() {
-                self.close(token);
-                continue;
-            }
-            self.update_interest(token);
+            self.insert(conn);
             if !self.accepting_allowed() {
                 self.update_accepting();
                 return;

@@ -180,6 +180,7 @@ impl NativeServer {
     #[napi(constructor)]
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
+        rwsgi_core::abort::install();
         let engine = Engine::new(&fds, limits_from(&options))
             .map_err(|e| Error::from_reason(e.to_string()))?;
         let resource = Object::new(&env)?;
