@@ -294,3 +294,12 @@ test('a client that leaves mid-upload fails the body read, quietly', async (t) =
   t.notRegex(server.log, /\[ERROR\]/);
   t.is(await curl(`${server.url}/ok`), 'ok');
 });
+
+test('100 pipelined requests in one write pass the pipelining depth cap in order', async (t) => {
+  const server = await serve(t, ROUTES);
+  const requests = Array.from({ length: 99 }, (_, i) => `GET /ok?${i} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
+  const { text, closed } = await raw(server.port, `${requests}GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { ms: 10_000 });
+  t.true(closed);
+  t.is(statusLines(text).length, 100);
+  t.regex(text, /\r\n\r\n\d+$/, 'the last response is the last request’s');
+});
