@@ -1,5 +1,6 @@
 // The settings of one `rwsgi serve`, shared by the arbiter and its workers.
 
+import type { InterfaceChoice } from './apps/detect.js';
 import type { Level } from './log.js';
 
 export interface Config {
@@ -15,6 +16,8 @@ export interface Config {
   /** Largest request body in bytes; 0 = unlimited. */
   limitRequestBody: number;
   bodyTimeout: number;
+  /** Which app interface to assume; 'auto' goes by the app's shape. */
+  interface: InterfaceChoice;
   /** Seconds a request may run before a 504; 0 = off. */
   requestTimeout: number;
   workerConnections: number;
@@ -54,6 +57,7 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     limitRequestFieldSize: 8190,
     limitRequestBody: 0,
     bodyTimeout: 30,
+    interface: 'auto',
     requestTimeout: 0,
     workerConnections: 4096,
     backlog: 2048,

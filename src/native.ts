@@ -44,6 +44,7 @@ export interface ServerCallbacks {
 
 export interface NativeServer {
   start(conn: number, status: string, headers: string, fields: number, bodyLength: number): boolean;
+  startRaw(conn: number, keepAlive: boolean): boolean;
   write(conn: number, chunk: string | Uint8Array): number;
   end(conn: number): boolean;
   respond(conn: number, status: string, headers: string, fields: number, body: string | Uint8Array): boolean;

@@ -27,13 +27,13 @@ export async function waitFor(predicate, ms = 10_000, what = 'condition') {
  * Starts `rwsgi serve app` on an ephemeral loopback port and waits until
  * every worker is ready. `t.teardown` kills it if the test did not stop it.
  */
-export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:0', ulimit = null } = {}) {
+export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:0', ulimit = null, env = {} } = {}) {
   const argv = [CLI, 'serve', app, '-b', bind, '-w', String(workers), '--log-level', 'debug', ...args];
   // `ulimit` caps open files (through the shell's builtin) for fd-exhaustion tests.
   const [command, commandArgs] = ulimit
     ? ['sh', ['-c', `ulimit -n ${ulimit} && exec "$0" "$@"`, process.execPath, ...argv]]
     : [process.execPath, argv];
-  const child = spawn(command, commandArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, commandArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const server = { child, log: '', port: 0, exit: null };
   child.stdout.on('data', (d) => (server.log += d));
   child.stderr.on('data', (d) => (server.log += d));

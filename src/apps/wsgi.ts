@@ -3,7 +3,7 @@
 // where startResponse(status, [[name, value], ...]) is called before the
 // first body chunk and chunks are strings or Uint8Arrays.
 
-import { describe, logger } from '../log.js';
+import { logger } from '../log.js';
 import type { Exchange } from '../worker/exchange.js';
 
 export type Environ = Record<string, unknown>;
@@ -107,9 +107,10 @@ function concat(chunks: Chunk[]): Chunk {
   return Buffer.concat(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c)));
 }
 
-const NO_START =
-  'the app returned without calling startResponse(status, headers) ' +
-  '(interface: native WSGI-style app(environ, startResponse))';
+const INTERFACE_HINT =
+  'interface: native WSGI-style app(environ, startResponse); ' +
+  'if it is a Node (req, res) listener, run rwsgi with --interface node';
+const NO_START = `the app returned without calling startResponse(status, headers) (${INTERFACE_HINT})`;
 
 /** Runs one request through a WSGI-style app. Never throws. */
 export class WsgiRunner {
@@ -162,19 +163,10 @@ class ResponseState {
   };
 
   fail(err: unknown, reason?: string): void {
-    const ex = this.ex;
-    if (ex.closed) {
-      // The client went away; its request failing is expected, not an app error.
-      logger.debug(`Client closed the connection during ${ex.method} ${ex.path}: ${describe(err)}`);
-      return;
-    }
-    logger.error(`Error handling request ${ex.path}${reason ? `: ${reason}` : ''}${reason ? '' : `\n${describe(err)}`}`);
-    if (ex.done) return;
-    if (ex.responseStarted) {
-      ex.abort();
-    } else {
-      ex.respond('500 Internal Server Error', [['Content-Type', 'text/plain']], 'Internal Server Error');
-    }
+    // A TypeError before startResponse is what a (req, res) listener served
+    // as a native app hits first (res.writeHead is not a function).
+    const misfit = reason === undefined && this.status === null && err instanceof TypeError;
+    this.ex.fail(err, misfit ? INTERFACE_HINT : reason);
   }
 
   finish(result: unknown): void {

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Config, defaults } from '../config.js';
 import { RwsgiError } from '../errors.js';
+import { INTERFACES, type InterfaceChoice } from '../apps/detect.js';
 import { isLevel, LEVELS } from '../log.js';
 
 export const USAGE = `usage: rwsgi serve MODULE[:EXPORT] [options]
@@ -24,6 +25,9 @@ options:
                                  longest header field in bytes, else 431 (default 8190)
       --limit-request-body N     largest request body in bytes, else 413; 0 = unlimited (default 0)
       --body-timeout S           seconds a request body may stall, then 408 (default 30)
+  -i, --interface I              auto, wsgi, node or fetch: the app interface (default auto:
+                                 fetch objects, Fastify, Koa and Express by shape, other
+                                 functions as wsgi)
       --request-timeout S        seconds a request may run: then 504 (or a cut connection if the
                                  response started) and environ['rwsgi.signal'] aborts; 0 = off (default 0)
       --worker-connections N     open connections per worker before accepting pauses (default 4096)
@@ -92,6 +96,7 @@ export function parseCommand(argv: string[]): Command {
         'limit-request-body': { type: 'string' },
         'body-timeout': { type: 'string' },
         'request-timeout': { type: 'string' },
+        interface: { type: 'string', short: 'i' },
         'worker-connections': { type: 'string' },
         backlog: { type: 'string' },
         'graceful-timeout': { type: 'string' },
@@ -121,6 +126,10 @@ export function parseCommand(argv: string[]): Command {
   const base = defaults(availableParallelism());
   const logLevel = values['log-level'] ?? base.logLevel;
   if (!isLevel(logLevel)) throw usageError(`--log-level must be one of ${LEVELS.join(', ')}, got '${logLevel}'`);
+  const iface = values.interface ?? base.interface;
+  if (!(INTERFACES as readonly string[]).includes(iface)) {
+    throw usageError(`--interface must be one of ${INTERFACES.join(', ')}, got '${iface}'`);
+  }
   const binds = values.bind ?? base.binds;
   binds.forEach(parseBind);
   const fieldSize = values['limit-request-field_size'] ?? values['limit-request-field-size'];
@@ -137,6 +146,7 @@ export function parseCommand(argv: string[]): Command {
       limitRequestFieldSize: integer('--limit-request-field_size', fieldSize, base.limitRequestFieldSize, 16),
       limitRequestBody: integer('--limit-request-body', values['limit-request-body'], base.limitRequestBody, 0),
       bodyTimeout: seconds('--body-timeout', values['body-timeout'], base.bodyTimeout),
+      interface: iface as InterfaceChoice,
       requestTimeout: seconds('--request-timeout', values['request-timeout'], base.requestTimeout),
       workerConnections: integer('--worker-connections', values['worker-connections'], base.workerConnections, 1),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),

@@ -4,7 +4,7 @@
 
 import type { NativeServer } from '../native.js';
 import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
-import { logger } from '../log.js';
+import { describe, logger } from '../log.js';
 import { emptyBody, RequestBody } from './body.js';
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>;
@@ -13,6 +13,7 @@ type Chunk = string | Uint8Array;
 type Op =
   | { kind: 'respond'; status: string; headers: string; fields: number; body: Chunk }
   | { kind: 'start'; status: string; headers: string; fields: number; length: number }
+  | { kind: 'startRaw'; keepAlive: boolean }
   | { kind: 'write'; chunk: Chunk }
   | { kind: 'end' };
 
@@ -179,6 +180,13 @@ export class Exchange {
     this.perform({ kind: 'start', status, headers: joined, fields, length });
   }
 
+  /** Starts a response whose head and framing come in the written bytes
+   * (Node's ServerResponse); `keepAlive` is what that head says. */
+  startRaw(keepAlive: boolean): void {
+    this.responseStarted = true;
+    this.perform({ kind: 'startRaw', keepAlive });
+  }
+
   /** Resolves at once, or once the client has taken enough of the output. */
   write(chunk: Chunk): Promise<void> | true {
     if (this.done || this.ended || this.closed) return true;
@@ -192,6 +200,20 @@ export class Exchange {
 
   end(): void {
     this.perform({ kind: 'end' });
+  }
+
+  /** The app failed on this request: log it, then a 500 if no response
+   * has started, else cut the connection. `reason` replaces the stack. */
+  fail(err: unknown, reason?: string): void {
+    if (this.closed) {
+      // The client went away; its request failing is expected, not an app error.
+      logger.debug(`Client closed the connection during ${this.method} ${this.path}: ${describe(err)}`);
+      return;
+    }
+    logger.error(`Error handling request ${this.path}${reason ? `: ${reason}` : ''}${err ? `\n${describe(err)}` : ''}`);
+    if (this.done) return;
+    if (this.responseStarted) this.abort();
+    else this.respond('500 Internal Server Error', [['Content-Type', 'text/plain']], 'Internal Server Error');
   }
 
   /** The response cannot be completed: cut the connection. */
@@ -219,7 +241,7 @@ export class Exchange {
       this.runUnchecked(op);
     } catch (err) {
       logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
-      if (op.kind === 'respond' || op.kind === 'start') {
+      if (op.kind === 'respond' || op.kind === 'start' || op.kind === 'startRaw') {
         this.conn.server.respond(this.conn.id, ...INTERNAL_ERROR);
         this.complete();
       } else {
@@ -237,6 +259,9 @@ export class Exchange {
         break;
       case 'start':
         server.start(id, op.status, op.headers, op.fields, op.length);
+        break;
+      case 'startRaw':
+        server.startRaw(id, op.keepAlive);
         break;
       case 'write':
         server.write(id, op.chunk);

@@ -3,7 +3,11 @@
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
 import { loadApp } from '../apps/load.js';
-import { type WsgiApp, WsgiRunner } from '../apps/wsgi.js';
+import { type DetectedApp, detectApp } from '../apps/detect.js';
+import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
+import { NodeRunner } from '../apps/node.js';
+import { WsgiRunner } from '../apps/wsgi.js';
+import type { Exchange } from './exchange.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
@@ -43,6 +47,34 @@ function residentBytes(): number {
   return lastRss;
 }
 
+interface Runner {
+  handle: (ex: Exchange) => void;
+  /** The worker stops: responses from now on close their connections. */
+  drain(): void;
+}
+
+function makeRunner(detected: DetectedApp, tasks: BackgroundTasks): Runner {
+  switch (detected.kind) {
+    case 'wsgi': {
+      const runner = new WsgiRunner(detected.app);
+      return { handle: (ex) => runner.handle(ex), drain: () => {} };
+    }
+    case 'fetch': {
+      const runner = new FetchRunner(detected.app, tasks);
+      return { handle: (ex) => runner.handle(ex), drain: () => {} };
+    }
+    case 'node': {
+      const runner = new NodeRunner(detected.listener);
+      return {
+        handle: (ex) => runner.handle(ex),
+        drain: () => {
+          runner.draining = true;
+        },
+      };
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
@@ -51,23 +83,18 @@ async function main(): Promise<void> {
   const link = new ArbiterLink();
   const send = (message: WorkerMessage): void => link.send(message);
 
-  let app: unknown;
+  let detected: DetectedApp;
   try {
-    app = await loadApp(config.app);
-    if (typeof app !== 'function') {
-      throw new RwsgiError(
-        'RWSGI_ERR_APP_EXPORT',
-        `${config.app} exports a ${typeof app}, not an app(environ, startResponse) function`,
-        EXIT_APP_LOAD,
-      );
-    }
+    detected = await detectApp(await loadApp(config.app), config.interface, config.app);
   } catch (err) {
     const reason = err instanceof RwsgiError ? err.message : describe(err);
     send({ type: 'boot-error', reason });
     process.exit(EXIT_APP_LOAD);
   }
 
-  const runner = new WsgiRunner(app as WsgiApp);
+  const tasks = new BackgroundTasks();
+  const runner = makeRunner(detected, tasks);
+  logger.debug(`Serving ${config.app} with interface ${detected.label}`);
   const hbMs = heartbeatMs(config);
   let lagMs = 0;
   let lastReport = -Infinity;
@@ -84,7 +111,7 @@ async function main(): Promise<void> {
   };
   const maxRequests = maxRequestsFor(config, process.pid);
   const dispatcher = new Dispatcher(
-    (ex) => runner.handle(ex),
+    runner.handle,
     () => {
       if (performance.now() - lastReport > BUSY_REPORT_MS) report();
     },
@@ -129,9 +156,11 @@ async function main(): Promise<void> {
   const stop = async (deadlineMs: number): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    runner.drain();
     server.drain();
     const deadline = setTimeout(() => process.exit(0), deadlineMs);
     await dispatcher.whenIdle();
+    await tasks.settled();
     // Responses are out of the app; give the engine a moment to flush them.
     const poll = setInterval(() => {
       if (server.connectionCount() === 0) {
@@ -154,6 +183,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => process.exit(0));
   process.on('SIGQUIT', () => process.exit(0));
   process.on('SIGUSR1', reopenLogFile);
+  // A listener's stray promise must not take the worker and every request on it down.
+  process.on('unhandledRejection', (reason) => logger.error(`Unhandled promise rejection\n${describe(reason)}`));
   // Terminal job-control and reload signals are for the arbiter only.
   for (const signal of ['SIGHUP', 'SIGTTIN', 'SIGTTOU'] as const) process.on(signal, () => {});
 

@@ -30,7 +30,7 @@ impl BodyEncoder {
     pub fn write(&mut self, out: &mut Vec<u8>, data: &[u8]) -> Result<(), BodyError> {
         match self.framing {
             Framing::None => Ok(()),
-            Framing::UntilClose => {
+            Framing::UntilClose | Framing::Raw => {
                 out.extend_from_slice(data);
                 Ok(())
             }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
 use crate::parser::RequestParser;
-use crate::response::{self, HeaderList, RequestInfo, ResponseError};
+use crate::response::{self, Framing, HeaderList, RequestInfo, ResponseError};
 
 /// Output past this many unsent bytes tells the app to wait for `drain`.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -183,6 +183,21 @@ impl Conn {
             front.keep_alive = head.keep_alive && !encoder.ends_with_close();
         }
         self.body = Some(encoder);
+        Ok(())
+    }
+
+    /// Starts a response the app frames itself; `keep_alive` is what its
+    /// head said (`Connection: close` or not).
+    pub fn start_raw(&mut self, keep_alive: bool) -> Result<(), WriteError> {
+        if self.body.is_some() {
+            return Err(WriteError::WrongState);
+        }
+        let front = self.pending.front_mut().ok_or(WriteError::NoRequest)?;
+        front.keep_alive &= keep_alive;
+        if !front.keep_alive {
+            self.read_finished = true;
+        }
+        self.body = Some(BodyEncoder::new(Framing::Raw));
         Ok(())
     }
 

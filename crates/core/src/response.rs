@@ -22,6 +22,9 @@ pub enum Framing {
     Chunked,
     /// The body ends when the connection closes (HTTP/1.0, unknown length).
     UntilClose,
+    /// The app frames the whole response itself (Node's ServerResponse
+    /// writes its own head, Content-Length or chunking): bytes pass as-is.
+    Raw,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -864,6 +864,11 @@ impl Engine {
         })
     }
 
+    /// Starts the front response on `token` as bytes the app frames itself.
+    pub fn start_raw(&mut self, token: Token, keep_alive: bool) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))
+    }
+
     /// Appends body bytes; Ok(false) asks the app to wait for `Event::Drain`.
     pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
         self.respond_with(token, |c, _, _| c.write(data))

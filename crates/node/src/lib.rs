@@ -251,6 +251,13 @@ impl NativeServer {
         .is_some())
     }
 
+    /// Starts a response whose head and framing the app writes itself
+    /// (Node's ServerResponse); `keepAlive` is what that head says.
+    #[napi]
+    pub fn start_raw(&self, conn: f64, keep_alive: bool) -> Result<bool> {
+        Ok(outcome(self.engine()?.start_raw(token(conn), keep_alive))?.is_some())
+    }
+
     /// 1: written; 0: written, wait for onDrain; -1: connection gone.
     #[napi]
     pub fn write(&self, conn: f64, chunk: Either<String, &[u8]>) -> Result<i32> {

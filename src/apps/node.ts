@@ -1,0 +1,148 @@
+// Node-style apps: `(req, res)` listeners and the frameworks built on them
+// (Express, Koa's callback, Fastify's routing), unmodified. `req` and `res`
+// are Node's own IncomingMessage and ServerResponse, so frameworks that patch
+// their prototypes work; the socket under them is a Duplex per request that
+// writes into the engine. ServerResponse writes its own head and framing,
+// so the engine passes those bytes through (a "raw" response).
+
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Duplex } from 'node:stream';
+import { FLAG_KEEP_ALIVE } from '../native.js';
+import type { Exchange } from '../worker/exchange.js';
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown;
+
+/** What the listener sees as `req.socket`: one per request. */
+class ExchangeSocket extends Duplex {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly remoteFamily: string;
+  readonly localPort: number;
+  readonly encrypted = false;
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly res: () => ServerResponse,
+  ) {
+    super({ allowHalfOpen: true, decodeStrings: false });
+    this.remoteAddress = ex.peerIp;
+    this.remotePort = ex.peerPort;
+    this.remoteFamily = ex.peerIp.includes(':') ? 'IPv6' : 'IPv4';
+    this.localPort = ex.localPort;
+  }
+
+  override _read(): void {}
+
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    const ex = this.ex;
+    // The first bytes are the head ServerResponse wrote: its keep-alive choice is final now.
+    if (!ex.responseStarted) ex.startRaw(this.res().shouldKeepAlive);
+    const pending = ex.write(chunk);
+    if (pending === true) done();
+    else pending.then(() => done(), done);
+  }
+
+  override _destroy(error: Error | null, done: (error: Error | null) => void): void {
+    if (!this.ex.done) this.ex.abort();
+    done(error);
+  }
+
+  setTimeout(): this {
+    return this;
+  }
+
+  setNoDelay(): this {
+    return this;
+  }
+
+  setKeepAlive(): this {
+    return this;
+  }
+
+  address(): { address: string; family: string; port: number } {
+    return { address: '0.0.0.0', family: 'IPv4', port: this.localPort };
+  }
+}
+
+/** `name\0value\0...` as Node's rawHeaders array. */
+function rawHeaderList(joined: string): string[] {
+  const parts = joined.split('\0');
+  parts.pop();
+  return parts;
+}
+
+export class NodeRunner {
+  /** Set while the worker drains: every response then closes its connection. */
+  draining = false;
+
+  constructor(private readonly listener: RequestListener) {}
+
+  handle(ex: Exchange): void {
+    let res: ServerResponse | null = null;
+    const socket = new ExchangeSocket(ex, () => res as ServerResponse);
+    const req = new IncomingMessage(socket as never);
+    req.method = ex.method;
+    req.url = ex.url;
+    req.httpVersionMajor = 1;
+    req.httpVersionMinor = ex.httpVersion === 'HTTP/1.0' ? 0 : 1;
+    req.httpVersion = ex.httpVersion.slice(5);
+    const raw = rawHeaderList(ex.rawHeaders);
+    (req as unknown as { _addHeaderLines(h: string[], n: number): void })._addHeaderLines(raw, raw.length);
+    this.feedBody(ex, req);
+
+    res = new ServerResponse(req);
+    res.shouldKeepAlive = (ex.flags & FLAG_KEEP_ALIVE) !== 0 && !this.draining;
+    res.assignSocket(socket as never);
+    const response = res;
+    // What Node's http server does for its sockets: pass the socket's drain
+    // on to a response whose write() returned false.
+    socket.on('drain', () => {
+      if (response.writableNeedDrain) response.emit('drain');
+    });
+    response.on('finish', () => {
+      response.detachSocket(socket as never);
+      ex.end();
+    });
+    ex.signal.addEventListener('abort', () => {
+      req.emit('aborted');
+      req.destroy();
+    });
+
+    try {
+      const result = this.listener(req, response);
+      if (result && typeof (result as PromiseLike<unknown>).then === 'function') {
+        (result as PromiseLike<unknown>).then(undefined, (err: unknown) => ex.fail(err));
+      }
+    } catch (err) {
+      ex.fail(err);
+    }
+  }
+
+  /** Streams the request body into `req` as the listener reads it. */
+  private feedBody(ex: Exchange, req: IncomingMessage): void {
+    let iterator: AsyncIterator<Uint8Array> | null = null;
+    let reading = false;
+    const pump = async (): Promise<void> => {
+      if (reading) return;
+      reading = true;
+      iterator ??= ex.input[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          const step = await iterator.next();
+          if (step.done) {
+            req.complete = true;
+            req.push(null);
+            return;
+          }
+          if (!req.push(step.value)) break;
+        }
+      } catch (err) {
+        req.destroy(err as Error);
+      } finally {
+        reading = false;
+      }
+    };
+    req._read = () => void pump();
+  }
+
+}
