@@ -1,7 +1,7 @@
 // Hello-world throughput, rwsgi next to its peers in one run: wrk against
 // each server in interleaved rounds, median requests/s, and server CPU time
 // per request read from /proc. Usage:
-//   node bench/run.mjs [--workers 2] [--rounds 3] [--seconds 5] [--connections 64]
+//   node bench/run.mjs [--app hello|express] [--workers 2] [--rounds 3] [--seconds 5] [--connections 64]
 // Needs wrk (Debian: apt-get install wrk). Numbers are ratios within one run;
 // absolute numbers on shared machines drift.
 
@@ -19,15 +19,18 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '64' },
     threads: { type: 'string', default: '2' },
+    app: { type: 'string', default: 'hello' },
   },
 });
+/** hello: the native hello world against node:http's; express: examples/express.js under both. */
+const APP = values.app === 'express' ? 'examples/express.js' : 'examples/hello.js';
 const workers = Number(values.workers);
 
 const PEERS = [
   {
     name: 'rwsgi',
     port: 8101,
-    command: (port) => [process.execPath, ['dist/cli/main.js', 'serve', 'examples/hello.js', '-b', `127.0.0.1:${port}`, '-w', String(workers), '--log-level', 'warning']],
+    command: (port) => [process.execPath, ['dist/cli/main.js', 'serve', APP, '-b', `127.0.0.1:${port}`, '-w', String(workers), '--log-level', 'warning']],
   },
   {
     name: 'node:cluster',
@@ -96,7 +99,7 @@ const running = [];
 try {
   for (const peer of PEERS) {
     const [cmd, args] = peer.command(peer.port);
-    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, WORKERS: String(workers), PORT: String(peer.port) }, stdio: 'inherit' });
+    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, WORKERS: String(workers), PORT: String(peer.port), ...(values.app === 'express' ? { APP } : {}) }, stdio: 'inherit' });
     running.push(child);
     peer.pid = child.pid;
     await waitForPort(peer.port);
@@ -119,7 +122,7 @@ try {
 }
 
 const base = median(results['node:cluster'].rps);
-console.log(`\nhello world, ${workers} workers, wrk -t${values.threads} -c${values.connections} -d${values.seconds}s, ${values.rounds} interleaved rounds (median)\n`);
+console.log(`\n${APP}, ${workers} workers, wrk -t${values.threads} -c${values.connections} -d${values.seconds}s, ${values.rounds} interleaved rounds (median)\n`);
 console.log('| server | req/s | vs node:cluster | server CPU µs/req | p99 (last round) | non-2xx |');
 console.log('|---|---|---|---|---|---|');
 for (const [name, r] of Object.entries(results)) {
