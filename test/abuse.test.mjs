@@ -1,18 +1,12 @@
 // Abuse limits: slow clients, stalled bodies, connection caps and running
 // out of file descriptors must not stop normal clients or spin the CPU.
 
-import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import test from 'ava';
-import { curl, fixture, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { curl, fixture, raw, serve, statusLines, waitFor, cpuSeconds } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 
-function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 /** Opens `n` connections that each send `prefix` and then nothing. */
 async function openSlow(t, port, n, prefix) {

@@ -4,18 +4,10 @@
 
 import { spawn } from 'node:child_process';
 import test from 'ava';
-import { CLI, curl, fixture, python, ROOT, serve, waitFor } from './helpers.mjs';
+import { CLI, alive, curl, fixture, python, ROOT, serve, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const workerPids = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
 

@@ -113,3 +113,35 @@ export async function python(code, port) {
   const { stdout } = await run('python3', ['-c', `port = ${port}\n${code}`], { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
   return stdout;
 }
+
+/** GETs `path` on `n` fresh connections with http.client; resolves with how many got a 200. */
+export async function freshRequests(port, n, { path = '/ok', timeout = 4 } = {}) {
+  const out = await python(
+    `
+import http.client
+ok = 0
+for i in range(${n}):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=${timeout})
+    c.request('GET', ${JSON.stringify(path)}); ok += c.getresponse().status == 200; c.close()
+print(ok)
+`,
+    port,
+  );
+  return Number(out);
+}
+
+export function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+export function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}

@@ -1,10 +1,9 @@
 // The HTTP/1.1 engine through a real server: methods, keep-alive,
 // pipelining, bodies, limits and malformed input over raw sockets.
 
-import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import test from 'ava';
-import { curl, fixture, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { curl, fixture, python, raw, serve, statusLines, waitFor, cpuSeconds } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const ECHO = fixture('echo.mjs');
@@ -262,12 +261,6 @@ test('a malformed request behind a valid one: the valid response first, then one
   t.deepEqual(statusLines(text), ['HTTP/1.1 200 OK', 'HTTP/1.1 400 Bad Request']);
 });
 
-/** CPU seconds a process has used, from /proc. */
-function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 test('a client reset while its request runs does not spin the worker', async (t) => {
   const server = await serve(t, ROUTES);

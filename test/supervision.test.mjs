@@ -6,18 +6,10 @@ import { readFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CLI, ROOT, curl, fixture, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { CLI, ROOT, alive, curl, fixture, freshRequests, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const booted = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** A bounded Python load loop: fresh connections and one keep-alive connection, counting failures. */
 const LOAD = `
@@ -60,18 +52,7 @@ test('a hung worker: others take new connections, then WORKER TIMEOUT names the 
   // Two heartbeats late, the hung slot gets no new connections.
   const since = server.log.indexOf('spin request started');
   await waitFor(() => /Accepting on slots \[\d\] of 2/.test(server.log.slice(since)), 6000, 'steering away from the hung slot');
-  const out = await python(
-    `
-import http.client
-ok = 0
-for i in range(20):
-    c = http.client.HTTPConnection('127.0.0.1', port, timeout=4)
-    c.request('GET', '/ok'); ok += c.getresponse().status == 200; c.close()
-print(ok)
-`,
-    server.port,
-  );
-  t.is(out, '20\n', 'every new connection is served while a worker hangs');
+  t.is(await freshRequests(server.port, 20), 20, 'every new connection is served while a worker hangs');
   const { text } = await hung;
   t.deepEqual(statusLines(text), ['HTTP/1.1 503 Service Unavailable'], 'the hung request gets a 503, not a reset');
   t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running [6-9]\.\ds/);
@@ -142,18 +123,7 @@ test('TTIN and TTOU add and remove a worker', async (t) => {
   server.child.kill('SIGTTOU');
   await waitFor(() => server.log.includes(`Worker exiting (pid: ${third})`), 15_000, 'the third worker to leave');
   t.regex(server.log, /Number of workers: 2/);
-  const out = await python(
-    `
-import http.client
-ok = 0
-for i in range(50):
-    c = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
-    c.request('GET', '/ok'); ok += c.getresponse().status == 200; c.close()
-print(ok)
-`,
-    server.port,
-  );
-  t.is(out, '50\n', 'no connection is lost to the removed slot');
+  t.is(await freshRequests(server.port, 50, { timeout: 2 }), 50, 'no connection is lost to the removed slot');
 });
 
 test('--max-requests recycles workers under load with zero failures', async (t) => {
