@@ -46,47 +46,82 @@ export function splitTarget(url: string): { path: string; query: string } {
   return q === -1 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
 }
 
+const WSGI_VERSION = Object.freeze([1, 0]);
+
+/** `Content-Type` -> `CONTENT_TYPE`, `X-Id` -> `HTTP_X_ID`; null for names with '_'. */
+const environKeys = new Map<string, string | null>();
+const KEY_CACHE_LIMIT = 1024;
+
+function environKey(name: string): string | null {
+  let key = environKeys.get(name);
+  if (key !== undefined) return key;
+  // Names with '_' would alias '-' names once mapped (gunicorn and nginx drop them).
+  if (name.includes('_')) {
+    key = null;
+  } else {
+    const upper = name.toUpperCase().replace(/-/g, '_');
+    key = upper === 'CONTENT_TYPE' || upper === 'CONTENT_LENGTH' ? upper : `HTTP_${upper}`;
+  }
+  if (environKeys.size < KEY_CACHE_LIMIT) environKeys.set(name, key);
+  return key;
+}
+
+const EXCHANGE = Symbol('exchange');
+
+/** environ: plain data fields, plus `rwsgi.signal` made only when read. */
+class EnvironRecord {
+  [key: string]: unknown;
+  declare [EXCHANGE]: Exchange;
+
+  /** Aborts on --request-timeout or client disconnect. */
+  get 'rwsgi.signal'(): AbortSignal {
+    return this[EXCHANGE].signal;
+  }
+}
+
 export function buildEnviron(ex: Exchange): Environ {
   const { path, query } = splitTarget(ex.url);
-  const environ: Environ = {
-    REQUEST_METHOD: ex.method,
-    SCRIPT_NAME: '',
-    PATH_INFO: decodePath(path),
-    QUERY_STRING: query,
-    RAW_URI: ex.url,
-    SERVER_PROTOCOL: ex.httpVersion,
-    REMOTE_ADDR: ex.peerIp,
-    REMOTE_PORT: String(ex.peerPort),
-    SERVER_NAME: 'localhost',
-    SERVER_PORT: String(ex.localPort),
-    'wsgi.version': [1, 0],
-    'wsgi.url_scheme': 'http',
-    'wsgi.input': ex.input,
-    'wsgi.errors': errorsStream,
-    'wsgi.multithread': false,
-    'wsgi.multiprocess': true,
-    'wsgi.run_once': false,
-  };
-  // Aborts on --request-timeout or client disconnect; made only if read.
-  Object.defineProperty(environ, 'rwsgi.signal', { enumerable: true, get: () => ex.signal });
-  const parts = ex.rawHeaders.split('\0');
-  for (let i = 0; i + 1 < parts.length; i += 2) {
-    const name = parts[i] as string;
-    const value = parts[i + 1] as string;
-    // Names with '_' would alias '-' names once mapped (gunicorn and nginx drop them).
-    if (name.includes('_')) continue;
-    const upper = name.toUpperCase().replace(/-/g, '_');
-    const key = upper === 'CONTENT_TYPE' || upper === 'CONTENT_LENGTH' ? upper : `HTTP_${upper}`;
-    const prior = environ[key];
-    environ[key] = prior === undefined ? value : `${prior as string},${value}`;
+  const environ = new EnvironRecord();
+  environ[EXCHANGE] = ex;
+  environ.REQUEST_METHOD = ex.method;
+  environ.SCRIPT_NAME = '';
+  environ.PATH_INFO = decodePath(path);
+  environ.QUERY_STRING = query;
+  environ.RAW_URI = ex.url;
+  environ.SERVER_PROTOCOL = ex.httpVersion;
+  environ.REMOTE_ADDR = ex.peerIp;
+  environ.REMOTE_PORT = String(ex.peerPort);
+  environ.SERVER_NAME = 'localhost';
+  environ.SERVER_PORT = String(ex.localPort);
+  environ['wsgi.version'] = WSGI_VERSION;
+  environ['wsgi.url_scheme'] = 'http';
+  environ['wsgi.input'] = ex.input;
+  environ['wsgi.errors'] = errorsStream;
+  environ['wsgi.multithread'] = false;
+  environ['wsgi.multiprocess'] = true;
+  environ['wsgi.run_once'] = false;
+  const raw = ex.rawHeaders;
+  let start = 0;
+  while (start < raw.length) {
+    const nameEnd = raw.indexOf('\0', start);
+    const valueEnd = raw.indexOf('\0', nameEnd + 1);
+    if (nameEnd === -1 || valueEnd === -1) break;
+    const key = environKey(raw.slice(start, nameEnd));
+    if (key !== null) {
+      const value = raw.slice(nameEnd + 1, valueEnd);
+      const prior = environ[key];
+      environ[key] = prior === undefined ? value : `${prior as string},${value}`;
+    }
+    start = valueEnd + 1;
   }
   const host = environ.HTTP_HOST;
   if (typeof host === 'string' && host !== '') {
-    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
-    if (m) {
-      environ.SERVER_NAME = m[1];
-      environ.SERVER_PORT = m[2] ?? '80';
-    }
+    // `name`, `name:port`, `[v6]` or `[v6]:port`; the parser checked the characters.
+    const colon = host.lastIndexOf(':');
+    const bracket = host.lastIndexOf(']');
+    const hasPort = colon > bracket && /^\d+$/.test(host.slice(colon + 1));
+    environ.SERVER_NAME = hasPort ? host.slice(0, colon) : host;
+    environ.SERVER_PORT = hasPort ? host.slice(colon + 1) : '80';
   }
   return environ;
 }

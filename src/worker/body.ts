@@ -98,9 +98,21 @@ export class RequestBody implements AsyncIterable<Uint8Array> {
   }
 }
 
-/** The body of a request that has none. */
-export function emptyBody(): RequestBody {
-  const body = new RequestBody({ setReading() {}, sendContinue() {} }, false);
-  body.end();
-  return body;
+/** What the app and the dispatcher use of a request body. */
+export interface Body extends AsyncIterable<Uint8Array> {
+  push(chunk: Uint8Array): void;
+  end(): void;
+  fail(error: Error): void;
+  discard(): void;
+  bytes(): Promise<Buffer>;
 }
+
+/** The body of every request that has none: stateless, so one serves all. */
+export const EMPTY_BODY: Body = Object.freeze({
+  push() {},
+  end() {},
+  fail() {},
+  discard() {},
+  bytes: async () => Buffer.alloc(0),
+  async *[Symbol.asyncIterator]() {},
+});

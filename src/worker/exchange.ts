@@ -5,7 +5,7 @@
 import type { NativeServer } from '../native.js';
 import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
 import { describe, logger } from '../log.js';
-import { emptyBody, RequestBody } from './body.js';
+import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>;
 type Chunk = string | Uint8Array;
@@ -87,7 +87,7 @@ export interface ExchangeEvents {
 }
 
 export class Exchange {
-  readonly input: RequestBody;
+  readonly input: Body;
   readonly startedAt = performance.now();
   /** The app began its response (head sent or queued). */
   responseStarted = false;
@@ -118,7 +118,7 @@ export class Exchange {
             { setReading: (on) => server.setReading(id, on), sendContinue: () => server.sendContinue(id) },
             (flags & FLAG_EXPECT_CONTINUE) !== 0,
           )
-        : emptyBody();
+        : EMPTY_BODY;
   }
 
   get httpVersion(): string {
