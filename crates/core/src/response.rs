@@ -134,24 +134,43 @@ pub struct HeaderList<'a> {
 }
 
 impl<'a> HeaderList<'a> {
-    fn pairs(&self) -> Result<Vec<Field<'a>>, ResponseError> {
-        if self.fields == 0 {
-            return if self.joined.is_empty() {
-                Ok(Vec::new())
-            } else {
-                Err(ResponseError::MalformedHeaderList)
-            };
-        }
-        let body = self
-            .joined
-            .strip_suffix(b"\0")
-            .ok_or(ResponseError::MalformedHeaderList)?;
-        let parts: Vec<&[u8]> = body.split(|&b| b == 0).collect();
-        if parts.len() != self.fields * 2 {
-            return Err(ResponseError::MalformedHeaderList);
-        }
-        Ok(parts.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+    /// The (name, value) pairs, without allocating; `check` first.
+    fn pairs(&self) -> impl Iterator<Item = Field<'a>> + 'a {
+        let body = self.joined.strip_suffix(b"\0").unwrap_or(&[]);
+        let mut parts = body.split(|&b| b == 0).filter(move |_| !body.is_empty());
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
     }
+
+    /// The list holds exactly `fields` pairs.
+    fn check(&self) -> Result<(), ResponseError> {
+        let well_formed = if self.fields == 0 {
+            self.joined.is_empty()
+        } else {
+            self.joined.ends_with(b"\0")
+                && self.joined.iter().filter(|&&b| b == 0).count() == self.fields * 2
+        };
+        if well_formed {
+            Ok(())
+        } else {
+            Err(ResponseError::MalformedHeaderList)
+        }
+    }
+}
+
+/// Appends `n` in decimal without allocating.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Writes the response head into `out` and says how the body is framed.
@@ -171,12 +190,12 @@ pub fn encode_head(
             status.len() + headers.joined.len(),
         ));
     }
-    let pairs = headers.pairs()?;
+    headers.check()?;
     let mut app_length: Option<u64> = None;
     let mut app_chunked = false;
     let mut app_close = false;
     let mut app_date = false;
-    for &(name, value) in &pairs {
+    for (name, value) in headers.pairs() {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(ResponseError::InvalidHeaderName(lossy(name)));
         }
@@ -224,7 +243,7 @@ pub fn encode_head(
         out.push(b' ');
     }
     out.extend_from_slice(b"\r\n");
-    for &(name, value) in &pairs {
+    for (name, value) in headers.pairs() {
         let framing_header = name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding");
         if framing_header && (code == 204 || framing == Framing::UntilClose) {
@@ -241,7 +260,7 @@ pub fn encode_head(
     match framing {
         Framing::Length(n) if app_length.is_none() => {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         // A HEAD answer describes the GET body but, of unknown length, says nothing.
@@ -410,6 +429,15 @@ mod tests {
             encode("200 OK", &[("Transfer-Encoding", "gzip")], GET11, None),
             Err(ResponseError::UnsupportedTransferEncoding(_))
         ));
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        for n in [0u64, 7, 10, 4096, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -834,13 +834,17 @@ impl Engine {
         token: Token,
         f: impl FnOnce(&mut Conn, &[u8], bool) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
-        let date = self.date.header_line().to_vec();
         let draining = self.draining;
-        let conn = self.conn_mut(token).ok_or(WriteError::Closed)?;
-        if conn.linger_until.is_some() {
-            return Err(WriteError::Closed);
-        }
-        let result = f(conn, &date, draining)?;
+        // Field by field, so the date line is borrowed while the connection is mutated.
+        let date = self.date.header_line();
+        let conn = self
+            .slots
+            .get_mut((token & 0xffff_ffff) as usize)
+            .filter(|slot| u64::from(slot.generation) == token >> 32)
+            .and_then(|slot| slot.conn.as_mut())
+            .filter(|conn| conn.linger_until.is_none())
+            .ok_or(WriteError::Closed)?;
+        let result = f(conn, date, draining)?;
         abort::set_waiting(
             (token & 0xffff_ffff) as usize,
             conn.fd.as_raw_fd(),
