@@ -103,10 +103,10 @@ export class NodeRunner {
       response.detachSocket(socket as never);
       ex.end();
     });
-    ex.signal.addEventListener('abort', () => {
+    ex.onAbort = () => {
       req.emit('aborted');
       req.destroy();
-    });
+    };
 
     try {
       const result = this.listener(req, response);

@@ -94,6 +94,8 @@ export class Exchange {
   done = false;
   private ops: Op[] = [];
   private controller: AbortController | null = null;
+  /** Called once, with `signal`'s reason, without making a signal (cheaper per request). */
+  onAbort: ((reason: Error) => void) | null = null;
   /** A complete response (respond or end) is written or queued: nothing more may follow. */
   private ended = false;
   private timedOut = false;
@@ -142,6 +144,9 @@ export class Exchange {
 
   private abortSignal(reason: Error): void {
     if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
+    const onAbort = this.onAbort;
+    this.onAbort = null;
+    onAbort?.(reason);
   }
 
   /** --request-timeout: a 504 if the response has not started, else the
