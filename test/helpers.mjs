@@ -37,8 +37,10 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
   const server = { child, log: '', port: 0, exit: null };
   child.stdout.on('data', (d) => (server.log += d));
   child.stderr.on('data', (d) => (server.log += d));
+  // 'close', not 'exit': the log is complete only once stdout/stderr end
+  // (workers share the arbiter's stderr, so this also waits for them).
   server.exited = new Promise((resolve) =>
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       server.exit = { code, signal };
       resolve(server.exit);
     }),
