@@ -1,131 +1,250 @@
-// Hello-world throughput, rwsgi next to its peers in one run: wrk against
-// each server in interleaved rounds, median requests/s, and server CPU time
-// per request read from /proc. Usage:
-//   node bench/run.mjs [--app hello|express] [--workers 2] [--rounds 3] [--seconds 5] [--connections 64]
-// Needs wrk (Debian: apt-get install wrk). Numbers are ratios within one run;
-// absolute numbers on shared machines drift.
+// rwsgi side by side with its peers, one run, interleaved rounds (A B C ... A B C ...),
+// median of each. Usage:
+//   node bench/run.mjs [--peers rwsgi,node-cluster,fastify-cluster,nginx,bun,gunicorn]
+//                      [--scenarios keepalive,latency,pipeline,json,post,close]
+//                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
+// --pin: one worker per server pinned to core 0, wrk pinned to core 1.
+// Peers that are not installed are skipped with a note (bench/install-peers.sh
+// installs them). Writes bench/results/latest.{md,json} (and .png when
+// matplotlib is there). Reports server CPU time per request from /proc next
+// to requests/s: on 2 cores wrk saturates before the fastest servers do.
 
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { HELLO, JSON_4K } from './apps/payloads.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BENCH = join(ROOT, 'bench');
 const { values } = parseArgs({
   options: {
+    peers: { type: 'string', default: 'rwsgi,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
+    scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
     workers: { type: 'string', default: '2' },
+    pin: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
-    connections: { type: 'string', default: '64' },
-    threads: { type: 'string', default: '2' },
     app: { type: 'string', default: 'hello' },
   },
 });
-/** hello: the native hello world against node:http's; express: examples/express.js under both. */
-const APP = values.app === 'express' ? 'examples/express.js' : 'examples/hello.js';
-const workers = Number(values.workers);
+const workers = values.pin ? 1 : Number(values.workers);
+const express = values.app === 'express';
 
-const PEERS = [
-  {
-    name: 'rwsgi',
-    port: 8101,
-    command: (port) => [process.execPath, ['dist/cli/main.js', 'serve', APP, '-b', `127.0.0.1:${port}`, '-w', String(workers), '--log-level', 'warning']],
-  },
-  {
-    name: 'node:cluster',
-    port: 8102,
-    command: () => [process.execPath, ['bench/peers/node-cluster.mjs']],
-  },
-];
+const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const bunPath = [join(BENCH, 'peers/node_modules/.bin/bun')].find(existsSync) ?? (has('bun') ? 'bun' : null);
+
+function nginxConfig(port) {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-nginx-'));
+  const conf = join(dir, 'nginx.conf');
+  // 4 KiB is over nginx's limit for a `return` string: served as a file.
+  writeFileSync(join(dir, 'json'), JSON_4K);
+  writeFileSync(
+    conf,
+    `worker_processes ${workers};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path ${dir};
+  server {
+    listen 127.0.0.1:${port} reuseport;
+    location = / { default_type text/plain; return 200 '${HELLO}'; }
+    location = /json { default_type application/json; alias ${dir}/json; }
+  }
+}
+`,
+  );
+  return conf;
+}
+
+/** name -> how to start it for `port`, or why it is skipped. */
+const PEERS = {
+  rwsgi: () => ({
+    cmd: [process.execPath, 'dist/cli/main.js', 'serve', express ? 'examples/express.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
+    bindArg: true,
+  }),
+  'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'examples/express.js' } : {} }),
+  'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
+  nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
+  bun: () => (express ? { skip: 'not an Express peer' } : bunPath ? { cmd: [bunPath, 'bench/peers/bun-server.js'], copies: workers } : { skip: 'bun not installed' }),
+  gunicorn: () =>
+    express
+      ? { skip: 'not an Express peer' }
+      : has('gunicorn')
+        ? { cmd: ['gunicorn', '-w', String(workers), '--chdir', 'bench/peers', '--log-level', 'warning', '-b', '', 'gunicorn_app:app'], bindArg: true }
+        : { skip: 'gunicorn not installed' },
+  'uws.js': () => ({ skip: 'uWebSockets.js is not on the npm registry (GitHub only)' }),
+};
+
+const SCENARIOS = {
+  keepalive: { label: 'keep-alive c=64', args: ['-t2', '-c64'], path: '/' },
+  latency: { label: 'c=1 (latency)', args: ['-t1', '-c1'], path: '/' },
+  pipeline: { label: '16-deep pipelining c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/pipeline.lua')], path: '/' },
+  json: { label: '4 KiB JSON c=64', args: ['-t2', '-c64'], path: '/json' },
+  post: { label: '1 KiB POST echo c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/post.lua')], path: '/', echo: true },
+  close: { label: 'Connection: close c=64', args: ['-t2', '-c64', '-H', 'Connection: close'], path: '/' },
+};
 
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
-function children(pid) {
+function childrenOf(pid) {
   const out = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(entry));
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
     } catch {}
   }
   return out;
 }
 
-/** CPU seconds (user + system) of a process and its descendants. */
+/** CPU seconds of a process tree. */
 function treeCpu(pid) {
   let total = 0;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    total += (Number(fields[11]) + Number(fields[12])) / TICKS;
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    total += (Number(f[11]) + Number(f[12])) / TICKS;
   } catch {}
-  for (const child of children(pid)) total += treeCpu(child);
+  for (const child of childrenOf(pid)) total += treeCpu(child);
   return total;
 }
 
-async function waitForPort(port, ms = 15000) {
+async function waitForPort(port, ms = 20_000) {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     const ok = await new Promise((resolve) => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.end();
-        resolve(true);
-      });
+      const s = connect(port, '127.0.0.1', () => s.end(() => resolve(true)));
       s.on('error', () => resolve(false));
     });
     if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`port ${port} never opened`);
 }
 
-function wrk(port) {
-  const out = execFileSync('wrk', ['-t', values.threads, '-c', values.connections, '-d', `${values.seconds}s`, '--latency', `http://127.0.0.1:${port}/`]).toString();
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const total = Number(/(\d+) requests in/.exec(out)?.[1]);
-  const p99 = /99%\s+(\S+)/.exec(out)?.[1];
-  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? '0';
-  const socketErrors = /Socket errors: (.*)/.exec(out)?.[1] ?? 'none';
-  return { rps, total, p99, errors: Number(errors), socketErrors };
+function toMs(s) {
+  const m = /([\d.]+)(us|ms|s)/.exec(s ?? '');
+  if (!m) return null;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]];
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function wrk(port, scenario) {
+  const cmd = ['wrk', ...scenario.args, '-d', `${values.seconds}s`, '--latency', `http://127.0.0.1:${port}${scenario.path}`];
+  const full = values.pin ? ['taskset', '-c', '1', ...cmd] : cmd;
+  const out = execFileSync(full[0], full.slice(1)).toString();
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
+    total: Number(/(\d+) requests in/.exec(out)?.[1]),
+    // Anchored: the Stdev column above can end in "50%" too.
+    p50: toMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+    p99: toMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    socketErrors: /Socket errors: (.*)/.exec(out)?.[1] ?? null,
+  };
+}
 
-const results = Object.fromEntries(PEERS.map((p) => [p.name, { rps: [], cpuPerReq: [], p99: [], errors: 0 }]));
+const median = (xs) => {
+  const s = xs.filter((x) => x !== null && !Number.isNaN(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : null;
+};
+
+if (!has('wrk')) {
+  console.error('wrk is not installed: apt-get install wrk (or bench/install-peers.sh)');
+  process.exit(1);
+}
+
+const notes = [];
 const running = [];
+const peers = [];
+let port = 8300;
 try {
-  for (const peer of PEERS) {
-    const [cmd, args] = peer.command(peer.port);
-    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, WORKERS: String(workers), PORT: String(peer.port), ...(values.app === 'express' ? { APP } : {}) }, stdio: 'inherit' });
-    running.push(child);
-    peer.pid = child.pid;
-    await waitForPort(peer.port);
+  for (const name of values.peers.split(',')) {
+    const make = PEERS[name];
+    if (!make) {
+      notes.push(`${name}: unknown peer`);
+      continue;
+    }
+    const p = port++;
+    const spec = make(p);
+    if (spec.skip) {
+      notes.push(`${name}: skipped (${spec.skip})`);
+      continue;
+    }
+    const cmd = spec.bindArg ? spec.cmd.map((a) => (a === '' ? `127.0.0.1:${p}` : a)) : spec.cmd;
+    const full = values.pin ? ['taskset', '-c', '0', ...cmd] : cmd;
+    const pids = [];
+    for (let i = 0; i < (spec.copies ?? 1); i++) {
+      const child = spawn(full[0], full.slice(1), {
+        cwd: ROOT,
+        env: { ...process.env, WORKERS: String(workers), PORT: String(p), ...(spec.env ?? {}) },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      running.push(child);
+      pids.push(child.pid);
+    }
+    await waitForPort(p);
+    peers.push({ name, port: p, pids, noEcho: spec.noEcho ?? false });
   }
+  const results = {};
+  const scenarios = values.scenarios.split(',').filter((s) => SCENARIOS[s]);
   for (let round = 0; round < Number(values.rounds); round++) {
-    for (const peer of PEERS) {
-      const before = treeCpu(peer.pid);
-      const r = wrk(peer.port);
-      const cpu = treeCpu(peer.pid) - before;
-      const res = results[peer.name];
-      res.rps.push(r.rps);
-      res.cpuPerReq.push((cpu / r.total) * 1e6);
-      res.p99.push(r.p99);
-      res.errors += r.errors;
-      console.error(`round ${round + 1} ${peer.name}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99}, ${((cpu / r.total) * 1e6).toFixed(2)} µs CPU/req, socket errors: ${r.socketErrors}`);
+    for (const key of scenarios) {
+      const scenario = SCENARIOS[key];
+      for (const peer of peers) {
+        if (scenario.echo && peer.noEcho) continue;
+        const before = peer.pids.reduce((a, pid) => a + treeCpu(pid), 0);
+        const r = wrk(peer.port, scenario);
+        const cpu = peer.pids.reduce((a, pid) => a + treeCpu(pid), 0) - before;
+        const slot = ((results[key] ??= {})[peer.name] ??= { rps: [], cpuUs: [], p50: [], p99: [], non2xx: 0, socketErrors: [] });
+        slot.rps.push(r.rps);
+        slot.cpuUs.push(r.total ? (cpu / r.total) * 1e6 : null);
+        slot.p50.push(r.p50);
+        slot.p99.push(r.p99);
+        slot.non2xx += r.non2xx;
+        if (r.socketErrors) slot.socketErrors.push(r.socketErrors);
+        console.error(`round ${round + 1} ${key} ${peer.name}: ${r.rps.toFixed(0)} req/s`);
+      }
     }
   }
+  const summary = {
+    machine: `${execFileSync('nproc').toString().trim()} cores, ${process.version}`,
+    date: new Date().toISOString(),
+    options: { ...values, workers },
+    notes,
+    scenarios: {},
+  };
+  let md = `# rwsgi benchmark — ${summary.date}\n\n${summary.machine}; ${workers} worker(s) per server${values.pin ? ', server pinned to core 0, wrk to core 1' : ''}; ${values.rounds} interleaved rounds of ${values.seconds}s, medians.\n`;
+  for (const key of scenarios) {
+    const rows = results[key] ?? {};
+    const base = (n) => median(rows[n]?.rps ?? []);
+    md += `\n## ${SCENARIOS[key].label}\n\n| server | req/s | vs nginx | vs node:cluster | CPU µs/req | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|---|\n`;
+    summary.scenarios[key] = {};
+    for (const [name, r] of Object.entries(rows)) {
+      const rps = median(r.rps);
+      const ratio = (b) => (b ? `${(rps / b).toFixed(2)}×` : '–');
+      const row = { rps, cpuUsPerRequest: median(r.cpuUs), p50ms: median(r.p50), p99ms: median(r.p99), non2xx: r.non2xx, socketErrors: r.socketErrors };
+      summary.scenarios[key][name] = row;
+      const fixed = (v) => (v === null ? '–' : v.toFixed(2));
+      md += `| ${name} | ${rps?.toFixed(0)} | ${ratio(base('nginx'))} | ${ratio(base('node-cluster'))} | ${fixed(row.cpuUsPerRequest)} | ${fixed(row.p50ms)} | ${fixed(row.p99ms)} | ${r.non2xx} |\n`;
+    }
+  }
+  if (notes.length) md += `\nNotes: ${notes.join('; ')}.\n`;
+  const outDir = join(BENCH, 'results');
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  writeFileSync(join(outDir, 'latest.md'), md);
+  const chart = spawnSync('python3', [join(BENCH, 'chart.py'), join(outDir, 'latest.json'), join(outDir, 'latest.png')], { stdio: 'inherit' });
+  if (chart.status !== 0) console.error('no chart (python3 with matplotlib needed)');
+  console.log(md);
 } finally {
   for (const child of running) child.kill('SIGTERM');
-}
-
-const base = median(results['node:cluster'].rps);
-console.log(`\n${APP}, ${workers} workers, wrk -t${values.threads} -c${values.connections} -d${values.seconds}s, ${values.rounds} interleaved rounds (median)\n`);
-console.log('| server | req/s | vs node:cluster | server CPU µs/req | p99 (last round) | non-2xx |');
-console.log('|---|---|---|---|---|---|');
-for (const [name, r] of Object.entries(results)) {
-  const rps = median(r.rps);
-  console.log(`| ${name} | ${rps.toFixed(0)} | ${(rps / base).toFixed(2)}× | ${median(r.cpuPerReq).toFixed(2)} | ${r.p99.at(-1)} | ${r.errors} |`);
 }
