@@ -1,13 +1,10 @@
 // node:http on node:cluster, serving the benchmark routes, or the (req, res)
 // app exported by $APP (e.g. examples/express.js).
-import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { HELLO, JSON_4K } from '../apps/payloads.js';
-
-const workers = Number(process.env.WORKERS ?? 2);
-const port = Number(process.env.PORT ?? 8001);
+import { runCluster } from './cluster.mjs';
 
 function routes(req, res) {
   if (req.url === '/json') {
@@ -27,13 +24,7 @@ function routes(req, res) {
   res.end(HELLO);
 }
 
-if (cluster.isPrimary) {
-  for (let i = 0; i < workers; i++) cluster.fork();
-  process.on('SIGTERM', () => {
-    for (const w of Object.values(cluster.workers)) w.kill();
-    process.exit(0);
-  });
-} else {
+await runCluster(async (port) => {
   const app = process.env.APP ? (await import(pathToFileURL(resolve(process.env.APP)).href)).default : routes;
   createServer(app).listen(port, '127.0.0.1');
-}
+});

@@ -65,16 +65,7 @@ export class Dispatcher implements ServerCallbacks {
     },
   };
 
-  onRequest = (
-    id: number,
-    method: string,
-    url: string,
-    headers: string,
-    flags: number,
-    peerIp: string,
-    peerPort: number,
-    localPort: number,
-  ): void => {
+  onRequest: ServerCallbacks['onRequest'] = (id, method, url, headers, flags, peerIp, peerPort, localPort) => {
     const server = this.server;
     if (!server) return;
     let conn = this.conns.get(id);
