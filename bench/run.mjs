@@ -3,6 +3,7 @@
 //   node bench/run.mjs [--peers rwsgi,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
+//                      [--loadgen wrk|rwsgi-load]
 // --pin: one worker per server pinned to core 0, wrk pinned to core 1.
 // Peers that are not installed are skipped with a note (bench/install-peers.sh
 // installs them). Writes bench/results/latest.{md,json} (and .png when
@@ -29,8 +30,12 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
     app: { type: 'string', default: 'hello' },
+    loadgen: { type: 'string', default: 'wrk' },
   },
 });
+/** wrk, or rwsgi-load (crates/loadgen): lighter, GET scenarios only, no latency figures. */
+const LOADGEN = values.loadgen;
+const LOADGEN_BIN = join(ROOT, 'target/release/rwsgi-load');
 const workers = values.pin ? 1 : Number(values.workers);
 const express = values.app === 'express';
 
@@ -84,10 +89,10 @@ const PEERS = {
 };
 
 const SCENARIOS = {
-  keepalive: { label: 'keep-alive c=64', args: ['-t2', '-c64'], path: '/' },
+  keepalive: { label: 'keep-alive c=64', args: ['-t2', '-c64'], path: '/', own: 1 },
   latency: { label: 'c=1 (latency)', args: ['-t1', '-c1'], path: '/' },
-  pipeline: { label: '16-deep pipelining c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/pipeline.lua')], path: '/' },
-  json: { label: '4 KiB JSON c=64', args: ['-t2', '-c64'], path: '/json' },
+  pipeline: { label: '16-deep pipelining c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/pipeline.lua')], path: '/', own: 16 },
+  json: { label: '4 KiB JSON c=64', args: ['-t2', '-c64'], path: '/json', own: 1 },
   post: { label: '1 KiB POST echo c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/post.lua')], path: '/', echo: true },
   close: { label: 'Connection: close c=64', args: ['-t2', '-c64', '-H', 'Connection: close'], path: '/' },
 };
@@ -137,7 +142,16 @@ function toMs(s) {
   return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]];
 }
 
+/** The light client: one thread, responses counted by bytes. */
+function ownLoad(port, scenario) {
+  const cmd = [LOADGEN_BIN, '--port', String(port), '--path', scenario.path, '--connections', '64', '--pipeline', String(scenario.own), '--seconds', values.seconds];
+  const full = values.pin ? ['taskset', '-c', '1', ...cmd] : cmd;
+  const r = JSON.parse(execFileSync(full[0], full.slice(1)).toString());
+  return { rps: r.requests_per_second, total: r.requests, p50: null, p99: null, non2xx: 0, socketErrors: null };
+}
+
 function wrk(port, scenario) {
+  if (LOADGEN === 'rwsgi-load') return ownLoad(port, scenario);
   const cmd = ['wrk', ...scenario.args, '-d', `${values.seconds}s`, '--latency', `http://127.0.0.1:${port}${scenario.path}`];
   const full = values.pin ? ['taskset', '-c', '1', ...cmd] : cmd;
   const out = execFileSync(full[0], full.slice(1)).toString();
@@ -163,6 +177,10 @@ if (!has('wrk')) {
 }
 
 const notes = [];
+if (LOADGEN === 'rwsgi-load') {
+  execFileSync('cargo', ['build', '--release', '-q', '-p', 'rwsgi-load'], { cwd: ROOT, stdio: 'inherit' });
+  notes.push('load from rwsgi-load (GET scenarios only; no latency figures)');
+}
 const running = [];
 const peers = [];
 let port = 8300;
@@ -195,7 +213,7 @@ try {
     peers.push({ name, port: p, pids, noEcho: spec.noEcho ?? false });
   }
   const results = {};
-  const scenarios = values.scenarios.split(',').filter((s) => SCENARIOS[s]);
+  const scenarios = values.scenarios.split(',').filter((s) => SCENARIOS[s] && (LOADGEN !== 'rwsgi-load' || SCENARIOS[s].own));
   for (let round = 0; round < Number(values.rounds); round++) {
     for (const key of scenarios) {
       const scenario = SCENARIOS[key];

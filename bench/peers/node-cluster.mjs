@@ -6,22 +6,21 @@ import { pathToFileURL } from 'node:url';
 import { HELLO, JSON_4K } from '../apps/payloads.js';
 import { runCluster } from './cluster.mjs';
 
+/** Sends a whole body with its Content-Length, as every other peer does. */
+function send(res, type, body) {
+  res.writeHead(200, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 function routes(req, res) {
-  if (req.url === '/json') {
-    res.writeHead(200, { 'Content-Type': 'application/json' });
-    return res.end(JSON_4K);
-  }
+  if (req.url === '/json') return send(res, 'application/json', JSON_4K);
   if (req.url === '/echo') {
     const parts = [];
     req.on('data', (c) => parts.push(c));
-    req.on('end', () => {
-      res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
-      res.end(Buffer.concat(parts));
-    });
+    req.on('end', () => send(res, 'application/octet-stream', Buffer.concat(parts)));
     return;
   }
-  res.writeHead(200, { 'Content-Type': 'text/plain' });
-  res.end(HELLO);
+  send(res, 'text/plain', HELLO);
 }
 
 await runCluster(async (port) => {
