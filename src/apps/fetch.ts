@@ -45,6 +45,22 @@ function afterMicrotasks(ticks: number): Promise<typeof NOT_YET> {
   return p.then(() => NOT_YET);
 }
 
+/** A Request whose `signal` is the exchange's, made only if the app reads
+ * it: handing undici a signal to follow costs an AbortController and
+ * listeners on every request. */
+class ExchangeRequest extends Request {
+  readonly #ex: Exchange;
+
+  constructor(ex: Exchange, url: string, init: RequestInit) {
+    super(url, init);
+    this.#ex = ex;
+  }
+
+  override get signal(): AbortSignal {
+    return this.#ex.signal;
+  }
+}
+
 /** The request body as a ReadableStream that pulls only when read. */
 function bodyStream(input: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
   const iterator = input[Symbol.asyncIterator]();
@@ -86,10 +102,9 @@ export class FetchRunner {
     try {
       const headers = requestHeaders(ex.rawHeaders);
       const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
-      request = new Request(requestUrl(ex, headers), {
+      request = new ExchangeRequest(ex, requestUrl(ex, headers), {
         method: ex.method,
         headers,
-        signal: ex.signal,
         ...(hasBody ? { body: bodyStream(ex.input), duplex: 'half' } : {}),
       } as RequestInit);
     } catch (err) {
