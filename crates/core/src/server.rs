@@ -129,6 +129,16 @@ fn token_of(index: u32, generation: u32) -> Token {
     (u64::from(generation) << 32) | u64::from(index)
 }
 
+/// The connection `token` names, if it is still that one. A free function
+/// over the slots alone, so callers can hold other engine fields meanwhile.
+fn conn_in(slots: &mut [Slot], token: Token) -> Option<&mut Conn> {
+    let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
+    if u64::from(slot.generation) != token >> 32 {
+        return None;
+    }
+    slot.conn.as_mut()
+}
+
 fn peer_of(storage: &libc::sockaddr_storage) -> (String, u16) {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
@@ -295,9 +305,9 @@ impl Engine {
     /// Takes new connections unless draining, at the connection cap, or
     /// backing off after running out of descriptors.
     fn update_accepting(&mut self) {
-        let open = self.slots.len() - self.free.len();
-        let on =
-            !self.draining && self.accept_retry_at.is_none() && open < self.limits.max_connections;
+        let on = !self.draining
+            && self.accept_retry_at.is_none()
+            && self.connection_count() < self.limits.max_connections;
         if on == self.accepting {
             return;
         }
@@ -323,15 +333,11 @@ impl Engine {
 
     /// Open connections, including lingering ones.
     pub fn connection_count(&self) -> usize {
-        self.slots.iter().filter(|s| s.conn.is_some()).count()
+        self.slots.len() - self.free.len()
     }
 
     fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        let slot = self.slots.get_mut((token & 0xffff_ffff) as usize)?;
-        if u64::from(slot.generation) != token >> 32 {
-            return None;
-        }
-        slot.conn.as_mut()
+        conn_in(&mut self.slots, token)
     }
 
     /// Marks the start of a host turn: output is corked until `end_turn`.
@@ -486,15 +492,11 @@ impl Engine {
             };
             let conn = Conn::new(client, parser, peer_of(&storage), port, self.now);
             self.insert(conn);
-            if !self.accepting_allowed() {
+            if self.connection_count() >= self.limits.max_connections {
                 self.update_accepting();
                 return;
             }
         }
-    }
-
-    fn accepting_allowed(&self) -> bool {
-        self.slots.len() - self.free.len() < self.limits.max_connections
     }
 
     fn update_interest(&mut self, token: Token) {
@@ -605,14 +607,7 @@ impl Engine {
         let now = self.now;
         let limits = &self.limits;
         let date = self.date.header_line();
-        let Some(slot) = self.slots.get_mut((token & 0xffff_ffff) as usize) else {
-            return;
-        };
-        let Some(conn) = slot
-            .conn
-            .as_mut()
-            .filter(|_| u64::from(slot.generation) == token >> 32)
-        else {
+        let Some(conn) = conn_in(&mut self.slots, token) else {
             return;
         };
         if conn.inbuf.is_empty() || conn.read_finished {
@@ -835,11 +830,7 @@ impl Engine {
         let draining = self.draining;
         // Field by field, so the date line is borrowed while the connection is mutated.
         let date = self.date.header_line();
-        let conn = self
-            .slots
-            .get_mut((token & 0xffff_ffff) as usize)
-            .filter(|slot| u64::from(slot.generation) == token >> 32)
-            .and_then(|slot| slot.conn.as_mut())
+        let conn = conn_in(&mut self.slots, token)
             .filter(|conn| conn.linger_until.is_none())
             .ok_or(WriteError::Closed)?;
         let result = f(conn, date, draining)?;
