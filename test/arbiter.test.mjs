@@ -86,7 +86,8 @@ function runCli(args) {
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the output is complete only once stdout/stderr end.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, out });
     });

@@ -152,7 +152,7 @@ test('--boot-timeout kills a worker that never gets ready and stops with status 
   let log = '';
   child.stderr.on('data', (d) => (log += d));
   t.teardown(() => child.kill('SIGKILL'));
-  const code = await new Promise((resolve) => child.on('exit', resolve));
+  const code = await new Promise((resolve) => child.on('close', resolve));
   t.is(code, 4);
   t.regex(log, /did not boot within 1s/);
   t.regex(log, /App failed to load/);
