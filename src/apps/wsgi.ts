@@ -176,7 +176,6 @@ class ResponseState {
   headers: Array<[string, string]> = [];
   /** Chunks given to the legacy `write` callable before the iterable. */
   early: Chunk[] = [];
-  headSent = false;
 
   constructor(private readonly ex: Exchange) {}
 
@@ -184,7 +183,7 @@ class ResponseState {
     if (this.status !== null && excInfo === undefined) {
       throw new Error('startResponse() called twice without excInfo');
     }
-    if (this.headSent && excInfo !== undefined) throw excInfo;
+    if (this.ex.responseStarted && excInfo !== undefined) throw excInfo;
     if (typeof status !== 'string') throw new TypeError('status must be a string like "200 OK"');
     this.status = status;
     this.headers = headers;
@@ -207,7 +206,10 @@ class ResponseState {
   finish(result: unknown): void {
     try {
       if (isChunk(result)) return this.whole([result]);
-      if (Array.isArray(result)) return this.whole(result.map(checkChunk));
+      if (Array.isArray(result)) {
+        result.forEach(checkChunk);
+        return this.whole(result as Chunk[]);
+      }
       const iterable = result as Partial<AsyncIterable<unknown> & Iterable<unknown>> | null | undefined;
       if (iterable && (iterable[Symbol.asyncIterator] || iterable[Symbol.iterator])) {
         this.stream(iterable as AsyncIterable<unknown> | Iterable<unknown>).catch((err: unknown) => this.fail(err));
@@ -222,8 +224,7 @@ class ResponseState {
 
   private whole(chunks: Chunk[]): void {
     if (this.status === null) return this.fail(null, NO_START);
-    this.headSent = true;
-    this.ex.respond(this.status, this.headers, concat([...this.early, ...chunks]));
+    this.ex.respond(this.status, this.headers, concat(this.early.length ? [...this.early, ...chunks] : chunks));
   }
 
   private async stream(iterable: AsyncIterable<unknown> | Iterable<unknown>): Promise<void> {
@@ -240,7 +241,6 @@ class ResponseState {
         finished = true;
         return this.whole([]);
       }
-      this.headSent = true;
       ex.start(this.status, this.headers, -1);
       for (const chunk of this.early) await ex.write(chunk);
       while (!step.done) {

@@ -11,7 +11,7 @@ export interface BodySource {
   sendContinue(): void;
 }
 
-export class RequestBody implements AsyncIterable<Uint8Array> {
+export class RequestBody implements Body {
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private ended = false;

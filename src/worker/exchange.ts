@@ -7,7 +7,6 @@ import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
-export type HeaderPairs = ReadonlyArray<readonly [string, string]>;
 type Chunk = string | Uint8Array;
 
 type Op =
@@ -17,12 +16,14 @@ type Op =
   | { kind: 'write'; chunk: Chunk }
   | { kind: 'end' };
 
-export const INTERNAL_ERROR = [
-  '500 Internal Server Error',
-  'Content-Type\0text/plain\0',
-  1,
-  'Internal Server Error',
-] as const;
+/** The response to an app that failed before its own response started. */
+const INTERNAL_ERROR: Op = {
+  kind: 'respond',
+  status: '500 Internal Server Error',
+  headers: 'Content-Type\0text/plain\0',
+  fields: 1,
+  body: 'Internal Server Error',
+};
 
 /** `[[name, value], ...]` as the engine takes them: `name\0value\0...`. */
 export function joinHeaders(headers: unknown): { joined: string; fields: number } {
@@ -217,8 +218,12 @@ export class Exchange {
     }
     logger.error(`Error handling request ${this.path}${reason ? `: ${reason}` : ''}${err ? `\n${describe(err)}` : ''}`);
     if (this.done) return;
-    if (this.responseStarted) this.abort();
-    else this.respond('500 Internal Server Error', [['Content-Type', 'text/plain']], 'Internal Server Error');
+    if (this.responseStarted) {
+      this.abort();
+    } else {
+      this.responseStarted = true;
+      this.perform(INTERNAL_ERROR);
+    }
   }
 
   /** The response cannot be completed: cut the connection. */
@@ -247,8 +252,7 @@ export class Exchange {
     } catch (err) {
       logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
       if (op.kind === 'respond' || op.kind === 'start' || op.kind === 'startRaw') {
-        this.conn.server.respond(this.conn.id, ...INTERNAL_ERROR);
-        this.complete();
+        this.runUnchecked(INTERNAL_ERROR);
       } else {
         this.abort();
       }
@@ -285,6 +289,11 @@ export class Exchange {
       if (this.done || this.closed) break;
       this.run(op);
     }
+    this.releaseHeadWaiters();
+  }
+
+  /** Writes waiting for this exchange's turn go on (or give up, if closed). */
+  private releaseHeadWaiters(): void {
     const waiters = this.headWaiters;
     this.headWaiters = [];
     for (const w of waiters) w();
@@ -304,12 +313,7 @@ export class Exchange {
   connectionClosed(error: Error): void {
     this.input.fail(error);
     this.abortSignal(error);
-    const waiters = this.headWaiters;
-    this.headWaiters = [];
-    for (const w of waiters) w();
-    if (!this.done) {
-      this.done = true;
-      this.events.onDone(this);
-    }
+    this.releaseHeadWaiters();
+    if (!this.done) this.finish();
   }
 }

@@ -12,7 +12,6 @@ import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
-import type { WorkerMessage } from '../protocol/messages.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
 
@@ -81,7 +80,7 @@ async function main(): Promise<void> {
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
   const link = new ArbiterLink();
-  const send = (message: WorkerMessage): void => link.send(message);
+  const send = link.send.bind(link);
 
   let detected: DetectedApp;
   try {

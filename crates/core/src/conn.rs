@@ -216,9 +216,9 @@ impl Conn {
         Ok(below)
     }
 
-    /// Ends the front response. Returns true when the connection should
-    /// move on to the next request.
-    pub fn end(&mut self, date_line: &[u8]) -> Result<(), WriteError> {
+    /// Ends the front response and moves on to the next request; with none
+    /// left, the connection is idle from `now`.
+    pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<(), WriteError> {
         let mut body = self.body.take().ok_or(WriteError::WrongState)?;
         let finished = body.finish(&mut self.out);
         let info = self.pending.pop_front().ok_or(WriteError::NoRequest)?;
@@ -230,6 +230,7 @@ impl Conn {
             self.queued_error = None;
             self.pending.clear();
         } else if self.pending.is_empty() {
+            self.idle_since = now;
             if let Some(status) = self.queued_error.take() {
                 error_response(status, date_line, &mut self.out);
                 self.close_after_flush = true;

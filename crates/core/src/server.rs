@@ -870,13 +870,7 @@ impl Engine {
     /// Completes the front response and moves on to the next request.
     pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
         let now = self.now;
-        self.respond_with(token, |c, date, _| {
-            c.end(date)?;
-            if c.pending.is_empty() {
-                c.idle_since = now;
-            }
-            Ok(())
-        })?;
+        self.respond_with(token, |c, date, _| c.end(date, now))?;
         self.resume_parsing(token);
         Ok(())
     }
@@ -889,9 +883,15 @@ impl Engine {
         headers: &HeaderList<'_>,
         body: &[u8],
     ) -> Result<(), WriteError> {
-        self.start(token, status, headers, Some(body.len() as u64))?;
-        self.write(token, body)?;
-        self.end(token)
+        // One step, so outside a turn the whole response leaves in one send.
+        let now = self.now;
+        self.respond_with(token, |c, date, draining| {
+            c.start(date, status, headers, Some(body.len() as u64), draining)?;
+            c.write(body)?;
+            c.end(date, now)
+        })?;
+        self.resume_parsing(token);
+        Ok(())
     }
 
     fn resume_parsing(&mut self, token: Token) {
