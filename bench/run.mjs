@@ -1,6 +1,6 @@
 // rwsgi side by side with its peers, one run, interleaved rounds (A B C ... A B C ...),
 // median of each. Usage:
-//   node bench/run.mjs [--peers rwsgi,node-cluster,fastify-cluster,nginx,bun,gunicorn]
+//   node bench/run.mjs [--peers rwsgi,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
 //                      [--loadgen wrk|rwsgi-load]
@@ -23,7 +23,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
 const { values } = parseArgs({
   options: {
-    peers: { type: 'string', default: 'rwsgi,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
+    peers: { type: 'string', default: 'rwsgi,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
     scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
     workers: { type: 'string', default: '2' },
     pin: { type: 'boolean', default: false },
@@ -40,6 +40,7 @@ const workers = values.pin ? 1 : Number(values.workers);
 const express = values.app === 'express';
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const uwsInstalled = existsSync(join(BENCH, 'peers/node_modules/@trufflesuite/uws-js-unofficial'));
 const bunPath = [join(BENCH, 'peers/node_modules/.bin/bun')].find(existsSync) ?? (has('bun') ? 'bun' : null);
 
 function nginxConfig(port) {
@@ -85,7 +86,7 @@ const PEERS = {
       : has('gunicorn')
         ? { cmd: ['gunicorn', '-w', String(workers), '--chdir', 'bench/peers', '--log-level', 'warning', '-b', '', 'gunicorn_app:app'], bindArg: true }
         : { skip: 'gunicorn not installed' },
-  'uws.js': () => ({ skip: 'uWebSockets.js is not on the npm registry (GitHub only)' }),
+  'uws.js': () => (express ? { skip: 'not an Express peer' } : uwsInstalled ? { cmd: [process.execPath, 'bench/peers/uws-server.mjs'], copies: workers } : { skip: 'uWebSockets.js not installed (bench/install-peers.sh)' }),
 };
 
 const SCENARIOS = {

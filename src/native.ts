@@ -42,12 +42,20 @@ export interface ServerCallbacks {
   onAcceptPaused(reason: string): void;
 }
 
-export interface NativeServer {
+/** The per-response calls, plain functions bound to one server (cheaper per call than methods). */
+export interface ResponseCalls {
+  /** A whole response with a known body; false if the connection is gone. */
+  respond(conn: number, status: string, headers: string, fields: number, body: string | Uint8Array): boolean;
+  /** Starts a streamed response; `bodyLength` < 0 when unknown. */
   start(conn: number, status: string, headers: string, fields: number, bodyLength: number): boolean;
-  startRaw(conn: number, keepAlive: boolean): boolean;
+  /** 1: written; 0: written, wait for onDrain; -1: connection gone. */
   write(conn: number, chunk: string | Uint8Array): number;
   end(conn: number): boolean;
-  respond(conn: number, status: string, headers: string, fields: number, body: string | Uint8Array): boolean;
+}
+
+export interface NativeServer {
+  responseCalls(): ResponseCalls;
+  startRaw(conn: number, keepAlive: boolean): boolean;
   abort(conn: number): void;
   sendContinue(conn: number): void;
   setReading(conn: number, on: boolean): void;

@@ -2,7 +2,7 @@
 // one Exchange per request, and hands each request to the app interface.
 
 import type { InFlight } from '../protocol/messages.js';
-import { FLAG_HAS_BODY, type NativeServer, type ServerCallbacks } from '../native.js';
+import { FLAG_HAS_BODY, type NativeServer, type ResponseCalls, type ServerCallbacks } from '../native.js';
 import { logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 
@@ -13,6 +13,7 @@ export class Dispatcher implements ServerCallbacks {
   /** Requests without a finished response, oldest first (Set keeps insertion order). */
   private readonly inflight = new Set<Exchange>();
   private server: NativeServer | null = null;
+  private calls: ResponseCalls | null = null;
   served = 0;
   private idleWaiters: Array<() => void> = [];
 
@@ -25,6 +26,7 @@ export class Dispatcher implements ServerCallbacks {
 
   attach(server: NativeServer): void {
     this.server = server;
+    this.calls = server.responseCalls();
   }
 
   get inFlightCount(): number {
@@ -66,11 +68,11 @@ export class Dispatcher implements ServerCallbacks {
   };
 
   onRequest: ServerCallbacks['onRequest'] = (id, method, url, headers, flags, peerIp, peerPort, localPort) => {
-    const server = this.server;
-    if (!server) return;
+    const { server, calls } = this;
+    if (!server || !calls) return;
     let conn = this.conns.get(id);
     if (!conn) {
-      conn = new Connection(id, server);
+      conn = new Connection(id, server, calls);
       this.conns.set(id, conn);
     }
     const ex = new Exchange(conn, method, url, headers, flags, peerIp, peerPort, localPort, this.events);

@@ -2,7 +2,7 @@
 // responses go out strictly in request order, so an exchange that is not
 // at the head of its connection's queue buffers its response until it is.
 
-import type { NativeServer } from '../native.js';
+import type { NativeServer, ResponseCalls } from '../native.js';
 import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
@@ -48,6 +48,7 @@ export class Connection {
   constructor(
     readonly id: number,
     readonly server: NativeServer,
+    readonly calls: ResponseCalls,
   ) {}
 
   waitForDrain(): Promise<void> {
@@ -200,7 +201,7 @@ export class Exchange {
       this.ops.push({ kind: 'write', chunk });
       return new Promise((resolve) => this.headWaiters.push(resolve));
     }
-    const r = this.conn.server.write(this.conn.id, chunk);
+    const r = this.conn.calls.write(this.conn.id, chunk);
     return r === 0 ? this.conn.waitForDrain() : true;
   }
 
@@ -260,23 +261,23 @@ export class Exchange {
   }
 
   private runUnchecked(op: Op): void {
-    const { server, id } = this.conn;
+    const { server, calls, id } = this.conn;
     switch (op.kind) {
       case 'respond':
-        server.respond(id, op.status, op.headers, op.fields, op.body);
+        calls.respond(id, op.status, op.headers, op.fields, op.body);
         this.complete();
         break;
       case 'start':
-        server.start(id, op.status, op.headers, op.fields, op.length);
+        calls.start(id, op.status, op.headers, op.fields, op.length);
         break;
       case 'startRaw':
         server.startRaw(id, op.keepAlive);
         break;
       case 'write':
-        server.write(id, op.chunk);
+        calls.write(id, op.chunk);
         break;
       case 'end':
-        server.end(id);
+        calls.end(id);
         this.complete();
         break;
     }

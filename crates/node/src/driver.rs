@@ -28,6 +28,8 @@ pub struct Callbacks {
 
 pub struct Driver {
     pub engine: RefCell<Engine>,
+    /// Argument buffers of the per-response calls (see fast.rs).
+    pub scratch: RefCell<crate::fast::Scratch>,
     pub env: sys::napi_env,
     pub callbacks: Callbacks,
     pub resource: sys::napi_ref,

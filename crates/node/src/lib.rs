@@ -2,17 +2,19 @@
 //! to `rwsgi-core`, nothing else.
 
 mod driver;
+mod fast;
 mod uv;
 
 use std::cell::RefCell;
 use std::os::fd::IntoRawFd;
 use std::ptr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
-use rwsgi_core::{Engine, HeaderList, Limits, WriteError};
+use rwsgi_core::{Engine, Limits, WriteError};
 
 use driver::{Callbacks, Driver};
 
@@ -159,18 +161,11 @@ fn outcome<T>(r: std::result::Result<T, WriteError>) -> Result<Option<T>> {
     }
 }
 
-fn bytes_of<'a>(chunk: &'a Either<String, &'a [u8]>) -> &'a [u8] {
-    match chunk {
-        Either::A(s) => s.as_bytes(),
-        Either::B(b) => b,
-    }
-}
-
 /// One worker's HTTP server on its inherited listening sockets.
 /// `callbacks.onAcceptPaused(reason)` hears when accepting backs off.
 #[napi]
 pub struct NativeServer {
-    driver: Box<Driver>,
+    driver: Rc<Driver>,
     poll: Option<uv::Poll>,
 }
 
@@ -193,8 +188,9 @@ impl NativeServer {
         if status != sys::Status::napi_ok {
             return Err(Error::from_reason("napi_async_init failed"));
         }
-        let driver = Box::new(Driver {
+        let driver = Rc::new(Driver {
             engine: RefCell::new(engine),
+            scratch: RefCell::default(),
             env: raw_env,
             callbacks: Callbacks {
                 on_request: function_ref(raw_env, &callbacks, "onRequest")?,
@@ -211,8 +207,8 @@ impl NativeServer {
         let epoll_fd = driver.engine.borrow().epoll_fd();
         let uv_loop = env.get_uv_event_loop()?;
         let data = &*driver as *const Driver as *mut std::ffi::c_void;
-        // SAFETY: the driver is boxed (stable address) and outlives the poll,
-        // which `close` (or drop) stops first.
+        // SAFETY: the driver is reference-counted (stable address) and
+        // outlives the poll, which `close` (or drop) stops first.
         let poll = unsafe { uv::Poll::start(uv_loop.cast(), epoll_fd, data, driver::on_readable) }
             .map_err(Error::from_reason)?;
         Ok(NativeServer {
@@ -228,27 +224,17 @@ impl NativeServer {
             .map_err(|_| Error::from_reason("rwsgi engine re-entered"))
     }
 
-    /// Starts the response to the oldest unanswered request on `conn`.
-    /// `bodyLength` < 0 means unknown (chunked or close-delimited).
+    /// `{ respond, start, write, end }`: the per-response calls, as plain
+    /// functions bound to this server (see fast.rs).
+    ///   respond(conn, status, headers, fields, body) -> false if gone
+    ///   start(conn, status, headers, fields, bodyLength < 0 if unknown) -> false if gone
+    ///   write(conn, chunk) -> 1 written, 0 wait for onDrain, -1 gone
+    ///   end(conn) -> false if gone
     #[napi]
-    pub fn start(
-        &self,
-        conn: f64,
-        status: String,
-        headers: String,
-        fields: u32,
-        body_length: f64,
-    ) -> Result<bool> {
-        let list = HeaderList {
-            joined: headers.as_bytes(),
-            fields: fields as usize,
-        };
-        let len = (body_length >= 0.0).then_some(body_length as u64);
-        Ok(outcome(
-            self.engine()?
-                .start(token(conn), status.as_bytes(), &list, len),
-        )?
-        .is_some())
+    pub fn response_calls<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let raw = fast::functions(env.raw(), &self.driver).map_err(Error::from_reason)?;
+        // SAFETY: raw is an object created on this env in this call.
+        unsafe { Object::from_napi_value(env.raw(), raw) }
     }
 
     /// Starts a response whose head and framing the app writes itself
@@ -256,43 +242,6 @@ impl NativeServer {
     #[napi]
     pub fn start_raw(&self, conn: f64, keep_alive: bool) -> Result<bool> {
         Ok(outcome(self.engine()?.start_raw(token(conn), keep_alive))?.is_some())
-    }
-
-    /// 1: written; 0: written, wait for onDrain; -1: connection gone.
-    #[napi]
-    pub fn write(&self, conn: f64, chunk: Either<String, &[u8]>) -> Result<i32> {
-        Ok(
-            match outcome(self.engine()?.write(token(conn), bytes_of(&chunk)))? {
-                Some(true) => 1,
-                Some(false) => 0,
-                None => -1,
-            },
-        )
-    }
-
-    #[napi]
-    pub fn end(&self, conn: f64) -> Result<bool> {
-        Ok(outcome(self.engine()?.end(token(conn)))?.is_some())
-    }
-
-    /// A whole response with a known body in one call.
-    #[napi]
-    pub fn respond(
-        &self,
-        conn: f64,
-        status: String,
-        headers: String,
-        fields: u32,
-        body: Either<String, &[u8]>,
-    ) -> Result<bool> {
-        let list = HeaderList {
-            joined: headers.as_bytes(),
-            fields: fields as usize,
-        };
-        let r = self
-            .engine()?
-            .respond(token(conn), status.as_bytes(), &list, bytes_of(&body));
-        Ok(outcome(r)?.is_some())
     }
 
     /// Closes `conn` after flushing: for a response that cannot be completed.
