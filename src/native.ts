@@ -21,17 +21,31 @@ export interface ServerOptions {
   workerConnections?: number;
 }
 
+/** Slots per request in `ServerCallbacks.requestTable` (crates/node/src/driver.rs). */
+export const REQUEST_STRIDE = 11;
+/** Slot offsets within one request's row; string slots are offsets into `onRequests`' text. */
+export const enum Slot {
+  Conn = 0,
+  Flags = 1,
+  Method = 2,
+  UrlStart = 3,
+  UrlEnd = 4,
+  HeadersStart = 5,
+  HeadersEnd = 6,
+  PeerIpStart = 7,
+  PeerIpEnd = 8,
+  PeerPort = 9,
+  LocalPort = 10,
+}
+
 export interface ServerCallbacks {
-  onRequest(
-    conn: number,
-    method: string,
-    url: string,
-    headers: string,
-    flags: number,
-    peerIp: string,
-    peerPort: number,
-    localPort: number,
-  ): void;
+  /** Where the engine writes each batch of requests, `REQUEST_STRIDE` slots per request. */
+  readonly requestTable: Float64Array;
+  /** `count` requests are in `requestTable`; their strings are cut from `text`
+   * (headers as `name\0value\0...`). */
+  onRequests(count: number, text: string): void;
+  /** Requests will name `method` by `index` from now on. */
+  onMethod(index: number, method: string): void;
   onBody(conn: number, chunk: Buffer): void;
   onBodyEnd(conn: number): void;
   onClose(conn: number): void;

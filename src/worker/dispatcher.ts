@@ -2,16 +2,21 @@
 // one Exchange per request, and hands each request to the app interface.
 
 import type { InFlight } from '../protocol/messages.js';
-import { FLAG_HAS_BODY, type NativeServer, type ResponseCalls, type ServerCallbacks } from '../native.js';
+import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
 import { logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 
 export type RequestHandler = (ex: Exchange) => void;
 
+/** Requests per batch the engine can hand over at once. */
+const TABLE_ROWS = 1024;
+
 export class Dispatcher implements ServerCallbacks {
+  readonly requestTable = new Float64Array(TABLE_ROWS * REQUEST_STRIDE);
+  private readonly methods: string[] = [];
   private readonly conns = new Map<number, Connection>();
-  /** Requests without a finished response, oldest first (Set keeps insertion order). */
-  private readonly inflight = new Set<Exchange>();
+  /** Requests without a finished response, oldest first. */
+  private readonly inflight = new InFlightList();
   private server: NativeServer | null = null;
   private calls: ResponseCalls | null = null;
   served = 0;
@@ -34,19 +39,18 @@ export class Dispatcher implements ServerCallbacks {
   }
 
   oldest(): InFlight | null {
-    for (const ex of this.inflight) {
-      return { method: ex.method, path: ex.path, age: (performance.now() - ex.startedAt) / 1000 };
-    }
-    return null;
+    const ex = this.inflight.oldest;
+    return ex && { method: ex.method, path: ex.path, age: (performance.now() - ex.startedAt) / 1000 };
   }
 
   /** Times out requests older than `seconds`; called on a short tick. */
   expire(seconds: number): void {
     const cutoff = performance.now() - seconds * 1000;
-    for (const ex of this.inflight) {
-      // Oldest first: the first one young enough ends the scan.
-      if (ex.startedAt > cutoff) break;
+    // Oldest first: the first one young enough ends the scan.
+    for (let ex = this.inflight.oldest; ex !== null && ex.startedAt <= cutoff; ) {
+      const next = ex.newer;
       ex.timeOut(seconds);
+      ex = next;
     }
   }
 
@@ -67,20 +71,44 @@ export class Dispatcher implements ServerCallbacks {
     },
   };
 
-  onRequest: ServerCallbacks['onRequest'] = (id, method, url, headers, flags, peerIp, peerPort, localPort) => {
-    const { server, calls } = this;
+  onMethod = (index: number, method: string): void => {
+    this.methods[index] = method;
+  };
+
+  onRequests = (count: number, text: string): void => {
+    const { server, calls, requestTable: t } = this;
     if (!server || !calls) return;
-    let conn = this.conns.get(id);
-    if (!conn) {
-      conn = new Connection(id, server, calls);
-      this.conns.set(id, conn);
+    // One clock read per batch: the requests in it arrived together.
+    const startedAt = performance.now();
+    for (let row = 0; row < count * REQUEST_STRIDE; row += REQUEST_STRIDE) {
+      const id = t[row + Slot.Conn] as number;
+      let conn = this.conns.get(id);
+      if (conn === undefined) {
+        const peerIp = text.substring(t[row + Slot.PeerIpStart] as number, t[row + Slot.PeerIpEnd] as number);
+        conn = new Connection(id, server, calls, peerIp, t[row + Slot.PeerPort] as number, t[row + Slot.LocalPort] as number);
+        this.conns.set(id, conn);
+      }
+      const flags = t[row + Slot.Flags] as number;
+      const ex = new Exchange(
+        conn,
+        this.methods[t[row + Slot.Method] as number] as string,
+        text.substring(t[row + Slot.UrlStart] as number, t[row + Slot.UrlEnd] as number),
+        text.substring(t[row + Slot.HeadersStart] as number, t[row + Slot.HeadersEnd] as number),
+        flags,
+        startedAt,
+        this.events,
+      );
+      conn.queue.push(ex);
+      if (flags & FLAG_HAS_BODY) conn.reading = ex;
+      this.inflight.add(ex);
+      if (this.inflight.size === 1) this.onBusy();
+      try {
+        this.handler(ex);
+      } catch (err) {
+        // Handlers do not throw; if one does, the rest of the batch still runs.
+        ex.fail(err);
+      }
     }
-    const ex = new Exchange(conn, method, url, headers, flags, peerIp, peerPort, localPort, this.events);
-    conn.queue.push(ex);
-    if (flags & FLAG_HAS_BODY) conn.reading = ex;
-    this.inflight.add(ex);
-    if (this.inflight.size === 1) this.onBusy();
-    this.handler(ex);
   };
 
   onBody = (id: number, chunk: Buffer): void => {
@@ -117,4 +145,35 @@ export class Dispatcher implements ServerCallbacks {
   onDrain = (id: number): void => {
     this.conns.get(id)?.drained();
   };
+}
+
+/** Exchanges in arrival order, linked through their own fields: adding
+ * and removing cost no hashing, and the oldest is at hand. */
+class InFlightList {
+  oldest: Exchange | null = null;
+  private newest: Exchange | null = null;
+  size = 0;
+
+  add(ex: Exchange): void {
+    ex.older = this.newest;
+    ex.newer = null;
+    if (this.newest) this.newest.newer = ex;
+    else this.oldest = ex;
+    this.newest = ex;
+    ex.inFlight = true;
+    this.size++;
+  }
+
+  /** False if `ex` was not in the list. */
+  delete(ex: Exchange): boolean {
+    if (!ex.inFlight) return false;
+    ex.inFlight = false;
+    if (ex.older) ex.older.newer = ex.newer;
+    else this.oldest = ex.newer;
+    if (ex.newer) ex.newer.older = ex.older;
+    else this.newest = ex.older;
+    ex.older = ex.newer = null;
+    this.size--;
+    return true;
+  }
 }

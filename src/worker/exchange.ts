@@ -49,7 +49,14 @@ export class Connection {
     readonly id: number,
     readonly server: NativeServer,
     readonly calls: ResponseCalls,
+    readonly peerIp: string,
+    readonly peerPort: number,
+    readonly localPort: number,
   ) {}
+
+  /** The last header block seen here and what an app interface derived
+   * from it: clients tend to send the same headers on every request. */
+  headerMemo: { raw: string; derived: unknown } | null = null;
 
   waitForDrain(): Promise<void> {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
@@ -90,18 +97,22 @@ export interface ExchangeEvents {
 
 export class Exchange {
   readonly input: Body;
-  readonly startedAt = performance.now();
+  /** Links in the dispatcher's in-flight list. */
+  older: Exchange | null = null;
+  newer: Exchange | null = null;
+  inFlight = false;
   /** The app began its response (head sent or queued). */
   responseStarted = false;
   done = false;
-  private ops: Op[] = [];
+  /** Steps waiting until this exchange is at the head of its connection. */
+  private ops: Op[] | null = null;
   private controller: AbortController | null = null;
   /** Called once, with `signal`'s reason, without making a signal (cheaper per request). */
   onAbort: ((reason: Error) => void) | null = null;
   /** A complete response (respond or end) is written or queued: nothing more may follow. */
   private ended = false;
   private timedOut = false;
-  private headWaiters: Array<() => void> = [];
+  private headWaiters: Array<() => void> | null = null;
 
   constructor(
     readonly conn: Connection,
@@ -109,9 +120,7 @@ export class Exchange {
     readonly url: string,
     readonly rawHeaders: string,
     readonly flags: number,
-    readonly peerIp: string,
-    readonly peerPort: number,
-    readonly localPort: number,
+    readonly startedAt: number,
     private readonly events: ExchangeEvents,
   ) {
     const server = conn.server;
@@ -123,6 +132,18 @@ export class Exchange {
             (flags & FLAG_EXPECT_CONTINUE) !== 0,
           )
         : EMPTY_BODY;
+  }
+
+  get peerIp(): string {
+    return this.conn.peerIp;
+  }
+
+  get peerPort(): number {
+    return this.conn.peerPort;
+  }
+
+  get localPort(): number {
+    return this.conn.localPort;
   }
 
   get httpVersion(): string {
@@ -198,8 +219,8 @@ export class Exchange {
   write(chunk: Chunk): Promise<void> | true {
     if (this.done || this.ended || this.closed) return true;
     if (!this.isHead) {
-      this.ops.push({ kind: 'write', chunk });
-      return new Promise((resolve) => this.headWaiters.push(resolve));
+      (this.ops ??= []).push({ kind: 'write', chunk });
+      return new Promise((resolve) => (this.headWaiters ??= []).push(resolve));
     }
     const r = this.conn.calls.write(this.conn.id, chunk);
     return r === 0 ? this.conn.waitForDrain() : true;
@@ -238,7 +259,7 @@ export class Exchange {
     if (this.done || this.ended || this.closed) return;
     if (op.kind === 'respond' || op.kind === 'end') this.ended = true;
     if (!this.isHead) {
-      this.ops.push(op);
+      (this.ops ??= []).push(op);
       return;
     }
     this.run(op);
@@ -285,10 +306,12 @@ export class Exchange {
 
   becomeHead(): void {
     const ops = this.ops;
-    this.ops = [];
-    for (const op of ops) {
-      if (this.done || this.closed) break;
-      this.run(op);
+    this.ops = null;
+    if (ops !== null) {
+      for (const op of ops) {
+        if (this.done || this.closed) break;
+        this.run(op);
+      }
     }
     this.releaseHeadWaiters();
   }
@@ -296,7 +319,8 @@ export class Exchange {
   /** Writes waiting for this exchange's turn go on (or give up, if closed). */
   private releaseHeadWaiters(): void {
     const waiters = this.headWaiters;
-    this.headWaiters = [];
+    if (waiters === null) return;
+    this.headWaiters = null;
     for (const w of waiters) w();
   }
 

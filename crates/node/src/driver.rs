@@ -1,6 +1,12 @@
 //! Runs the engine on the JavaScript thread: one uv_poll on the engine's
 //! epoll fd; each readiness is one turn, inside one callback scope, in which
 //! the collected events are handed to JavaScript with plain arguments.
+//!
+//! Requests go over in batches: a run of request events becomes one call,
+//! `onRequests(count, text)`, with each request's numbers in a shared
+//! Float64Array (`REQUEST_STRIDE` slots each) and its strings as offsets
+//! into `text`, one Latin-1 string of the turn's buffer. Per request that
+//! saves a JavaScript call and several N-API values.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
@@ -15,9 +21,30 @@ pub const FLAG_HAS_BODY: u32 = 2;
 pub const FLAG_EXPECT_CONTINUE: u32 = 4;
 pub const FLAG_HTTP10: u32 = 8;
 
+/// Slots per request in the shared request table, in this order:
+/// conn, flags, method index, url start/end, headers start/end, peer IP
+/// start/end, peer port, local port (offsets index the batch's text).
+pub const REQUEST_STRIDE: usize = 11;
+
+/// The most text one batch spans (unless one request's head is longer):
+/// strings JavaScript cuts from the text keep all of it alive, so an app
+/// that keeps a URL keeps at most about this much, as it would keep one
+/// request's head if each request had its own string.
+const BATCH_TEXT_LIMIT: usize = 4096;
+
+/// The shared request table: memory owned by a Float64Array the driver
+/// holds a reference to.
+pub struct RequestTable {
+    pub slots: *mut f64,
+    /// In requests.
+    pub capacity: usize,
+    pub _array: sys::napi_ref,
+}
+
 /// The JavaScript functions the engine's events are delivered to.
 pub struct Callbacks {
-    pub on_request: sys::napi_ref,
+    pub on_requests: sys::napi_ref,
+    pub on_method: sys::napi_ref,
     pub on_body: sys::napi_ref,
     pub on_body_end: sys::napi_ref,
     pub on_close: sys::napi_ref,
@@ -32,6 +59,9 @@ pub struct Driver {
     pub scratch: RefCell<crate::fast::Scratch>,
     pub env: sys::napi_env,
     pub callbacks: Callbacks,
+    pub table: RequestTable,
+    /// Method names in the order JavaScript was told of them (`onMethod`).
+    pub methods: RefCell<Vec<&'static str>>,
     pub resource: sys::napi_ref,
     pub async_context: sys::napi_async_context,
 }
@@ -140,9 +170,32 @@ impl Driver {
             }
             Err(_) => (Vec::new(), Vec::new()),
         };
+        let mut batch = Batch::default();
         for event in &events {
-            self.deliver(&napi, event, &arena);
+            if let Event::Request {
+                url,
+                headers,
+                peer_ip,
+                ..
+            } = event
+            {
+                let span = [url, headers, peer_ip]
+                    .iter()
+                    .fold((batch.start, batch.end), |(start, end), r| {
+                        (start.min(r.start), end.max(r.end))
+                    });
+                if batch.count == self.table.capacity
+                    || (batch.count > 0 && span.1 - span.0 > BATCH_TEXT_LIMIT)
+                {
+                    self.flush(&napi, &mut batch, &arena);
+                }
+                self.record(&napi, &mut batch, event);
+            } else {
+                self.flush(&napi, &mut batch, &arena);
+                self.deliver(&napi, event, &arena);
+            }
         }
+        self.flush(&napi, &mut batch, &arena);
         if let Ok(mut engine) = self.engine.try_borrow_mut() {
             // Give the allocations back for the next turn.
             let (mut events, mut arena) = (events, arena);
@@ -166,44 +219,108 @@ impl Driver {
         }
     }
 
+    /// The index JavaScript knows `method` by, telling it of a new one.
+    fn method_index(&self, napi: &Napi, method: &'static str) -> usize {
+        let mut methods = self.methods.borrow_mut();
+        if let Some(i) = methods.iter().position(|m| std::ptr::eq(*m, method)) {
+            return i;
+        }
+        methods.push(method);
+        let i = methods.len() - 1;
+        drop(methods);
+        napi.call(
+            self.callbacks.on_method,
+            &[napi.number(i as f64), napi.latin1(method.as_bytes())],
+        );
+        i
+    }
+
+    /// Adds one request event to the shared table.
+    fn record(&self, napi: &Napi, batch: &mut Batch, event: &Event) {
+        let Event::Request {
+            conn,
+            method,
+            url,
+            headers,
+            http_minor,
+            keep_alive,
+            has_body,
+            expect_continue,
+            peer_ip,
+            peer_port,
+            local_port,
+        } = event
+        else {
+            return;
+        };
+        let flags = (if *keep_alive { FLAG_KEEP_ALIVE } else { 0 })
+            | (if *has_body { FLAG_HAS_BODY } else { 0 })
+            | (if *expect_continue {
+                FLAG_EXPECT_CONTINUE
+            } else {
+                0
+            })
+            | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
+        let method = self.method_index(napi, method);
+        for range in [url, headers, peer_ip] {
+            batch.start = batch.start.min(range.start);
+            batch.end = batch.end.max(range.end);
+        }
+        let row = [
+            *conn as f64,
+            f64::from(flags),
+            method as f64,
+            url.start as f64,
+            url.end as f64,
+            headers.start as f64,
+            headers.end as f64,
+            peer_ip.start as f64,
+            peer_ip.end as f64,
+            f64::from(*peer_port),
+            f64::from(*local_port),
+        ];
+        // SAFETY: count < capacity (checked by the caller), and the table
+        // holds capacity * REQUEST_STRIDE slots.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                row.as_ptr(),
+                self.table.slots.add(batch.count * REQUEST_STRIDE),
+                REQUEST_STRIDE,
+            );
+        }
+        batch.count += 1;
+    }
+
+    /// Hands the recorded requests to JavaScript, with offsets made
+    /// relative to the text passed along.
+    fn flush(&self, napi: &Napi, batch: &mut Batch, arena: &[u8]) {
+        if batch.count == 0 {
+            return;
+        }
+        let base = batch.start as f64;
+        // SAFETY: the first count rows were written by `record`.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(self.table.slots, batch.count * REQUEST_STRIDE)
+        };
+        for row in rows.chunks_exact_mut(REQUEST_STRIDE) {
+            for offset in &mut row[3..9] {
+                *offset -= base;
+            }
+        }
+        let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
+        napi.call(
+            self.callbacks.on_requests,
+            &[napi.number(batch.count as f64), napi.latin1(text)],
+        );
+        *batch = Batch::default();
+    }
+
     fn deliver(&self, napi: &Napi, event: &Event, arena: &[u8]) {
         let cb = &self.callbacks;
         let bytes = |r: &std::ops::Range<usize>| arena.get(r.clone()).unwrap_or(&[]);
         match event {
-            Event::Request {
-                conn,
-                method,
-                url,
-                headers,
-                http_minor,
-                keep_alive,
-                has_body,
-                expect_continue,
-                peer_ip,
-                peer_port,
-                local_port,
-                ..
-            } => {
-                let flags = (if *keep_alive { FLAG_KEEP_ALIVE } else { 0 })
-                    | (if *has_body { FLAG_HAS_BODY } else { 0 })
-                    | (if *expect_continue {
-                        FLAG_EXPECT_CONTINUE
-                    } else {
-                        0
-                    })
-                    | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
-                let args = [
-                    napi.number(*conn as f64),
-                    napi.latin1(method.as_bytes()),
-                    napi.latin1(bytes(url)),
-                    napi.latin1(bytes(headers)),
-                    napi.number(f64::from(flags)),
-                    napi.latin1(bytes(peer_ip)),
-                    napi.number(f64::from(*peer_port)),
-                    napi.number(f64::from(*local_port)),
-                ];
-                napi.call(cb.on_request, &args);
-            }
+            // Batched by `record` and `flush`.
+            Event::Request { .. } => {}
             Event::Body { conn, data } => {
                 napi.call(
                     cb.on_body,
@@ -219,6 +336,24 @@ impl Driver {
             Event::AcceptPaused { reason } => {
                 napi.call(cb.on_accept_paused, &[napi.latin1(reason.as_bytes())])
             }
+        }
+    }
+}
+
+/// A run of request events not yet handed over: how many, and the span of
+/// the turn's buffer their strings lie in.
+struct Batch {
+    count: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            count: 0,
+            start: usize::MAX,
+            end: 0,
         }
     }
 }

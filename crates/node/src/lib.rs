@@ -16,7 +16,7 @@ use napi::sys;
 use napi_derive::napi;
 use rwsgi_core::{Engine, Limits, WriteError};
 
-use driver::{Callbacks, Driver};
+use driver::{Callbacks, Driver, RequestTable, REQUEST_STRIDE};
 
 /// Refuses an llhttp whose struct layout the binding was not written for.
 #[napi]
@@ -144,6 +144,43 @@ fn function_ref(env: sys::napi_env, callbacks: &Object, name: &str) -> Result<sy
     reference(env, f.raw())
 }
 
+/// `callbacks.requestTable`, the Float64Array requests are written into.
+fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable> {
+    let table: Unknown = callbacks
+        .get("requestTable")?
+        .ok_or_else(|| Error::from_reason("callbacks.requestTable is missing"))?;
+    let (mut kind, mut length, mut data) = (0, 0usize, ptr::null_mut());
+    let mut is_typed = false;
+    // SAFETY: table is a live value of this call's scope.
+    unsafe { sys::napi_is_typedarray(env, table.raw(), &mut is_typed) };
+    if is_typed {
+        // SAFETY: as above; the array is a typed array.
+        unsafe {
+            sys::napi_get_typedarray_info(
+                env,
+                table.raw(),
+                &mut kind,
+                &mut length,
+                &mut data,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+    }
+    let capacity = length / REQUEST_STRIDE;
+    if !is_typed || kind != sys::TypedarrayType::float64_array || capacity == 0 || data.is_null() {
+        return Err(Error::from_reason(format!(
+            "callbacks.requestTable must be a Float64Array of at least {REQUEST_STRIDE} slots"
+        )));
+    }
+    Ok(RequestTable {
+        slots: data.cast(),
+        capacity,
+        // Held so the memory outlives the driver.
+        _array: reference(env, table.raw())?,
+    })
+}
+
 fn token(conn: f64) -> u64 {
     if conn.is_finite() && conn >= 0.0 {
         conn as u64
@@ -171,7 +208,9 @@ pub struct NativeServer {
 
 #[napi]
 impl NativeServer {
-    /// `callbacks` holds onRequest, onBody, onBodyEnd, onClose and onDrain.
+    /// `callbacks` holds requestTable (a Float64Array, see driver.rs),
+    /// onRequests, onMethod, onBody, onBodyEnd, onClose, onDrain,
+    /// onPeerShutdown and onAcceptPaused.
     #[napi(constructor)]
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
@@ -193,7 +232,8 @@ impl NativeServer {
             scratch: RefCell::default(),
             env: raw_env,
             callbacks: Callbacks {
-                on_request: function_ref(raw_env, &callbacks, "onRequest")?,
+                on_requests: function_ref(raw_env, &callbacks, "onRequests")?,
+                on_method: function_ref(raw_env, &callbacks, "onMethod")?,
                 on_body: function_ref(raw_env, &callbacks, "onBody")?,
                 on_body_end: function_ref(raw_env, &callbacks, "onBodyEnd")?,
                 on_close: function_ref(raw_env, &callbacks, "onClose")?,
@@ -201,6 +241,8 @@ impl NativeServer {
                 on_accept_paused: function_ref(raw_env, &callbacks, "onAcceptPaused")?,
                 on_peer_shutdown: function_ref(raw_env, &callbacks, "onPeerShutdown")?,
             },
+            table: request_table(raw_env, &callbacks)?,
+            methods: RefCell::default(),
             resource: reference(raw_env, resource.raw())?,
             async_context,
         });
