@@ -38,7 +38,8 @@ export function decodePath(raw: string): string {
 /** Splits the request target into path and query; absolute-form loses its authority. */
 export function splitTarget(url: string): { path: string; query: string } {
   let target = url;
-  const scheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(target);
+  // Origin-form (`/path?query`) is nearly every request: no pattern needed.
+  const scheme = target.charCodeAt(0) === 0x2f ? null : /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(target);
   if (scheme) target = target.slice(scheme[0].length) || '/';
   const hash = target.indexOf('#');
   if (hash !== -1) target = target.slice(0, hash);
@@ -79,6 +80,56 @@ class EnvironRecord {
   }
 }
 
+/** The request headers as environ entries. */
+interface EnvironHeaders {
+  /** key, value, key, value, ...: repeated headers joined with ','. */
+  pairs: string[];
+  /** From Host, if it has one. */
+  serverName: string | null;
+  serverPort: string;
+}
+
+function parseHeaders(raw: string): EnvironHeaders {
+  const pairs: string[] = [];
+  const index = new Map<string, number>();
+  let start = 0;
+  while (start < raw.length) {
+    const nameEnd = raw.indexOf('\0', start);
+    const valueEnd = raw.indexOf('\0', nameEnd + 1);
+    if (nameEnd === -1 || valueEnd === -1) break;
+    const key = environKey(raw.slice(start, nameEnd));
+    if (key !== null) {
+      const value = raw.slice(nameEnd + 1, valueEnd);
+      const prior = index.get(key);
+      if (prior === undefined) {
+        index.set(key, pairs.length + 1);
+        pairs.push(key, value);
+      } else {
+        pairs[prior] = `${pairs[prior] as string},${value}`;
+      }
+    }
+    start = valueEnd + 1;
+  }
+  const hostAt = index.get('HTTP_HOST');
+  const host = hostAt === undefined ? '' : (pairs[hostAt] as string);
+  if (host === '') return { pairs, serverName: null, serverPort: '' };
+  // `name`, `name:port`, `[v6]` or `[v6]:port`; the parser checked the characters.
+  const colon = host.lastIndexOf(':');
+  const bracket = host.lastIndexOf(']');
+  const hasPort = colon > bracket && /^\d+$/.test(host.slice(colon + 1));
+  return { pairs, serverName: hasPort ? host.slice(0, colon) : host, serverPort: hasPort ? host.slice(colon + 1) : '80' };
+}
+
+/** Parsed once per distinct header block on a connection. */
+function environHeaders(ex: Exchange): EnvironHeaders {
+  const conn = ex.conn;
+  const memo = conn.headerMemo;
+  if (memo !== null && memo.raw === ex.rawHeaders) return memo.derived as EnvironHeaders;
+  const derived = parseHeaders(ex.rawHeaders);
+  conn.headerMemo = { raw: ex.rawHeaders, derived };
+  return derived;
+}
+
 export function buildEnviron(ex: Exchange): Environ {
   const { path, query } = splitTarget(ex.url);
   const environ = new EnvironRecord();
@@ -90,9 +141,9 @@ export function buildEnviron(ex: Exchange): Environ {
   environ.RAW_URI = ex.url;
   environ.SERVER_PROTOCOL = ex.httpVersion;
   environ.REMOTE_ADDR = ex.peerIp;
-  environ.REMOTE_PORT = String(ex.peerPort);
+  environ.REMOTE_PORT = ex.conn.peerPortText;
   environ.SERVER_NAME = 'localhost';
-  environ.SERVER_PORT = String(ex.localPort);
+  environ.SERVER_PORT = ex.conn.localPortText;
   environ['wsgi.version'] = WSGI_VERSION;
   environ['wsgi.url_scheme'] = 'http';
   environ['wsgi.input'] = ex.input;
@@ -100,28 +151,11 @@ export function buildEnviron(ex: Exchange): Environ {
   environ['wsgi.multithread'] = false;
   environ['wsgi.multiprocess'] = true;
   environ['wsgi.run_once'] = false;
-  const raw = ex.rawHeaders;
-  let start = 0;
-  while (start < raw.length) {
-    const nameEnd = raw.indexOf('\0', start);
-    const valueEnd = raw.indexOf('\0', nameEnd + 1);
-    if (nameEnd === -1 || valueEnd === -1) break;
-    const key = environKey(raw.slice(start, nameEnd));
-    if (key !== null) {
-      const value = raw.slice(nameEnd + 1, valueEnd);
-      const prior = environ[key];
-      environ[key] = prior === undefined ? value : `${prior as string},${value}`;
-    }
-    start = valueEnd + 1;
-  }
-  const host = environ.HTTP_HOST;
-  if (typeof host === 'string' && host !== '') {
-    // `name`, `name:port`, `[v6]` or `[v6]:port`; the parser checked the characters.
-    const colon = host.lastIndexOf(':');
-    const bracket = host.lastIndexOf(']');
-    const hasPort = colon > bracket && /^\d+$/.test(host.slice(colon + 1));
-    environ.SERVER_NAME = hasPort ? host.slice(0, colon) : host;
-    environ.SERVER_PORT = hasPort ? host.slice(colon + 1) : '80';
+  const fields = environHeaders(ex);
+  for (let i = 0; i < fields.pairs.length; i += 2) environ[fields.pairs[i] as string] = fields.pairs[i + 1];
+  if (fields.serverName !== null) {
+    environ.SERVER_NAME = fields.serverName;
+    environ.SERVER_PORT = fields.serverPort;
   }
   return environ;
 }

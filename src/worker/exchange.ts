@@ -52,7 +52,14 @@ export class Connection {
     readonly peerIp: string,
     readonly peerPort: number,
     readonly localPort: number,
-  ) {}
+  ) {
+    this.peerPortText = String(peerPort);
+    this.localPortText = String(localPort);
+  }
+
+  /** The ports as text, for interfaces that hand them over as strings. */
+  readonly peerPortText: string;
+  readonly localPortText: string;
 
   /** The last header block seen here and what an app interface derived
    * from it: clients tend to send the same headers on every request. */
