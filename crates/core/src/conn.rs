@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
 use crate::parser::RequestParser;
-use crate::response::{self, Framing, HeaderList, RequestInfo, ResponseError};
+use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
 
 /// Output past this many unsent bytes tells the app to wait for `drain`.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -164,6 +164,7 @@ impl Conn {
         date_line: &[u8],
         status: &[u8],
         headers: &HeaderList<'_>,
+        app: &AppHead,
         body_len: Option<u64>,
         draining: bool,
     ) -> Result<(), WriteError> {
@@ -173,8 +174,15 @@ impl Conn {
         let mut info = self.front()?;
         // Draining: the last request handed to the app closes the connection.
         info.keep_alive &= !(draining && self.pending.len() == 1);
-        let head = response::encode_head(&mut self.out, date_line, status, headers, info, body_len)
-            .map_err(WriteError::Response)?;
+        let head = response::write_head(
+            &mut self.out,
+            date_line,
+            status,
+            headers,
+            app,
+            info,
+            body_len,
+        );
         if !head.keep_alive {
             self.stop_reading();
         }

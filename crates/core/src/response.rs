@@ -173,17 +173,19 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Writes the response head into `out` and says how the body is framed.
-/// `body_len` is the whole body's length when the app gave it in one piece.
-/// On error nothing is written.
-pub fn encode_head(
-    out: &mut Vec<u8>,
-    date_line: &[u8],
-    status: &[u8],
-    headers: &HeaderList<'_>,
-    request: RequestInfo,
-    body_len: Option<u64>,
-) -> Result<Head, ResponseError> {
+/// What the app's status and headers say about framing, once checked: the
+/// part of a head that does not depend on the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppHead {
+    code: u16,
+    length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    date: bool,
+}
+
+/// Checks the status and headers the app gave.
+pub fn check_head(status: &[u8], headers: &HeaderList<'_>) -> Result<AppHead, ResponseError> {
     let code = parse_status(status)?;
     if status.len() + headers.joined.len() + 2 * headers.fields > MAX_HEAD {
         return Err(ResponseError::HeadTooLarge(
@@ -191,10 +193,13 @@ pub fn encode_head(
         ));
     }
     headers.check()?;
-    let mut app_length: Option<u64> = None;
-    let mut app_chunked = false;
-    let mut app_close = false;
-    let mut app_date = false;
+    let mut app = AppHead {
+        code,
+        length: None,
+        chunked: false,
+        close: false,
+        date: false,
+    };
     for (name, value) in headers.pairs() {
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(ResponseError::InvalidHeaderName(lossy(name)));
@@ -209,26 +214,94 @@ pub fn encode_head(
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| ResponseError::InvalidContentLength(lossy(value)))?;
-            app_length = Some(n);
+            app.length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(ResponseError::UnsupportedTransferEncoding(lossy(value)));
             }
-            app_chunked = true;
+            app.chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            app_close |= has_token(value, b"close");
+            app.close |= has_token(value, b"close");
         } else if name.eq_ignore_ascii_case(b"date") {
-            app_date = true;
+            app.date = true;
         }
     }
+    Ok(app)
+}
 
+/// The last status and headers checked, and what they said: apps answer
+/// most requests with the same ones, which then cost a comparison.
+#[derive(Default)]
+pub struct HeadCache {
+    /// status, then the joined headers.
+    key: Vec<u8>,
+    status_len: usize,
+    fields: usize,
+    head: Option<AppHead>,
+}
+
+impl HeadCache {
+    pub fn check(
+        &mut self,
+        status: &[u8],
+        headers: &HeaderList<'_>,
+    ) -> Result<AppHead, ResponseError> {
+        if let Some(head) = self.head {
+            if self.status_len == status.len()
+                && self.fields == headers.fields
+                && self.key.len() == status.len() + headers.joined.len()
+                && self.key[..status.len()] == *status
+                && self.key[status.len()..] == *headers.joined
+            {
+                return Ok(head);
+            }
+        }
+        let head = check_head(status, headers)?;
+        self.key.clear();
+        self.key.extend_from_slice(status);
+        self.key.extend_from_slice(headers.joined);
+        self.status_len = status.len();
+        self.fields = headers.fields;
+        self.head = Some(head);
+        Ok(head)
+    }
+}
+
+/// Checks and writes a response head; see `write_head`.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    date_line: &[u8],
+    status: &[u8],
+    headers: &HeaderList<'_>,
+    request: RequestInfo,
+    body_len: Option<u64>,
+) -> Result<Head, ResponseError> {
+    let app = check_head(status, headers)?;
+    Ok(write_head(
+        out, date_line, status, headers, &app, request, body_len,
+    ))
+}
+
+/// Writes the response head into `out` and says how the body is framed.
+/// `app` is what `check_head` said of `status` and `headers`; `body_len`
+/// is the whole body's length when the app gave it in one piece.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    date_line: &[u8],
+    status: &[u8],
+    headers: &HeaderList<'_>,
+    app: &AppHead,
+    request: RequestInfo,
+    body_len: Option<u64>,
+) -> Head {
+    let code = app.code;
     let bodiless_status = code == 204 || code == 304;
-    let mut keep_alive = request.keep_alive && !app_close;
+    let mut keep_alive = request.keep_alive && !app.close;
     let framing = if bodiless_status {
         Framing::None
-    } else if let Some(n) = app_length {
+    } else if let Some(n) = app.length {
         Framing::Length(n)
-    } else if let Some(n) = body_len.filter(|_| !app_chunked) {
+    } else if let Some(n) = body_len.filter(|_| !app.chunked) {
         Framing::Length(n)
     } else if request.http_minor >= 1 {
         Framing::Chunked
@@ -243,10 +316,12 @@ pub fn encode_head(
         out.push(b' ');
     }
     out.extend_from_slice(b"\r\n");
+    let drop_framing_headers = code == 204 || framing == Framing::UntilClose;
     for (name, value) in headers.pairs() {
-        let framing_header = name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding");
-        if framing_header && (code == 204 || framing == Framing::UntilClose) {
+        if drop_framing_headers
+            && (name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding"))
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -254,22 +329,22 @@ pub fn encode_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !app_date {
+    if !app.date {
         out.extend_from_slice(date_line);
     }
     match framing {
-        Framing::Length(n) if app_length.is_none() => {
+        Framing::Length(n) if app.length.is_none() => {
             out.extend_from_slice(b"Content-Length: ");
             push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         // A HEAD answer describes the GET body but, of unknown length, says nothing.
-        Framing::Chunked if !app_chunked && !request.is_head => {
+        Framing::Chunked if !app.chunked && !request.is_head => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
         }
         _ => {}
     }
-    if !keep_alive && !app_close {
+    if !keep_alive && !app.close {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if keep_alive && request.http_minor == 0 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -281,11 +356,11 @@ pub fn encode_head(
     } else {
         framing
     };
-    Ok(Head {
+    Head {
         status: code,
         framing,
         keep_alive,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +394,35 @@ mod tests {
         let mut out = Vec::new();
         let head = encode_head(&mut out, DATE, status.as_bytes(), &list, req, len)?;
         Ok((String::from_utf8(out).unwrap(), head))
+    }
+
+    #[test]
+    fn head_cache_answers_only_for_the_same_bytes() {
+        let mut cache = HeadCache::default();
+        let list = |joined: &'static [u8], fields| HeaderList { joined, fields };
+        let plain = cache
+            .check(b"200 OK", &list(b"Content-Type\0text/plain\0", 1))
+            .unwrap();
+        assert_eq!(
+            cache.check(b"200 OK", &list(b"Content-Type\0text/plain\0", 1)),
+            Ok(plain)
+        );
+        // Same bytes split differently between status and headers.
+        assert!(cache
+            .check(b"200 OKContent-Type\0text/plain\0", &list(b"", 0))
+            .is_err());
+        let closing = cache
+            .check(b"200 OK", &list(b"Connection\0close\0", 1))
+            .unwrap();
+        assert!(closing.close && !plain.close);
+        // A bad head after a good one is still refused, and not remembered.
+        let bad = list(b"Content-Type\0a\rb\0", 1);
+        assert!(cache.check(b"200 OK", &bad).is_err());
+        assert!(cache.check(b"200 OK", &bad).is_err());
+        assert_eq!(
+            cache.check(b"200 OK", &list(b"Connection\0close\0", 1)),
+            Ok(closing)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::conn::{Conn, WriteError};
 use crate::date::DateCache;
 use crate::limits::Limits;
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
-use crate::response::{HeaderList, RequestInfo};
+use crate::response::{HeadCache, HeaderList, RequestInfo};
 use crate::socket::listener_addr;
 
 /// Identifies a connection to the host: slot index and generation, so a
@@ -102,6 +102,8 @@ pub struct Engine {
     free: Vec<u32>,
     limits: Limits,
     date: DateCache,
+    /// The last response status and headers checked.
+    heads: HeadCache,
     now: Instant,
     /// Events collected since the host last took them.
     pub events: Vec<Event>,
@@ -263,6 +265,7 @@ impl Engine {
             free: Vec::new(),
             limits,
             date: DateCache::new(),
+            heads: HeadCache::default(),
             now: Instant::now(),
             events: Vec::new(),
             arena: Vec::new(),
@@ -852,8 +855,12 @@ impl Engine {
         headers: &HeaderList<'_>,
         body_len: Option<u64>,
     ) -> Result<(), WriteError> {
+        let app = self
+            .heads
+            .check(status, headers)
+            .map_err(WriteError::Response)?;
         self.respond_with(token, |c, date, draining| {
-            c.start(date, status, headers, body_len, draining)
+            c.start(date, status, headers, &app, body_len, draining)
         })
     }
 
@@ -885,8 +892,19 @@ impl Engine {
     ) -> Result<(), WriteError> {
         // One step, so outside a turn the whole response leaves in one send.
         let now = self.now;
+        let app = self
+            .heads
+            .check(status, headers)
+            .map_err(WriteError::Response)?;
         self.respond_with(token, |c, date, draining| {
-            c.start(date, status, headers, Some(body.len() as u64), draining)?;
+            c.start(
+                date,
+                status,
+                headers,
+                &app,
+                Some(body.len() as u64),
+                draining,
+            )?;
             c.write(body)?;
             c.end(date, now)
         })?;
