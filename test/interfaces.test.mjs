@@ -140,3 +140,43 @@ print(up, down, (peak - before) // 1024)
     t.true(growthMiB < 64, `worker RSS grew ${growthMiB} MiB`);
   });
 }
+
+test('fetch: the light Request and Response behave as the WHATWG ones', async (t) => {
+  const server = await serve(t, fixture('fetch-objects.mjs'));
+  const request = JSON.parse(await curl('-H', 'X-A: 1', '--data-binary', 'sent', `${server.url}/request?q`));
+  t.deepEqual(request, {
+    isRequest: true,
+    tag: '[object Request]',
+    method: 'POST',
+    url: `http://127.0.0.1:${server.port}/request?q`,
+    header: '1',
+    copyUrl: `http://127.0.0.1:${server.port}/request?q`,
+    copyHeader: '1',
+    clone: 'sent',
+    body: 'sent',
+    signal: true,
+  });
+  t.deepEqual(JSON.parse(await curl(`${server.url}/response`)), {
+    heldIsResponse: true,
+    realIsResponse: true,
+    tag: '[object Response]',
+    type: 'text/plain;charset=UTF-8',
+    text: 'def',
+    cloned: 'ghi',
+    bytesType: null,
+    nullBody: 'TypeError',
+    badStatus: 'RangeError',
+  });
+  const held = await curl('-i', `${server.url}/held`);
+  t.regex(held, /^HTTP\/1\.1 201 Made It\r\n/);
+  t.regex(held, /\r\nX-B: 2\r\n/i);
+  t.regex(held, /\r\ncontent-type: text\/plain;charset=UTF-8\r\n/i);
+  t.regex(held, /\r\nContent-Length: 4\r\n\r\nmade$/);
+  const mutated = await curl('-i', `${server.url}/mutated`);
+  t.regex(mutated, /\r\nx-c: 3\r\n/i);
+  t.regex(mutated, /\r\nx-d: 4\r\n/i);
+  t.notRegex(mutated, /content-type/i);
+  t.true(mutated.endsWith('\r\n\r\nbytes'));
+  t.regex(await curl('-i', `${server.url}/empty`), /^HTTP\/1\.1 204 No Content\r\n/);
+  t.true((await curl('-i', `${server.url}/read-then-sent`)).endsWith('\r\n\r\ntwice'));
+});

@@ -6,6 +6,7 @@ import { STATUS_CODES } from 'node:http';
 import { describe, logger } from '../log.js';
 import { FLAG_HAS_BODY } from '../native.js';
 import type { Exchange } from '../worker/exchange.js';
+import { installLightResponse, LightRequest, LightResponse } from './light.js';
 
 export interface FetchApp {
   fetch(request: Request, env: unknown, ctx: ExecutionContext): Response | Promise<Response>;
@@ -76,64 +77,121 @@ function bodyStream(input: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array
   });
 }
 
-function requestHeaders(joined: string): Array<[string, string]> {
-  const parts = joined.split('\0');
-  const pairs: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) pairs.push([parts[i] as string, parts[i + 1] as string]);
-  return pairs;
+/** The request's header pairs and Host, parsed once per distinct header
+ * block on a connection. */
+interface RequestFields {
+  pairs: Array<[string, string]>;
+  host: string;
 }
 
-function requestUrl(ex: Exchange, headers: Array<[string, string]>): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ex.url)) return ex.url;
-  const host = headers.find(([name]) => name.toLowerCase() === 'host')?.[1] || `localhost:${ex.localPort}`;
-  return `http://${host}${ex.url.startsWith('/') ? ex.url : `/${ex.url}`}`;
+function requestFields(ex: Exchange): RequestFields {
+  const conn = ex.conn;
+  const memo = conn.headerMemo;
+  if (memo !== null && memo.raw === ex.rawHeaders) return memo.derived as RequestFields;
+  const parts = ex.rawHeaders.split('\0');
+  const pairs: Array<[string, string]> = [];
+  let host = '';
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const name = parts[i] as string;
+    const value = parts[i + 1] as string;
+    if (host === '' && name.length === 4 && name.toLowerCase() === 'host') host = value;
+    pairs.push([name, value]);
+  }
+  const derived: RequestFields = { pairs, host };
+  conn.headerMemo = { raw: ex.rawHeaders, derived };
+  return derived;
+}
+
+function requestUrl(ex: Exchange, host: string): string {
+  const url = ex.url;
+  if (url.charCodeAt(0) !== 0x2f && /^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url;
+  return `http://${host || `localhost:${ex.localPort}`}${url.charCodeAt(0) === 0x2f ? url : `/${url}`}`;
+}
+
+/** The real Request, made when the app asks for more than a light one has. */
+function makeRequest(ex: Exchange, url: string, headers: HeadersInit): Request {
+  const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
+  return new ExchangeRequest(ex, url, {
+    method: ex.method,
+    headers,
+    ...(hasBody ? { body: bodyStream(ex.input), duplex: 'half' } : {}),
+  } as RequestInit);
+}
+
+/** `ctx`, the third argument of fetch(). */
+class Context implements ExecutionContext {
+  constructor(private readonly tasks: BackgroundTasks) {}
+
+  waitUntil(promise: Promise<unknown>): void {
+    this.tasks.add(Promise.resolve(promise));
+  }
+
+  passThroughOnException(): void {}
+}
+
+/** "200 OK" and friends, made once per status. */
+const statusLines = new Map<number, string>();
+
+function statusLine(status: number, text: string): string {
+  if (text !== '') return `${status} ${text}`;
+  let line = statusLines.get(status);
+  if (line === undefined) {
+    line = `${status} ${STATUS_CODES[status] ?? ''}`.trimEnd();
+    if (statusLines.size < 1000) statusLines.set(status, line);
+  }
+  return line;
 }
 
 export class FetchRunner {
   private readonly env: Record<string, unknown> = {};
+  private readonly ctx: Context;
 
   constructor(
     private readonly app: FetchApp,
-    private readonly tasks: BackgroundTasks,
-  ) {}
+    tasks: BackgroundTasks,
+  ) {
+    this.ctx = new Context(tasks);
+    installLightResponse();
+  }
 
   handle(ex: Exchange): void {
-    let request: Request;
-    try {
-      const headers = requestHeaders(ex.rawHeaders);
-      const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
-      request = new ExchangeRequest(ex, requestUrl(ex, headers), {
-        method: ex.method,
-        headers,
-        ...(hasBody ? { body: bodyStream(ex.input), duplex: 'half' } : {}),
-      } as RequestInit);
-    } catch (err) {
-      logger.warning(`Cannot make a Request for ${ex.method} ${ex.path}: ${(err as Error).message}`);
-      ex.respond('400 Bad Request', [['Content-Type', 'text/plain'], ['Connection', 'close']], 'Bad Request');
-      return;
-    }
-    const ctx: ExecutionContext = {
-      waitUntil: (promise) => this.tasks.add(Promise.resolve(promise)),
-      passThroughOnException: () => {},
-    };
+    const fields = requestFields(ex);
+    const request = new LightRequest(ex, requestUrl(ex, fields.host), fields.pairs, makeRequest) as unknown as Request;
     let result: Response | Promise<Response>;
     try {
-      result = this.app.fetch(request, this.env, ctx);
+      result = this.app.fetch(request, this.env, this.ctx);
     } catch (err) {
       ex.fail(err);
       return;
     }
-    Promise.resolve(result).then(
-      (response) => this.send(ex, response).catch((err: unknown) => ex.fail(err)),
-      (err: unknown) => ex.fail(err),
-    );
+    if (result !== null && typeof (result as Promise<Response>)?.then === 'function') {
+      (result as Promise<Response>).then(
+        (response) => this.deliver(ex, response),
+        (err: unknown) => ex.fail(err),
+      );
+    } else {
+      this.deliver(ex, result as Response);
+    }
+  }
+
+  private deliver(ex: Exchange, response: unknown): void {
+    const held = typeof response === 'object' && response !== null ? LightResponse.held(response) : null;
+    if (held === null) {
+      this.send(ex, response).catch((err: unknown) => ex.fail(err));
+      return;
+    }
+    try {
+      ex.respond(statusLine(held.status, held.statusText), held.headers, held.body);
+    } catch (err) {
+      ex.fail(err);
+    }
   }
 
   private async send(ex: Exchange, response: unknown): Promise<void> {
     if (!(response instanceof Response)) {
       throw new TypeError(`fetch() returned ${response === null ? 'null' : typeof response}, not a Response`);
     }
-    const status = `${response.status} ${response.statusText || STATUS_CODES[response.status] || ''}`.trimEnd();
+    const status = statusLine(response.status, response.statusText);
     const headers = [...response.headers] as Array<[string, string]>;
     if (!response.body) {
       ex.respond(status, headers, '');

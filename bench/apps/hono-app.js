@@ -1,0 +1,4 @@
+import { Hono } from 'hono';
+const app = new Hono();
+app.get('/', (c) => c.text('Hello, World!'));
+export default app;
