@@ -1,6 +1,6 @@
 // rwsgi side by side with its peers, one run, interleaved rounds (A B C ... A B C ...),
 // median of each. Usage:
-//   node bench/run.mjs [--peers rwsgi,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
+//   node bench/run.mjs [--peers rwsgi,rwsgi-hono,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
 //                      [--loadgen wrk|rwsgi-load]
@@ -23,7 +23,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
 const { values } = parseArgs({
   options: {
-    peers: { type: 'string', default: 'rwsgi,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
+    peers: { type: 'string', default: 'rwsgi,rwsgi-hono,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
     scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
     workers: { type: 'string', default: '2' },
     pin: { type: 'boolean', default: false },
@@ -76,6 +76,11 @@ const PEERS = {
     cmd: [process.execPath, 'dist/cli/main.js', 'serve', express ? 'examples/express.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
     bindArg: true,
   }),
+  // The same routes as a Hono app on rwsgi's fetch interface.
+  'rwsgi-hono': () =>
+    express
+      ? { skip: 'not an Express peer' }
+      : { cmd: [process.execPath, 'dist/cli/main.js', 'serve', 'bench/apps/hono-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'], bindArg: true },
   'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'examples/express.js' } : {} }),
   'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
   nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
@@ -245,7 +250,7 @@ try {
   for (const key of scenarios) {
     const rows = results[key] ?? {};
     const base = (n) => median(rows[n]?.rps ?? []);
-    md += `\n## ${SCENARIOS[key].label}\n\n| server | req/s | vs nginx | vs node:cluster | CPU µs/req | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|---|\n`;
+    md += `\n## ${SCENARIOS[key].label}\n\n| server | req/s | vs nginx | vs uWS.js | vs node:cluster | vs rwsgi | CPU µs/req | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|---|---|---|\n`;
     summary.scenarios[key] = {};
     for (const [name, r] of Object.entries(rows)) {
       const rps = median(r.rps);
@@ -253,7 +258,7 @@ try {
       const row = { rps, cpuUsPerRequest: median(r.cpuUs), p50ms: median(r.p50), p99ms: median(r.p99), non2xx: r.non2xx, socketErrors: r.socketErrors };
       summary.scenarios[key][name] = row;
       const fixed = (v) => (v === null ? '–' : v.toFixed(2));
-      md += `| ${name} | ${rps?.toFixed(0)} | ${ratio(base('nginx'))} | ${ratio(base('node-cluster'))} | ${fixed(row.cpuUsPerRequest)} | ${fixed(row.p50ms)} | ${fixed(row.p99ms)} | ${r.non2xx} |\n`;
+      md += `| ${name} | ${rps?.toFixed(0)} | ${ratio(base('nginx'))} | ${ratio(base('uws.js'))} | ${ratio(base('node-cluster'))} | ${ratio(base('rwsgi'))} | ${fixed(row.cpuUsPerRequest)} | ${fixed(row.p50ms)} | ${fixed(row.p99ms)} | ${r.non2xx} |\n`;
     }
   }
   if (notes.length) md += `\nNotes: ${notes.join('; ')}.\n`;
