@@ -226,7 +226,16 @@ try {
       for (const peer of peers) {
         if (scenario.echo && peer.noEcho) continue;
         const before = peer.pids.reduce((a, pid) => a + treeCpu(pid), 0);
-        const r = wrk(peer.port, scenario);
+        let r;
+        try {
+          r = wrk(peer.port, scenario);
+        } catch (err) {
+          // One failed run (a peer answering in a way the client cannot count) is noted, not fatal.
+          const why = (err.stderr?.toString() || err.message).trim().split('\n')[0];
+          notes.push(`${peer.name} ${key} round ${round + 1}: load run failed (${why})`);
+          console.error(`round ${round + 1} ${key} ${peer.name}: failed (${why})`);
+          continue;
+        }
         const cpu = peer.pids.reduce((a, pid) => a + treeCpu(pid), 0) - before;
         const slot = ((results[key] ??= {})[peer.name] ??= { rps: [], cpuUs: [], p50: [], p99: [], non2xx: 0, socketErrors: [] });
         slot.rps.push(r.rps);

@@ -156,6 +156,13 @@ test('fetch: the light Request and Response behave as the WHATWG ones', async (t
     body: 'sent',
     signal: true,
   });
+  t.deepEqual(JSON.parse(await curl('--data-binary', '{"a":[1,"é"]}', `${server.url}/body`)), {
+    first: { a: [1, 'é'] },
+    used: true,
+    again: 'TypeError',
+    realUsed: false,
+  });
+  t.is(await curl('--data-binary', 'raw bytes', `${server.url}/bytes`), 'raw bytes');
   t.deepEqual(JSON.parse(await curl(`${server.url}/response`)), {
     heldIsResponse: true,
     realIsResponse: true,

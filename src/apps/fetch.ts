@@ -109,13 +109,16 @@ function requestUrl(ex: Exchange, host: string): string {
 }
 
 /** The real Request, made when the app asks for more than a light one has. */
-function makeRequest(ex: Exchange, url: string, headers: HeadersInit): Request {
+function makeRequest(ex: Exchange, url: string, headers: HeadersInit, bodyRead = false): Request {
   const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
-  return new ExchangeRequest(ex, url, {
+  const request = new ExchangeRequest(ex, url, {
     method: ex.method,
     headers,
-    ...(hasBody ? { body: bodyStream(ex.input), duplex: 'half' } : {}),
+    ...(hasBody ? { body: bodyRead ? new ReadableStream({ start: (c) => c.close() }) : bodyStream(ex.input), duplex: 'half' } : {}),
   } as RequestInit);
+  // A read marks the body used, as reading it through the light request did.
+  if (bodyRead && request.body) void request.body.getReader().read();
+  return request;
 }
 
 /** `ctx`, the third argument of fetch(). */

@@ -51,10 +51,14 @@ function delegateRest<T extends object>(proto: object, realProto: object, sample
   }
 }
 
-/** Makes the real Request for a light one (with its body stream and signal). */
-export type RequestFactory = (ex: Exchange, url: string, headers: HeadersInit) => Request;
+/** Makes the real Request for a light one (with its body stream and
+ * signal); `bodyRead`: the body was already read through the light one. */
+export type RequestFactory = (ex: Exchange, url: string, headers: HeadersInit, bodyRead?: boolean) => Request;
 
-/** A Request answering method, url, headers and signal itself. */
+const utf8 = new TextDecoder();
+
+/** A Request answering method, url, headers and signal itself, and reading
+ * a whole body (text, json, arrayBuffer, bytes) straight from the exchange. */
 export class LightRequest {
   readonly #ex: Exchange;
   readonly #url: string;
@@ -63,6 +67,7 @@ export class LightRequest {
   readonly #factory: RequestFactory;
   #headers: Headers | null = null;
   #real: Request | null = null;
+  #bodyUsed = false;
 
   constructor(ex: Exchange, url: string, pairs: ReadonlyArray<[string, string]>, factory: RequestFactory) {
     this.#ex = ex;
@@ -90,8 +95,49 @@ export class LightRequest {
     return this.#ex.signal;
   }
 
+  get bodyUsed(): boolean {
+    return this.#real ? this.#real.bodyUsed : this.#bodyUsed;
+  }
+
+  /** The whole body, once. */
+  async #consume(): Promise<Uint8Array> {
+    if (this.#bodyUsed) throw new TypeError('Body is unusable: Body has already been read');
+    this.#bodyUsed = true;
+    return this.#ex.input.bytes();
+  }
+
+  text(): Promise<string> {
+    if (this.#real) return this.#real.text();
+    return this.#consume().then((bytes) => utf8.decode(bytes));
+  }
+
+  json(): Promise<unknown> {
+    if (this.#real) return this.#real.json();
+    return this.text().then((text) => JSON.parse(text) as unknown);
+  }
+
+  arrayBuffer(): Promise<ArrayBuffer> {
+    if (this.#real) return this.#real.arrayBuffer();
+    return this.#consume().then((bytes) => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+  }
+
+  bytes(): Promise<Uint8Array> {
+    if (this.#real) return (this.#real as Request & { bytes(): Promise<Uint8Array> }).bytes();
+    return this.arrayBuffer().then((buffer) => new Uint8Array(buffer));
+  }
+
+  clone(): Request {
+    if (this.#bodyUsed) throw new TypeError('Request.clone: Body has already been consumed.');
+    return LightRequest.real(this).clone();
+  }
+
   static real(light: object): Request {
     if (!(#real in light)) throw new TypeError('Illegal invocation');
+    if (light.#bodyUsed && !light.#real) {
+      // The body was read here: the real request gets none, and says it is used.
+      light.#real = light.#factory(light.#ex, light.#url, light.#headers ?? (light.#pairs as Array<[string, string]>), true);
+      return light.#real;
+    }
     light.#real ??= light.#factory(light.#ex, light.#url, light.#headers ?? (light.#pairs as Array<[string, string]>));
     return light.#real;
   }
@@ -111,9 +157,10 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /** Whether `new Response(body, init)` can be held as given: a string,
- * bytes or no body, and a plain init the real constructor would accept. */
+ * bytes (a Uint8Array or an ArrayBuffer) or no body, and a plain init the
+ * real constructor would accept. */
 function holdable(body: unknown, init: unknown): boolean {
-  if (!(body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array)) return false;
+  if (!(body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array || body instanceof ArrayBuffer)) return false;
   if (init === undefined) return true;
   if (!isPlainObject(init)) return false;
   const { status, statusText, headers } = init;
@@ -158,7 +205,8 @@ export class LightResponse {
 
   constructor(body?: unknown, init?: unknown) {
     if (holdable(body, init)) {
-      this.#body = body as LightBody;
+      // An ArrayBuffer is copied, as the real constructor does.
+      this.#body = body instanceof ArrayBuffer ? new Uint8Array(body.slice(0)) : (body as LightBody);
       this.#init = init as Record<string, unknown> | undefined;
     } else {
       this.#real = new RealResponse(body as BodyInit | null | undefined, init as ResponseInit | undefined);

@@ -154,12 +154,7 @@ fn number(env: sys::napi_env, value: sys::napi_value) -> Result<f64, String> {
 }
 
 fn token(env: sys::napi_env, value: sys::napi_value) -> Result<u64, String> {
-    let n = number(env, value)?;
-    Ok(if n.is_finite() && n >= 0.0 {
-        n as u64
-    } else {
-        u64::MAX
-    })
+    number(env, value).map(crate::token)
 }
 
 /// Decodes a JavaScript string as UTF-8 into `buf`: one pass when it fits
@@ -265,8 +260,8 @@ fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Resul
     Err("body chunks must be strings or Uint8Arrays".into())
 }
 
-/// Ok(true) written, Ok(false) the connection is gone, Err for app mistakes.
-fn outcome<T>(r: Result<T, WriteError>) -> Result<Option<T>, String> {
+/// Ok(Some) done, Ok(None) the connection is gone, Err for app mistakes.
+pub fn outcome<T>(r: Result<T, WriteError>) -> Result<Option<T>, String> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(WriteError::Closed) => Ok(None),

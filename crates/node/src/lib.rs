@@ -181,7 +181,8 @@ fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable>
     })
 }
 
-fn token(conn: f64) -> u64 {
+/// A connection token passed from JavaScript as a number.
+pub(crate) fn token(conn: f64) -> u64 {
     if conn.is_finite() && conn >= 0.0 {
         conn as u64
     } else {
@@ -189,13 +190,9 @@ fn token(conn: f64) -> u64 {
     }
 }
 
-/// Ok(true) written, Ok(false) the connection is gone, Err for app mistakes.
+/// Ok(Some) done, Ok(None) the connection is gone, Err for app mistakes.
 fn outcome<T>(r: std::result::Result<T, WriteError>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(WriteError::Closed) => Ok(None),
-        Err(e) => Err(Error::from_reason(e.to_string())),
-    }
+    fast::outcome(r).map_err(Error::from_reason)
 }
 
 /// One worker's HTTP server on its inherited listening sockets.
