@@ -73,7 +73,7 @@ http {
 /** name -> how to start it for `port`, or why it is skipped. */
 const PEERS = {
   rwsgi: () => ({
-    cmd: [process.execPath, 'dist/cli/main.js', 'serve', express ? 'examples/express.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
+    cmd: [process.execPath, 'dist/cli/main.js', 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
     bindArg: true,
   }),
   // The same routes as a Hono app on rwsgi's fetch interface.
@@ -81,7 +81,7 @@ const PEERS = {
     express
       ? { skip: 'not an Express peer' }
       : { cmd: [process.execPath, 'dist/cli/main.js', 'serve', 'bench/apps/hono-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'], bindArg: true },
-  'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'examples/express.js' } : {} }),
+  'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'bench/apps/express-app.js' } : {} }),
   'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
   nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
   bun: () => (express ? { skip: 'not an Express peer' } : bunPath ? { cmd: [bunPath, 'bench/peers/bun-server.js'], copies: workers } : { skip: 'bun not installed' }),

@@ -86,6 +86,9 @@ pub struct Conn {
     pub app_paused: bool,
     /// Close once `out` is flushed.
     pub close_after_flush: bool,
+    /// The client's last request (it asked to close) was read whole, and
+    /// nothing came after it: closing needs no lingering.
+    pub peer_done: bool,
     /// An error response to write once earlier responses are out.
     pub queued_error: Option<u16>,
     pub wants_drain: bool,
@@ -124,6 +127,7 @@ impl Conn {
             parse_paused: false,
             app_paused: false,
             close_after_flush: false,
+            peer_done: false,
             queued_error: None,
             wants_drain: false,
             continue_sent: false,

@@ -40,7 +40,8 @@ pub enum Outcome {
     Paused { consumed: usize },
     /// No more requests may follow on this connection (`Connection: close`,
     /// HTTP/1.0 without keep-alive, or an upgrade): stop reading.
-    Finished,
+    /// `trailing`: bytes followed the last request (or may have).
+    Finished { trailing: bool },
     /// The input is invalid: answer with `status` and close.
     Error {
         status: u16,
@@ -239,14 +240,17 @@ impl RequestParser {
             llhttp::HPE_OK => Outcome::Consumed,
             llhttp::HPE_PAUSED | llhttp::HPE_PAUSED_UPGRADE => {
                 if state.finished || errno == llhttp::HPE_PAUSED_UPGRADE {
-                    Outcome::Finished
+                    let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
+                    Outcome::Finished {
+                        trailing: errno == llhttp::HPE_PAUSED_UPGRADE || consumed < data.len(),
+                    }
                 } else {
                     state.pause_requested = false;
                     let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
                     Outcome::Paused { consumed }
                 }
             }
-            llhttp::HPE_CLOSED_CONNECTION => Outcome::Finished,
+            llhttp::HPE_CLOSED_CONNECTION => Outcome::Finished { trailing: true },
             _ => {
                 let (status, reason) = match state.refusal.take() {
                     Some((status, reason)) => (status, reason.to_string()),

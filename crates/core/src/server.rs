@@ -112,6 +112,8 @@ pub struct Engine {
     dirty: Vec<Token>,
     resumed: Vec<Token>,
     in_turn: bool,
+    /// `end_turn` is flushing the turn's output.
+    flushing_turn: bool,
 }
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -133,6 +135,15 @@ fn token_of(index: u32, generation: u32) -> Token {
 
 /// The connection `token` names, if it is still that one. A free function
 /// over the slots alone, so callers can hold other engine fields meanwhile.
+/// Tells the SIGABRT handler whether `conn` owes a response (see abort.rs).
+fn publish_waiting(token: Token, conn: &Conn) {
+    abort::set_waiting(
+        (token & 0xffff_ffff) as usize,
+        conn.fd.as_raw_fd(),
+        conn.awaits_response(),
+    );
+}
+
 fn conn_in(slots: &mut [Slot], token: Token) -> Option<&mut Conn> {
     let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
     if u64::from(slot.generation) != token >> 32 {
@@ -272,6 +283,7 @@ impl Engine {
             dirty: Vec::new(),
             resumed: Vec::new(),
             in_turn: false,
+            flushing_turn: false,
         };
         for &fd in listen_fds {
             let port = listener_addr(fd)?.port();
@@ -352,13 +364,23 @@ impl Engine {
     /// Flushes everything written during the turn.
     pub fn end_turn(&mut self) {
         self.in_turn = false;
+        // Events raised by these flushes (closes, drains) share one wake.
+        self.flushing_turn = true;
         let dirty = std::mem::take(&mut self.dirty);
         for &token in &dirty {
             self.flush(token);
         }
+        self.flushing_turn = false;
         self.dirty = dirty;
         self.dirty.clear();
         if !self.events.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// Events raised outside a turn need the host to poll again soon.
+    fn wake_for_events(&self) {
+        if !self.in_turn && !self.flushing_turn {
             self.wake();
         }
     }
@@ -430,10 +452,14 @@ impl Engine {
         let slot = &mut self.slots[index as usize];
         let token = token_of(index, slot.generation);
         let raw = conn.fd.as_raw_fd();
+        let interest = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         slot.conn = Some(conn);
-        if self.ctl(libc::EPOLL_CTL_ADD, raw, 0, token).is_err() {
+        if self.ctl(libc::EPOLL_CTL_ADD, raw, interest, token).is_err() {
             self.close(token);
             return token;
+        }
+        if let Some(conn) = self.conn_mut(token) {
+            conn.interest = interest;
         }
         self.update_interest(token);
         token
@@ -494,7 +520,10 @@ impl Engine {
                 return;
             };
             let conn = Conn::new(client, parser, peer_of(&storage), port, self.now);
-            self.insert(conn);
+            let token = self.insert(conn);
+            // Clients write their request right after connecting: it is
+            // usually here already, and reading it now saves a poll round.
+            self.read(token);
             if self.connection_count() >= self.limits.max_connections {
                 self.update_accepting();
                 return;
@@ -513,11 +542,7 @@ impl Engine {
         if conn.unsent() > 0 {
             want |= libc::EPOLLOUT as u32;
         }
-        abort::set_waiting(
-            (token & 0xffff_ffff) as usize,
-            conn.fd.as_raw_fd(),
-            conn.awaits_response(),
-        );
+        publish_waiting(token, conn);
         if want != conn.interest {
             conn.interest = want;
             let fd = conn.fd.as_raw_fd();
@@ -602,7 +627,13 @@ impl Engine {
         unsafe { conn.inbuf.set_len(start + n as usize) };
         conn.last_read = now;
         self.parse(token);
-        self.update_interest(token);
+        // Known before the app runs, in case it hangs (see abort.rs).
+        if let Some(conn) = self.conn_mut(token) {
+            publish_waiting(token, conn);
+        }
+        // Interest is settled when the turn's output is flushed: a response
+        // written in this turn may close the connection, needing no change.
+        self.mark_dirty(token);
     }
 
     /// Runs the parser over the connection's unparsed input.
@@ -646,9 +677,10 @@ impl Engine {
                 conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
                 conn.parse_paused = true;
             }
-            Outcome::Finished => {
+            Outcome::Finished { trailing } => {
                 conn.inbuf.clear();
                 conn.stop_reading();
+                conn.peer_done = !trailing;
             }
             Outcome::Error {
                 status, in_body, ..
@@ -706,15 +738,20 @@ impl Engine {
             }
             Ok(true) => {
                 if conn.close_after_flush {
-                    self.linger(token);
+                    // A client whose last request was read whole, with nothing
+                    // after it, sends no more: close at once. Otherwise linger,
+                    // so bytes still arriving cannot reset the response away.
+                    if conn.peer_done && conn.inbuf.is_empty() {
+                        self.close(token);
+                    } else {
+                        self.linger(token);
+                    }
                     return;
                 }
                 if conn.wants_drain {
                     conn.wants_drain = false;
                     self.events.push(Event::Drain { conn: token });
-                    if !self.in_turn {
-                        self.wake();
-                    }
+                    self.wake_for_events();
                 }
             }
             Ok(false) => {}
@@ -757,13 +794,12 @@ impl Engine {
         if !self.accepting {
             self.update_accepting();
         }
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, conn.fd.as_raw_fd(), 0, 0);
+        // Closing the descriptor (dropping `conn`) takes it out of the epoll
+        // set; a late event for the old token finds a newer generation.
         abort::set_waiting(index, conn.fd.as_raw_fd(), false);
         if conn.known_to_app {
             self.events.push(Event::Closed { conn: token });
-            if !self.in_turn {
-                self.wake();
-            }
+            self.wake_for_events();
         }
     }
 
@@ -837,11 +873,7 @@ impl Engine {
             .filter(|conn| conn.linger_until.is_none())
             .ok_or(WriteError::Closed)?;
         let result = f(conn, date, draining)?;
-        abort::set_waiting(
-            (token & 0xffff_ffff) as usize,
-            conn.fd.as_raw_fd(),
-            conn.awaits_response(),
-        );
+        publish_waiting(token, conn);
         self.mark_dirty(token);
         Ok(result)
     }
