@@ -590,13 +590,15 @@ impl Engine {
         let start = conn.inbuf.len();
         conn.inbuf.reserve(READ_CHUNK);
         let spare = conn.inbuf.capacity() - start;
+        // recv rather than read: the socket call skips the VFS layer.
         // SAFETY: reading into the vector's spare capacity, then setting the
         // length to what the kernel wrote.
         let n = unsafe {
-            libc::read(
+            libc::recv(
                 conn.fd.as_raw_fd(),
                 conn.inbuf.as_mut_ptr().add(start).cast(),
                 spare,
+                0,
             )
         };
         if n == 0 {
