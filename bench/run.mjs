@@ -232,7 +232,8 @@ try {
         } catch (err) {
           // One failed run (a peer answering in a way the client cannot count) is noted, not fatal.
           const why = (err.stderr?.toString() || err.message).trim().split('\n')[0];
-          notes.push(`${peer.name} ${key} round ${round + 1}: load run failed (${why})`);
+          const note = `${peer.name} ${key}: load run failed (${why})`;
+          if (!notes.includes(note)) notes.push(note);
           console.error(`round ${round + 1} ${key} ${peer.name}: failed (${why})`);
           continue;
         }

@@ -6,7 +6,7 @@ import { STATUS_CODES } from 'node:http';
 import { describe, logger } from '../log.js';
 import { FLAG_HAS_BODY } from '../native.js';
 import type { Exchange } from '../worker/exchange.js';
-import { installLightResponse, LightRequest, LightResponse } from './light.js';
+import { installLightClasses, LightRequest, LightResponse } from './light.js';
 
 export interface FetchApp {
   fetch(request: Request, env: unknown, ctx: ExecutionContext): Response | Promise<Response>;
@@ -46,20 +46,27 @@ function afterMicrotasks(ticks: number): Promise<typeof NOT_YET> {
   return p.then(() => NOT_YET);
 }
 
+type ExchangeRequestClass = new (ex: Exchange, url: string, init: RequestInit) => Request;
+let ExchangeRequest: ExchangeRequestClass | null = null;
+
 /** A Request whose `signal` is the exchange's, made only if the app reads
  * it: handing undici a signal to follow costs an AbortController and
- * listeners on every request. */
-class ExchangeRequest extends Request {
-  readonly #ex: Exchange;
+ * listeners on every request. Defined on first use: reading the global
+ * `Request` loads undici, which apps of the other interfaces never need. */
+function exchangeRequestClass(): ExchangeRequestClass {
+  ExchangeRequest ??= class extends Request {
+    readonly #ex: Exchange;
 
-  constructor(ex: Exchange, url: string, init: RequestInit) {
-    super(url, init);
-    this.#ex = ex;
-  }
+    constructor(ex: Exchange, url: string, init: RequestInit) {
+      super(url, init);
+      this.#ex = ex;
+    }
 
-  override get signal(): AbortSignal {
-    return this.#ex.signal;
-  }
+    override get signal(): AbortSignal {
+      return this.#ex.signal;
+    }
+  };
+  return ExchangeRequest;
 }
 
 /** The request body as a ReadableStream that pulls only when read. */
@@ -111,7 +118,7 @@ function requestUrl(ex: Exchange, host: string): string {
 /** The real Request, made when the app asks for more than a light one has. */
 function makeRequest(ex: Exchange, url: string, headers: HeadersInit, bodyRead = false): Request {
   const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
-  const request = new ExchangeRequest(ex, url, {
+  const request = new (exchangeRequestClass())(ex, url, {
     method: ex.method,
     headers,
     ...(hasBody ? { body: bodyRead ? new ReadableStream({ start: (c) => c.close() }) : bodyStream(ex.input), duplex: 'half' } : {}),
@@ -154,7 +161,7 @@ export class FetchRunner {
     tasks: BackgroundTasks,
   ) {
     this.ctx = new Context(tasks);
-    installLightResponse();
+    installLightClasses();
   }
 
   handle(ex: Exchange): void {

@@ -11,14 +11,17 @@
 // objects they are given through symbol-keyed properties; those are found
 // on a sample object at load and delegated the same way.
 //
-// `installLightResponse()` makes `globalThis.Response` the light class, as
+// `installLightClasses()` wires them up (touching the globals loads undici,
+// so it runs only for fetch apps) and makes `globalThis.Response` the light class, as
 // Hono's own Node adapter does, since apps construct responses by the
 // global name; `instanceof Response` still holds for real responses.
 
 import type { Exchange } from '../worker/exchange.js';
 
-const RealRequest = globalThis.Request;
-const RealResponse = globalThis.Response;
+// Set by installLightClasses(): reading the globals loads undici (~8 MB),
+// which only the fetch interface needs.
+let RealRequest: typeof Request;
+let RealResponse: typeof Response;
 
 type Materialize<T> = (light: object) => T;
 
@@ -142,8 +145,6 @@ export class LightRequest {
     return light.#real;
   }
 }
-Object.setPrototypeOf(LightRequest.prototype, RealRequest.prototype);
-delegateRest(LightRequest.prototype, RealRequest.prototype, new RealRequest('http://localhost/'), LightRequest.real);
 
 type LightBody = string | Uint8Array | null | undefined;
 
@@ -263,13 +264,20 @@ export class LightResponse {
     return light.#real;
   }
 }
-Object.setPrototypeOf(LightResponse, RealResponse);
-Object.setPrototypeOf(LightResponse.prototype, RealResponse.prototype);
-delegateRest(LightResponse.prototype, RealResponse.prototype, new RealResponse(''), LightResponse.real);
 
-/** Apps build responses with the global `Response`: make it the light one. */
-export function installLightResponse(): void {
-  if (globalThis.Response !== (LightResponse as unknown as typeof Response)) {
-    globalThis.Response = LightResponse as unknown as typeof Response;
-  }
+let installed = false;
+
+/** Puts the light classes on the real prototypes, and makes the global
+ * `Response` the light one: apps build responses by the global name. */
+export function installLightClasses(): void {
+  if (installed) return;
+  installed = true;
+  RealRequest = globalThis.Request;
+  RealResponse = globalThis.Response;
+  Object.setPrototypeOf(LightRequest.prototype, RealRequest.prototype);
+  delegateRest(LightRequest.prototype, RealRequest.prototype, new RealRequest('http://localhost/'), LightRequest.real);
+  Object.setPrototypeOf(LightResponse, RealResponse);
+  Object.setPrototypeOf(LightResponse.prototype, RealResponse.prototype);
+  delegateRest(LightResponse.prototype, RealResponse.prototype, new RealResponse(''), LightResponse.real);
+  globalThis.Response = LightResponse as unknown as typeof Response;
 }
