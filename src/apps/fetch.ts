@@ -155,18 +155,31 @@ function statusLine(status: number, text: string): string {
 export class FetchRunner {
   private readonly env: Record<string, unknown> = {};
   private readonly ctx: Context;
+  /** False where this Node's undici could not take a light request. */
+  private readonly lightRequests: boolean;
 
   constructor(
     private readonly app: FetchApp,
     tasks: BackgroundTasks,
   ) {
     this.ctx = new Context(tasks);
-    installLightClasses();
+    this.lightRequests = installLightClasses();
   }
 
   handle(ex: Exchange): void {
     const fields = requestFields(ex);
-    const request = new LightRequest(ex, requestUrl(ex, fields.host), fields.pairs, makeRequest) as unknown as Request;
+    const url = requestUrl(ex, fields.host);
+    let request: Request;
+    try {
+      request = this.lightRequests
+        ? (new LightRequest(ex, url, fields.pairs, makeRequest) as unknown as Request)
+        : makeRequest(ex, url, fields.pairs);
+    } catch (err) {
+      // undici refuses some valid HTTP (a TRACE, a GET with a body).
+      logger.warning(`Cannot make a Request for ${ex.method} ${ex.path}: ${(err as Error).message}`);
+      ex.respond('400 Bad Request', [['Content-Type', 'text/plain'], ['Connection', 'close']], 'Bad Request');
+      return;
+    }
     let result: Response | Promise<Response>;
     try {
       result = this.app.fetch(request, this.env, this.ctx);

@@ -265,13 +265,26 @@ export class LightResponse {
   }
 }
 
-let installed = false;
+let installed: boolean | null = null;
 
-/** Puts the light classes on the real prototypes, and makes the global
- * `Response` the light one: apps build responses by the global name. */
-export function installLightClasses(): void {
-  if (installed) return;
-  installed = true;
+/** Whether undici takes a light request where it takes a Request: it reads
+ * its state through symbol-keyed properties in the undici Node 20 ships,
+ * which the light class delegates; an undici keeping it in private fields
+ * would refuse it. */
+function undiciTakesLightRequests(): boolean {
+  const probe = new LightRequest({ method: 'GET' } as Exchange, 'http://localhost/', [['x-probe', '1']], (_ex, url, headers) => new RealRequest(url, { headers }));
+  try {
+    return new RealRequest(probe as unknown as Request).headers.get('x-probe') === '1';
+  } catch {
+    return false;
+  }
+}
+
+/** Puts the light classes on the real prototypes and makes the global
+ * `Response` the light one (apps build responses by the global name).
+ * Returns whether light requests may be handed to apps. */
+export function installLightClasses(): boolean {
+  if (installed !== null) return installed;
   RealRequest = globalThis.Request;
   RealResponse = globalThis.Response;
   Object.setPrototypeOf(LightRequest.prototype, RealRequest.prototype);
@@ -280,4 +293,6 @@ export function installLightClasses(): void {
   Object.setPrototypeOf(LightResponse.prototype, RealResponse.prototype);
   delegateRest(LightResponse.prototype, RealResponse.prototype, new RealResponse(''), LightResponse.real);
   globalThis.Response = LightResponse as unknown as typeof Response;
+  installed = undiciTakesLightRequests();
+  return installed;
 }
