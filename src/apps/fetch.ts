@@ -84,18 +84,14 @@ function bodyStream(input: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array
   });
 }
 
-/** The request's header pairs and Host, parsed once per distinct header
- * block on a connection. */
+/** The request's header pairs and Host. */
 interface RequestFields {
   pairs: Array<[string, string]>;
   host: string;
 }
 
-function requestFields(ex: Exchange): RequestFields {
-  const conn = ex.conn;
-  const memo = conn.headerMemo;
-  if (memo !== null && memo.raw === ex.rawHeaders) return memo.derived as RequestFields;
-  const parts = ex.rawHeaders.split('\0');
+function requestFields(raw: string): RequestFields {
+  const parts = raw.split('\0');
   const pairs: Array<[string, string]> = [];
   let host = '';
   for (let i = 0; i + 1 < parts.length; i += 2) {
@@ -104,9 +100,7 @@ function requestFields(ex: Exchange): RequestFields {
     if (host === '' && name.length === 4 && name.toLowerCase() === 'host') host = value;
     pairs.push([name, value]);
   }
-  const derived: RequestFields = { pairs, host };
-  conn.headerMemo = { raw: ex.rawHeaders, derived };
-  return derived;
+  return { pairs, host };
 }
 
 function requestUrl(ex: Exchange, host: string): string {
@@ -167,7 +161,7 @@ export class FetchRunner {
   }
 
   handle(ex: Exchange): void {
-    const fields = requestFields(ex);
+    const fields = ex.conn.fromHeaders(ex.rawHeaders, requestFields);
     const url = requestUrl(ex, fields.host);
     let request: Request;
     try {

@@ -120,16 +120,6 @@ function parseHeaders(raw: string): EnvironHeaders {
   return { pairs, serverName: hasPort ? host.slice(0, colon) : host, serverPort: hasPort ? host.slice(colon + 1) : '80' };
 }
 
-/** Parsed once per distinct header block on a connection. */
-function environHeaders(ex: Exchange): EnvironHeaders {
-  const conn = ex.conn;
-  const memo = conn.headerMemo;
-  if (memo !== null && memo.raw === ex.rawHeaders) return memo.derived as EnvironHeaders;
-  const derived = parseHeaders(ex.rawHeaders);
-  conn.headerMemo = { raw: ex.rawHeaders, derived };
-  return derived;
-}
-
 export function buildEnviron(ex: Exchange): Environ {
   const { path, query } = splitTarget(ex.url);
   const environ = new EnvironRecord();
@@ -151,7 +141,7 @@ export function buildEnviron(ex: Exchange): Environ {
   environ['wsgi.multithread'] = false;
   environ['wsgi.multiprocess'] = true;
   environ['wsgi.run_once'] = false;
-  const fields = environHeaders(ex);
+  const fields = ex.conn.fromHeaders(ex.rawHeaders, parseHeaders);
   for (let i = 0; i < fields.pairs.length; i += 2) environ[fields.pairs[i] as string] = fields.pairs[i + 1];
   if (fields.serverName !== null) {
     environ.SERVER_NAME = fields.serverName;

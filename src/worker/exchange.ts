@@ -88,9 +88,19 @@ export class Connection {
   readonly peerPortText: string;
   readonly localPortText: string;
 
-  /** The last header block seen here and what an app interface derived
-   * from it: clients tend to send the same headers on every request. */
-  headerMemo: { raw: string; derived: unknown } | null = null;
+  /** The last header block seen here and what an app interface derived from it. */
+  private headerMemo: { raw: string; derived: unknown } | null = null;
+
+  /** What `derive` makes of the header block `raw`, made once per distinct
+   * block on this connection: clients tend to send the same headers on
+   * every request. One app interface serves a worker, so one `derive`. */
+  fromHeaders<T>(raw: string, derive: (raw: string) => T): T {
+    const memo = this.headerMemo;
+    if (memo !== null && memo.raw === raw) return memo.derived as T;
+    const derived = derive(raw);
+    this.headerMemo = { raw, derived };
+    return derived;
+  }
 
   waitForDrain(): Promise<void> {
     return new Promise((resolve) => this.drainWaiters.push(resolve));

@@ -239,14 +239,13 @@ impl RequestParser {
         match errno {
             llhttp::HPE_OK => Outcome::Consumed,
             llhttp::HPE_PAUSED | llhttp::HPE_PAUSED_UPGRADE => {
+                let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
                 if state.finished || errno == llhttp::HPE_PAUSED_UPGRADE {
-                    let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
                     Outcome::Finished {
                         trailing: errno == llhttp::HPE_PAUSED_UPGRADE || consumed < data.len(),
                     }
                 } else {
                     state.pause_requested = false;
-                    let consumed = self.raw.error_pos as usize - data.as_ptr() as usize;
                     Outcome::Paused { consumed }
                 }
             }

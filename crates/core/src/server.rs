@@ -133,8 +133,6 @@ fn token_of(index: u32, generation: u32) -> Token {
     (u64::from(generation) << 32) | u64::from(index)
 }
 
-/// The connection `token` names, if it is still that one. A free function
-/// over the slots alone, so callers can hold other engine fields meanwhile.
 /// Tells the SIGABRT handler whether `conn` owes a response (see abort.rs).
 fn publish_waiting(token: Token, conn: &Conn) {
     abort::set_waiting(
@@ -144,6 +142,8 @@ fn publish_waiting(token: Token, conn: &Conn) {
     );
 }
 
+/// The connection `token` names, if it is still that one. A free function
+/// over the slots alone, so callers can hold other engine fields meanwhile.
 fn conn_in(slots: &mut [Slot], token: Token) -> Option<&mut Conn> {
     let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
     if u64::from(slot.generation) != token >> 32 {

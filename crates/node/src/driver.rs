@@ -142,6 +142,13 @@ impl Napi {
 }
 
 impl Driver {
+    /// The engine, for a call from JavaScript; refused while a turn holds it.
+    pub fn engine_mut(&self) -> Result<std::cell::RefMut<'_, Engine>, String> {
+        self.engine
+            .try_borrow_mut()
+            .map_err(|_| "rwsgi engine re-entered".to_string())
+    }
+
     /// One loop turn: poll the engine, deliver its events, let promise jobs
     /// run (closing the callback scope), then flush the corked output.
     pub fn turn(&self) {
@@ -179,13 +186,9 @@ impl Driver {
                 ..
             } = event
             {
-                let span = [url, headers, peer_ip]
-                    .iter()
-                    .fold((batch.start, batch.end), |(start, end), r| {
-                        (start.min(r.start), end.max(r.end))
-                    });
+                let (start, end) = batch.span_with([url, headers, peer_ip]);
                 if batch.count == self.table.capacity
-                    || (batch.count > 0 && span.1 - span.0 > BATCH_TEXT_LIMIT)
+                    || (batch.count > 0 && end - start > BATCH_TEXT_LIMIT)
                 {
                     self.flush(&napi, &mut batch, &arena);
                 }
@@ -262,10 +265,7 @@ impl Driver {
             })
             | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
         let method = self.method_index(napi, method);
-        for range in [url, headers, peer_ip] {
-            batch.start = batch.start.min(range.start);
-            batch.end = batch.end.max(range.end);
-        }
+        (batch.start, batch.end) = batch.span_with([url, headers, peer_ip]);
         let row = [
             *conn as f64,
             f64::from(flags),
@@ -346,6 +346,17 @@ struct Batch {
     count: usize,
     start: usize,
     end: usize,
+}
+
+impl Batch {
+    /// The span of the turn's buffer the batch covers with `ranges` added.
+    fn span_with(&self, ranges: [&std::ops::Range<usize>; 3]) -> (usize, usize) {
+        ranges
+            .iter()
+            .fold((self.start, self.end), |(start, end), r| {
+                (start.min(r.start), end.max(r.end))
+            })
+    }
 }
 
 impl Default for Batch {

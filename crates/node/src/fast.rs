@@ -211,6 +211,40 @@ fn utf8_into(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> R
     Ok(())
 }
 
+/// A typed array's element type, data and length (in elements); None for
+/// any other value.
+pub fn typed_array(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> Result<Option<(sys::napi_typedarray_type, *mut c_void, usize)>, String> {
+    let mut is_typed = false;
+    // SAFETY: value is a live value of the current scope.
+    check(
+        unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) },
+        "napi_is_typedarray",
+    )?;
+    if !is_typed {
+        return Ok(None);
+    }
+    let (mut array_type, mut length, mut data) = (0, 0usize, ptr::null_mut());
+    // SAFETY: value is a typed array; its memory stays put while it is alive.
+    check(
+        unsafe {
+            sys::napi_get_typedarray_info(
+                env,
+                value,
+                &mut array_type,
+                &mut length,
+                &mut data,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        },
+        "napi_get_typedarray_info",
+    )?;
+    Ok(Some((array_type, data, length)))
+}
+
 /// A body chunk: a string (as UTF-8, into `buf`) or a Uint8Array (borrowed).
 fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Result<&[u8], String> {
     let mut kind = 0;
@@ -223,29 +257,7 @@ fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Resul
         utf8_into(env, value, buf)?;
         return Ok(buf);
     }
-    let mut is_typed = false;
-    // SAFETY: as above.
-    check(
-        unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) },
-        "napi_is_typedarray",
-    )?;
-    if is_typed {
-        let (mut array_type, mut length, mut data) = (0, 0usize, ptr::null_mut());
-        // SAFETY: value is a typed array; its bytes stay put during this call.
-        check(
-            unsafe {
-                sys::napi_get_typedarray_info(
-                    env,
-                    value,
-                    &mut array_type,
-                    &mut length,
-                    &mut data,
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                )
-            },
-            "napi_get_typedarray_info",
-        )?;
+    if let Some((array_type, data, length)) = typed_array(env, value)? {
         if array_type == sys::TypedarrayType::uint8_array
             || array_type == sys::TypedarrayType::uint8_clamped_array
         {
@@ -295,13 +307,6 @@ fn with_scratch<T>(
     f(&mut scratch)
 }
 
-fn engine(driver: &Driver) -> Result<std::cell::RefMut<'_, rwsgi_core::Engine>, String> {
-    driver
-        .engine
-        .try_borrow_mut()
-        .map_err(|_| "rwsgi engine re-entered".to_string())
-}
-
 /// respond(conn, status, headers, fields, body) -> false if the connection is gone.
 unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     call(env, info, |driver, args| {
@@ -309,7 +314,7 @@ unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) 
         with_scratch(driver, |scratch| {
             let (status, list, body_buf) = head(env, args, scratch)?;
             let body = chunk(env, args[4], body_buf)?;
-            let r = engine(driver)?.respond(conn, status, &list, body);
+            let r = driver.engine_mut()?.respond(conn, status, &list, body);
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
     })
@@ -323,7 +328,7 @@ unsafe extern "C" fn start(env: sys::napi_env, info: sys::napi_callback_info) ->
         with_scratch(driver, |scratch| {
             let (status, list, _) = head(env, args, scratch)?;
             let length = (length >= 0.0).then_some(length as u64);
-            let r = engine(driver)?.start(conn, status, &list, length);
+            let r = driver.engine_mut()?.start(conn, status, &list, length);
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
     })
@@ -335,7 +340,7 @@ unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) ->
         let conn = token(env, args[0])?;
         with_scratch(driver, |scratch| {
             let data = chunk(env, args[1], &mut scratch.body)?;
-            let r = engine(driver)?.write(conn, data);
+            let r = driver.engine_mut()?.write(conn, data);
             Ok(Reply::Int(match outcome(r)? {
                 Some(true) => 1,
                 Some(false) => 0,
@@ -349,7 +354,7 @@ unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) ->
 unsafe extern "C" fn end(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     call(env, info, |driver, args| {
         let conn = token(env, args[0])?;
-        let r = engine(driver)?.end(conn);
+        let r = driver.engine_mut()?.end(conn);
         Ok(Reply::Bool(outcome(r)?.is_some()))
     })
 }

@@ -149,30 +149,18 @@ fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable>
     let table: Unknown = callbacks
         .get("requestTable")?
         .ok_or_else(|| Error::from_reason("callbacks.requestTable is missing"))?;
-    let (mut kind, mut length, mut data) = (0, 0usize, ptr::null_mut());
-    let mut is_typed = false;
-    // SAFETY: table is a live value of this call's scope.
-    unsafe { sys::napi_is_typedarray(env, table.raw(), &mut is_typed) };
-    if is_typed {
-        // SAFETY: as above; the array is a typed array.
-        unsafe {
-            sys::napi_get_typedarray_info(
-                env,
-                table.raw(),
-                &mut kind,
-                &mut length,
-                &mut data,
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        };
-    }
-    let capacity = length / REQUEST_STRIDE;
-    if !is_typed || kind != sys::TypedarrayType::float64_array || capacity == 0 || data.is_null() {
-        return Err(Error::from_reason(format!(
-            "callbacks.requestTable must be a Float64Array of at least {REQUEST_STRIDE} slots"
-        )));
-    }
+    let (data, capacity) = match fast::typed_array(env, table.raw()).map_err(Error::from_reason)? {
+        Some((sys::TypedarrayType::float64_array, data, length))
+            if !data.is_null() && length >= REQUEST_STRIDE =>
+        {
+            (data, length / REQUEST_STRIDE)
+        }
+        _ => {
+            return Err(Error::from_reason(format!(
+                "callbacks.requestTable must be a Float64Array of at least {REQUEST_STRIDE} slots"
+            )))
+        }
+    };
     Ok(RequestTable {
         slots: data.cast(),
         capacity,
@@ -257,10 +245,7 @@ impl NativeServer {
     }
 
     fn engine(&self) -> Result<std::cell::RefMut<'_, Engine>> {
-        self.driver
-            .engine
-            .try_borrow_mut()
-            .map_err(|_| Error::from_reason("rwsgi engine re-entered"))
+        self.driver.engine_mut().map_err(Error::from_reason)
     }
 
     /// `{ respond, start, write, end }`: the per-response calls, as plain
