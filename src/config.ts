@@ -1,6 +1,7 @@
 // The settings of one `rwsgi serve`, shared by the arbiter and its workers.
 
 import type { InterfaceChoice } from './apps/detect.js';
+import type { SpreadChoice } from './arbiter/spread.js';
 import type { Level } from './log.js';
 
 export interface Config {
@@ -22,6 +23,8 @@ export interface Config {
   requestTimeout: number;
   workerConnections: number;
   backlog: number;
+  /** How new connections are spread over the workers. */
+  spread: SpreadChoice;
   logLevel: Level;
   gracefulTimeout: number;
   /** Seconds without a heartbeat before a worker is killed; 0 = never. */
@@ -61,6 +64,7 @@ export function defaults(cpus: number): Omit<Config, 'app'> {
     requestTimeout: 0,
     workerConnections: 4096,
     backlog: 2048,
+    spread: 'cpu',
     logLevel: 'info',
     gracefulTimeout: 30,
     timeout: 30,

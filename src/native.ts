@@ -75,6 +75,8 @@ export interface NativeServer {
   setReading(conn: number, on: boolean): void;
   drain(): void;
   connectionCount(): number;
+  /** Connections accepted since start. */
+  acceptedCount(): number;
   close(): void;
 }
 
@@ -82,7 +84,8 @@ interface Addon {
   checkLlhttp(version: string): void;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
-  steer(fd: number, slots: number[], groupSize: number): void;
+  /** New connections of `fd`'s group go to `slots`, picked by the SYN's CPU or at random. */
+  steer(fd: number, slots: number[], groupSize: number, byCpu: boolean): void;
   beat(): void;
   watchParent(stallMs: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;

@@ -3,6 +3,9 @@
 // gunicorn's codes.
 
 import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { CLI, alive, curl, fixture, python, ROOT, serve, waitFor } from './helpers.mjs';
 
@@ -11,8 +14,8 @@ const ROUTES = fixture('routes.mjs');
 
 const workerPids = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
 
-test('both workers of a 2-worker server answer', async (t) => {
-  const server = await serve(t, ROUTES, { workers: 2 });
+test('both workers of a 2-worker server answer (--spread random)', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2, args: ['--spread', 'random'] });
   const out = await python(
     `
 import http.client
@@ -26,6 +29,60 @@ print(' '.join(sorted(pids)))
     server.port,
   );
   t.deepEqual(out.trim().split(' ').map(Number).sort(), workerPids(server.log).sort());
+});
+
+/** The worker pids answering `n` fresh connections made from a client pinned to `cpu`. */
+async function pidsFromCpu(port, cpu, n) {
+  const out = await python(
+    `
+import http.client, os
+os.sched_setaffinity(0, {${cpu}})
+pids = set()
+for i in range(${n}):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    c.request('GET', '/pid'); pids.add(int(c.getresponse().read())); c.close()
+print(' '.join(map(str, sorted(pids))))
+`,
+    port,
+  );
+  return out.trim().split(' ').map(Number);
+}
+
+const twoCpus = availableParallelism() >= 2 ? test : test.skip;
+
+twoCpus('by default the connections from one CPU all reach one worker, a different one per CPU', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const fromCpu0 = await pidsFromCpu(server.port, 0, 20);
+  const fromCpu1 = await pidsFromCpu(server.port, 1, 20);
+  t.is(fromCpu0.length, 1, 'CPU 0: one worker');
+  t.is(fromCpu1.length, 1, 'CPU 1: one worker');
+  t.deepEqual([...fromCpu0, ...fromCpu1].sort(), workerPids(server.log).sort());
+});
+
+twoCpus('connections arriving on one CPU turn the spread random', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2, args: ['--timeout', '2'] });
+  const stop = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'stop');
+  // Fresh connections from CPU 0 only, until the arbiter notices (bounded).
+  const client = python(
+    `
+import http.client, os, time
+os.sched_setaffinity(0, {0})
+until = time.time() + 30
+n = 0
+while not os.path.exists(${JSON.stringify(stop)}) and time.time() < until:
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    c.request('GET', '/ok'); c.getresponse().read(); c.close(); n += 1
+print(n)
+`,
+    server.port,
+  );
+  try {
+    await waitFor(() => /unevenly across CPUs \(slot shares (100%\/0%|0%\/100%)\): spreading them at random/.test(server.log), 25_000, 'the switch');
+  } finally {
+    writeFileSync(stop, '');
+  }
+  t.true(Number(await client) >= 256);
+  t.deepEqual(await pidsFromCpu(server.port, 0, 40), workerPids(server.log).sort((a, b) => a - b));
 });
 
 test('a worker that dies is replaced in its slot', async (t) => {
@@ -123,6 +180,7 @@ test('usage errors exit 3 and say what is wrong', async (t) => {
     [['serve', 'a.js', '--keep-alive=-1'], /--keep-alive must be a number of seconds >= 0/],
     [['serve', 'a.js', '-b', 'host:99999'], /--bind 'host:99999' is not HOST:PORT/],
     [['serve', 'a.js', '--log-level', 'loud'], /--log-level must be one of/],
+    [['serve', 'a.js', '--spread', 'hash'], /--spread must be one of cpu, random, got 'hash'/],
     [['serve', 'a.js', '--frobnicate'], /Unknown option '--frobnicate'/],
     [['launch'], /unknown command 'launch'/],
   ];

@@ -2,6 +2,7 @@
 
 import test from 'ava';
 import { Backoff } from '../dist/arbiter/backoff.js';
+import { Spread } from '../dist/arbiter/spread.js';
 import { parseBind } from '../dist/cli/args.js';
 import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
 import { splitAppSpec } from '../dist/apps/load.js';
@@ -31,6 +32,44 @@ test('backoff doubles to its cap and resets after a healthy minute', (t) => {
   const b = new Backoff(100, 1000, 60_000);
   t.deepEqual([0, 0, 0, 0, 0, 0].map(() => b.failed(5)), [100, 200, 400, 800, 1000, 1000]);
   t.is(b.failed(61_000), 100);
+});
+
+test('spread by CPU only where the healthy count divides the CPUs', (t) => {
+  const spread = new Spread('cpu', 4);
+  t.true(spread.usesCpu(2));
+  t.true(spread.usesCpu(4));
+  t.false(spread.usesCpu(3), '4 CPUs do not map evenly onto 3 slots');
+  t.false(spread.usesCpu(1), 'one slot: nothing to pick');
+  t.false(new Spread('random', 4).usesCpu(2));
+});
+
+/** Feeds heartbeats: `perSecond[slot]` accepts per second from each slot, for `seconds`. */
+function feed(spread, perSecond, seconds, start = 0) {
+  const healthy = perSecond.map((_, slot) => slot);
+  for (let s = 1; s <= seconds; s++) {
+    perSecond.forEach((n, slot) => spread.record(slot, n, healthy, start + s * 1000 + slot * 300));
+  }
+}
+
+test('spread by CPU stays while the slots share accepts evenly, then turns random on skew seen twice', (t) => {
+  const spread = new Spread('cpu', 2);
+  feed(spread, [0, 0], 30);
+  feed(spread, [600, 400], 30, 30_000);
+  t.true(spread.usesCpu(2), '60/40 is within the allowed skew');
+  // A burst one slot's heartbeat reports before the other's skews one window only.
+  spread.record(0, 50_000, [0, 1], 60_500);
+  feed(spread, [5000, 5000], 20, 60_500);
+  t.true(spread.usesCpu(2), 'one skewed window is not enough');
+  feed(spread, [900, 100], 6, 80_500);
+  t.true(spread.usesCpu(2), 'six seconds close one window at most');
+  feed(spread, [900, 100], 18, 86_500);
+  t.false(spread.usesCpu(2), 'one client CPU sending 90% of connections, twice running, turns the spread random');
+});
+
+test('spread by CPU turns random when a slot gets nothing', (t) => {
+  const spread = new Spread('cpu', 2);
+  feed(spread, [300, 0], 12);
+  t.false(spread.usesCpu(2));
 });
 
 test('heartbeat interval fits the timeout', (t) => {

@@ -8,6 +8,7 @@
 
 import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
+import { availableParallelism } from 'node:os';
 import { parseBind } from '../cli/args.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
@@ -16,6 +17,7 @@ import { native } from '../native.js';
 import type { WorkerMessage } from '../protocol/messages.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
+import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
 const TICK_MS = 100;
@@ -79,10 +81,12 @@ export class Arbiter {
   private tick: NodeJS.Timeout | null = null;
   private finished: (code: number) => void = () => {};
   private readonly hbMs: number;
+  private readonly spread: Spread;
 
   constructor(private readonly config: Config) {
     this.wantedCount = config.workers;
     this.hbMs = heartbeatMs(config);
+    this.spread = new Spread(config.spread, availableParallelism());
   }
 
   async run(): Promise<number> {
@@ -209,6 +213,7 @@ export class Arbiter {
         break;
       case 'hb': {
         w.lastBeat = now;
+        this.spread.record(w.slot, message.accepted - (w.report?.accepted ?? 0), this.healthySlots(now), now);
         w.report = message;
         w.reportAt = now;
         const limit = maxRequestsFor(this.config, w.pid);
@@ -351,17 +356,23 @@ export class Arbiter {
     }
   }
 
-  /** New connections go only to slots with a ready, punctual worker. */
-  private steer(now: number): void {
+  /** Slots with a ready, punctual worker. */
+  private healthySlots(now: number): number[] {
     const lateMs = this.hbMs * 2.5;
-    const healthy = this.slots
+    return this.slots
       .filter(
         (slot) =>
           slot.index < this.wantedCount &&
           this.workers.some((w) => w.slot === slot.index && w.state === 'ready' && now - w.lastBeat <= lateMs),
       )
       .map((slot) => slot.index);
-    const key = `${healthy.join(',')}/${this.slots.length}`;
+  }
+
+  /** New connections go only to the healthy slots. */
+  private steer(now: number): void {
+    const healthy = this.healthySlots(now);
+    const byCpu = this.spread.usesCpu(healthy.length);
+    const key = `${healthy.join(',')}/${this.slots.length}/${byCpu}`;
     if (key === this.steeredTo) return;
     this.steeredTo = key;
     const addon = native();
@@ -369,12 +380,12 @@ export class Arbiter {
       const fd = this.slots[0]?.fds[i];
       if (fd === undefined) continue;
       try {
-        addon.steer(fd, healthy, this.slots.length);
+        addon.steer(fd, healthy, this.slots.length, byCpu);
       } catch (err) {
         logger.warning(`cannot steer connections: ${(err as Error).message}`);
       }
     }
-    logger.debug(`Accepting on slots [${healthy.join(', ')}] of ${this.slots.length}`);
+    logger.debug(`Accepting on slots [${healthy.join(', ')}] of ${this.slots.length}${byCpu ? ' by CPU' : ''}`);
   }
 
   private shutdown(): void {

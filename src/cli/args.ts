@@ -8,6 +8,7 @@ import { type Config, defaults } from '../config.js';
 import { RwsgiError } from '../errors.js';
 import { INTERFACES, type InterfaceChoice } from '../apps/detect.js';
 import { isLevel, LEVELS } from '../log.js';
+import { SPREADS, type SpreadChoice } from '../arbiter/spread.js';
 
 export const USAGE = `usage: rwsgi serve MODULE[:EXPORT] [options]
 
@@ -32,6 +33,10 @@ options:
                                  response started) and environ['rwsgi.signal'] aborts; 0 = off (default 0)
       --worker-connections N     open connections per worker before accepting pauses (default 4096)
       --backlog N                listen queue length per socket (default 2048)
+      --spread HOW               cpu or random: how new connections are spread over the workers
+                                 (default cpu: by the CPU that received the connection, so one
+                                 client thread's connections share a worker; random as soon as
+                                 that loads the workers unevenly)
       --graceful-timeout S       seconds workers get to finish on TERM (default 30)
   -t, --timeout S                seconds without a heartbeat before a worker is killed and
                                  replaced, 0 = never (default 30)
@@ -99,6 +104,7 @@ export function parseCommand(argv: string[]): Command {
         interface: { type: 'string', short: 'i' },
         'worker-connections': { type: 'string' },
         backlog: { type: 'string' },
+        spread: { type: 'string' },
         'graceful-timeout': { type: 'string' },
         timeout: { type: 'string', short: 't' },
         'boot-timeout': { type: 'string' },
@@ -130,6 +136,10 @@ export function parseCommand(argv: string[]): Command {
   if (!(INTERFACES as readonly string[]).includes(iface)) {
     throw usageError(`--interface must be one of ${INTERFACES.join(', ')}, got '${iface}'`);
   }
+  const spread = values.spread ?? base.spread;
+  if (!(SPREADS as readonly string[]).includes(spread)) {
+    throw usageError(`--spread must be one of ${SPREADS.join(', ')}, got '${spread}'`);
+  }
   const binds = values.bind ?? base.binds;
   binds.forEach(parseBind);
   const fieldSize = values['limit-request-field_size'] ?? values['limit-request-field-size'];
@@ -150,6 +160,7 @@ export function parseCommand(argv: string[]): Command {
       requestTimeout: seconds('--request-timeout', values['request-timeout'], base.requestTimeout),
       workerConnections: integer('--worker-connections', values['worker-connections'], base.workerConnections, 1),
       backlog: integer('--backlog', values.backlog, base.backlog, 1),
+      spread: spread as SpreadChoice,
       gracefulTimeout: seconds('--graceful-timeout', values['graceful-timeout'], base.gracefulTimeout),
       timeout: seconds('--timeout', values.timeout, base.timeout),
       bootTimeout: seconds('--boot-timeout', values['boot-timeout'], base.bootTimeout),

@@ -14,6 +14,8 @@ export type WorkerMessage =
       type: 'hb';
       /** Requests answered since boot. */
       served: number;
+      /** Connections accepted since boot. */
+      accepted: number;
       inFlight: number;
       oldest: InFlight | null;
       /** Event-loop lag in milliseconds, measured by the heartbeat timer. */

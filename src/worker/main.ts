@@ -102,6 +102,7 @@ async function main(): Promise<void> {
     send({
       type: 'hb',
       served: dispatcher.served,
+      accepted: server.acceptedCount(),
       inFlight: dispatcher.inFlightCount,
       oldest: dispatcher.oldest(),
       lagMs,

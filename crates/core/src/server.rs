@@ -96,6 +96,8 @@ pub struct Engine {
     /// Listening sockets are in the epoll set.
     accepting: bool,
     draining: bool,
+    /// Connections accepted since start (the arbiter watches the spread).
+    accepted: u64,
     /// Accepting is paused until then (out of descriptors).
     accept_retry_at: Option<Instant>,
     slots: Vec<Slot>,
@@ -271,6 +273,7 @@ impl Engine {
             listeners: Vec::new(),
             accepting: false,
             draining: false,
+            accepted: 0,
             accept_retry_at: None,
             slots: Vec::new(),
             free: Vec::new(),
@@ -349,6 +352,11 @@ impl Engine {
     /// Open connections, including lingering ones.
     pub fn connection_count(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Connections accepted since start.
+    pub fn accepted_count(&self) -> u64 {
+        self.accepted
     }
 
     fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
@@ -520,6 +528,7 @@ impl Engine {
                 return;
             };
             let conn = Conn::new(client, parser, peer_of(&storage), port, self.now);
+            self.accepted += 1;
             let token = self.insert(conn);
             // Clients write their request right after connecting: it is
             // usually here already, and reading it now saves a poll round.

@@ -2,6 +2,12 @@
 //! group that spreads new connections over the healthy slots only. The
 //! program returns an index into the group (the order its sockets were
 //! bound); the arbiter binds slot k's socket k-th, so index = slot.
+//!
+//! Two ways to pick among the healthy slots: by the CPU that took the
+//! connection's SYN (`Spread::ByCpu`: a client thread's connections all go
+//! to one worker, so on a busy box the two take turns on one core instead
+//! of each worker serving every client thread and waiting behind the
+//! others' time slices), or uniformly at random (`Spread::Random`).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -13,14 +19,34 @@ const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 const BPF_RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
 /// `SKF_AD_OFF + SKF_AD_RANDOM`: a fresh random number per packet (per SYN).
 const LOAD_RANDOM: u32 = (-0x1000i32 + 56) as u32;
+/// `SKF_AD_OFF + SKF_AD_CPU`: the CPU processing the packet (the SYN).
+const LOAD_CPU: u32 = (-0x1000i32 + 36) as u32;
+
+/// What the program picks a healthy slot by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// The CPU that took the SYN, modulo the healthy count.
+    ByCpu,
+    /// A random number per SYN, modulo the healthy count.
+    Random,
+}
+
+impl Spread {
+    fn load(self) -> u32 {
+        match self {
+            Spread::ByCpu => LOAD_CPU,
+            Spread::Random => LOAD_RANDOM,
+        }
+    }
+}
 
 fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// The program choosing uniformly among `slots` (group indices). An empty
+/// The program choosing among `slots` (group indices) by `spread`. An empty
 /// list means "no healthy slot": spread over all `group_size` sockets.
-pub fn program(slots: &[u32], group_size: u32) -> Vec<libc::sock_filter> {
+pub fn program(slots: &[u32], group_size: u32, spread: Spread) -> Vec<libc::sock_filter> {
     let identity: Vec<u32> = (0..group_size.max(1)).collect();
     let slots = if slots.is_empty() {
         &identity[..]
@@ -29,7 +55,7 @@ pub fn program(slots: &[u32], group_size: u32) -> Vec<libc::sock_filter> {
     };
     let n = slots.len() as u32;
     let mut prog = vec![
-        op(BPF_LD_W_ABS, 0, 0, LOAD_RANDOM),
+        op(BPF_LD_W_ABS, 0, 0, spread.load()),
         op(BPF_ALU_MOD_K, 0, 0, n),
     ];
     if slots.iter().copied().eq(0..n) {
@@ -45,9 +71,9 @@ pub fn program(slots: &[u32], group_size: u32) -> Vec<libc::sock_filter> {
     prog
 }
 
-/// Attaches `program(slots, group_size)` to the group `fd` belongs to.
-pub fn steer(fd: RawFd, slots: &[u32], group_size: u32) -> io::Result<()> {
-    let mut prog = program(slots, group_size);
+/// Attaches `program(slots, group_size, spread)` to the group `fd` belongs to.
+pub fn steer(fd: RawFd, slots: &[u32], group_size: u32, spread: Spread) -> io::Result<()> {
+    let mut prog = program(slots, group_size, spread);
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -77,14 +103,14 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
-    /// Runs the program's arithmetic for a given random number.
-    fn eval(prog: &[libc::sock_filter], random: u32) -> u32 {
+    /// Runs the program's arithmetic for a given loaded number.
+    fn eval(prog: &[libc::sock_filter], loaded: u32) -> u32 {
         let mut a = 0u32;
         let mut pc = 0;
         loop {
             let ins = &prog[pc];
             match ins.code {
-                BPF_LD_W_ABS => a = random,
+                BPF_LD_W_ABS => a = loaded,
                 BPF_ALU_MOD_K => a %= ins.k,
                 BPF_JEQ_K => {
                     pc += if a == ins.k {
@@ -103,7 +129,8 @@ mod tests {
 
     #[test]
     fn picks_only_listed_slots_evenly() {
-        let prog = program(&[1, 3], 4);
+        let prog = program(&[1, 3], 4, Spread::Random);
+        assert_eq!(prog[0].k, LOAD_RANDOM);
         let mut seen = [0; 4];
         for r in 0..1000 {
             seen[eval(&prog, r) as usize] += 1;
@@ -113,7 +140,7 @@ mod tests {
 
     #[test]
     fn empty_list_spreads_over_the_whole_group() {
-        let prog = program(&[], 3);
+        let prog = program(&[], 3, Spread::Random);
         let picks: Vec<u32> = (0..6).map(|r| eval(&prog, r)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
@@ -121,7 +148,7 @@ mod tests {
     #[test]
     fn steered_group_sends_every_connection_to_the_healthy_slot() {
         let (fds, addr) = bind_group("127.0.0.1:0".parse().unwrap(), 2, 64).unwrap();
-        steer(fds[0].as_raw_fd(), &[1], 2).unwrap();
+        steer(fds[0].as_raw_fd(), &[1], 2, Spread::Random).unwrap();
         let listeners: Vec<TcpListener> = fds.into_iter().map(TcpListener::from).collect();
         let clients: Vec<TcpStream> = (0..20)
             .map(|_| {
@@ -133,5 +160,50 @@ mod tests {
         let accepted = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
         assert_eq!(accepted(&listeners[0]), 0);
         assert_eq!(accepted(&listeners[1]), clients.len());
+    }
+
+    /// Pins the calling thread to one CPU (tests connect from a known CPU).
+    fn run_on_cpu(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays in bounds.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        }
+    }
+
+    #[test]
+    fn by_cpu_sends_a_client_cpu_connections_to_one_slot() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (fds, addr) = bind_group("127.0.0.1:0".parse().unwrap(), 2, 64).unwrap();
+        steer(fds[0].as_raw_fd(), &[0, 1], 2, Spread::ByCpu).unwrap();
+        let listeners: Vec<TcpListener> = fds.into_iter().map(TcpListener::from).collect();
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        // Loopback SYNs are processed on the sending CPU: CPU c -> slot c % 2.
+        for cpu in 0..cpus.min(2) {
+            let clients = std::thread::spawn(move || {
+                assert!(run_on_cpu(cpu), "cannot run on CPU {cpu}");
+                (0..10)
+                    .map(|_| TcpStream::connect(addr).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            let accepted = |l: &TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
+            let counts = [accepted(&listeners[0]), accepted(&listeners[1])];
+            let mut expected = [0, 0];
+            expected[cpu % 2] = clients.len();
+            assert_eq!(counts, expected, "connections from CPU {cpu}");
+        }
+    }
+
+    #[test]
+    fn by_cpu_loads_the_cpu_number() {
+        let prog = program(&[0, 2], 3, Spread::ByCpu);
+        assert_eq!(prog[0].k, LOAD_CPU);
+        let picks: Vec<u32> = (0..4).map(|cpu| eval(&prog, cpu)).collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
     }
 }

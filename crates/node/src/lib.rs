@@ -14,6 +14,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
+use rwsgi_core::steering::Spread;
 use rwsgi_core::{Engine, Limits, WriteError};
 
 use driver::{Callbacks, Driver, RequestTable, REQUEST_STRIDE};
@@ -64,10 +65,16 @@ pub fn join_listeners(address: String, backlog: i32) -> Result<i32> {
 }
 
 /// Steers the group `fd` belongs to: new connections go to the group
-/// indices in `slots` only (all of the group's `groupSize` if empty).
+/// indices in `slots` only (all of the group's `groupSize` if empty),
+/// picked by the CPU that took the SYN if `byCpu`, else at random.
 #[napi]
-pub fn steer(fd: i32, slots: Vec<u32>, group_size: u32) -> Result<()> {
-    rwsgi_core::steering::steer(fd, &slots, group_size)
+pub fn steer(fd: i32, slots: Vec<u32>, group_size: u32, by_cpu: bool) -> Result<()> {
+    let spread = if by_cpu {
+        Spread::ByCpu
+    } else {
+        Spread::Random
+    };
+    rwsgi_core::steering::steer(fd, &slots, group_size, spread)
         .map_err(|e| Error::from_reason(e.to_string()))
 }
 
@@ -299,6 +306,12 @@ impl NativeServer {
     #[napi]
     pub fn connection_count(&self) -> Result<u32> {
         Ok(self.engine()?.connection_count() as u32)
+    }
+
+    /// Connections accepted since start (a double: exact up to 2^53).
+    #[napi]
+    pub fn accepted_count(&self) -> Result<f64> {
+        Ok(self.engine()?.accepted_count() as f64)
     }
 
     /// Stops the server's loop watcher; the process may then exit.
