@@ -77,6 +77,10 @@ export interface NativeServer {
   connectionCount(): number;
   /** Connections accepted since start. */
   acceptedCount(): number;
+  /** Receives connections other workers hand over, under `name`. */
+  enableHandoff(name: string): void;
+  /** Per CPU, the handoff name of the worker serving connections arriving there (null: this one). */
+  setCpuOwners(owners: (string | null)[]): void;
   close(): void;
 }
 
@@ -86,6 +90,10 @@ interface Addon {
   joinListeners(address: string, backlog: number): number;
   /** New connections of `fd`'s group go to `slots`, picked by the SYN's CPU or at random. */
   steer(fd: number, slots: number[], groupSize: number, byCpu: boolean): void;
+  /** The CPUs this process may run on. */
+  allowedCpus(): number[];
+  /** Lets process `pid`'s main thread run on `cpus` only. */
+  setAffinity(pid: number, cpus: number[]): void;
   beat(): void;
   watchParent(stallMs: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;

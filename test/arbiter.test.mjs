@@ -3,8 +3,8 @@
 // gunicorn's codes.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { CLI, alive, curl, fixture, python, ROOT, serve, waitFor } from './helpers.mjs';
@@ -48,7 +48,11 @@ print(' '.join(map(str, sorted(pids))))
   return out.trim().split(' ').map(Number);
 }
 
-const twoCpus = availableParallelism() >= 2 ? test : test.skip;
+/** A process's main thread's allowed CPUs, as /proc lists them ("0-1"). */
+const cpusAllowed = (pid) => /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+
+// These expect the machine of this project: CPUs 0 and 1.
+const twoCpus = cpusAllowed(process.pid) === '0-1' ? test : test.skip;
 
 twoCpus('by default the connections from one CPU all reach one worker, a different one per CPU', async (t) => {
   const server = await serve(t, ROUTES, { workers: 2 });
@@ -57,6 +61,36 @@ twoCpus('by default the connections from one CPU all reach one worker, a differe
   t.is(fromCpu0.length, 1, 'CPU 0: one worker');
   t.is(fromCpu1.length, 1, 'CPU 1: one worker');
   t.deepEqual([...fromCpu0, ...fromCpu1].sort(), workerPids(server.log).sort());
+  t.is(cpusAllowed(fromCpu0[0]), '0', 'the worker runs where its connections arrive');
+  t.is(cpusAllowed(fromCpu1[0]), '1');
+});
+
+twoCpus('a keep-alive connection follows its client to the worker of the CPU it moved to', async (t) => {
+  const server = await serve(t, ROUTES, { workers: 2 });
+  const out = await python(
+    `
+import http.client, os, time
+os.sched_setaffinity(0, {0})
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+def pid():
+    c.request('GET', '/pid'); r = c.getresponse()
+    assert r.status == 200, r.status
+    return int(r.read())
+first = pid()
+os.sched_setaffinity(0, {1})
+until = time.time() + 10
+now = pid()
+while now == first and time.time() < until:
+    time.sleep(0.01)
+    now = pid()
+print(first, now, pid())
+`,
+    server.port,
+  );
+  const [first, moved, after] = out.trim().split(' ').map(Number);
+  t.not(moved, first, 'served by the other worker once the client runs on CPU 1');
+  t.is(after, moved, 'and it stays there');
+  t.deepEqual([first, moved].sort(), workerPids(server.log).sort());
 });
 
 twoCpus('connections arriving on one CPU turn the spread random', async (t) => {
@@ -83,6 +117,8 @@ print(n)
   }
   t.true(Number(await client) >= 256);
   t.deepEqual(await pidsFromCpu(server.port, 0, 40), workerPids(server.log).sort((a, b) => a - b));
+  const all = cpusAllowed(process.pid);
+  await waitFor(() => workerPids(server.log).every((pid) => cpusAllowed(pid) === all), 5000, 'workers free to run on any CPU');
 });
 
 test('a worker that dies is replaced in its slot', async (t) => {

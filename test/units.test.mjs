@@ -35,12 +35,23 @@ test('backoff doubles to its cap and resets after a healthy minute', (t) => {
 });
 
 test('spread by CPU only where the healthy count divides the CPUs', (t) => {
-  const spread = new Spread('cpu', 4);
+  const spread = new Spread('cpu', [0, 1, 2, 3]);
   t.true(spread.usesCpu(2));
   t.true(spread.usesCpu(4));
   t.false(spread.usesCpu(3), '4 CPUs do not map evenly onto 3 slots');
   t.false(spread.usesCpu(1), 'one slot: nothing to pick');
-  t.false(new Spread('random', 4).usesCpu(2));
+  t.false(new Spread('random', [0, 1, 2, 3]).usesCpu(2));
+  t.false(new Spread('cpu', [0, 2]).usesCpu(2), 'CPUs 0 and 2 both map to the first slot');
+  t.true(new Spread('cpu', [2, 5]).usesCpu(2));
+});
+
+test('a worker runs on the CPUs whose connections its slot gets', (t) => {
+  const spread = new Spread('cpu', [0, 1, 2, 3]);
+  t.deepEqual(spread.pinnedCpus(3, [1, 3]), [1, 3], 'second of two healthy slots: odd CPUs');
+  t.deepEqual(spread.pinnedCpus(1, [1, 3]), [0, 2]);
+  t.is(spread.pinnedCpus(0, [1, 3]), null, 'not healthy: any CPU');
+  t.is(spread.pinnedCpus(1, [1]), null, 'alone: any CPU');
+  t.is(new Spread('random', [0, 1]).pinnedCpus(0, [0, 1]), null);
 });
 
 /** Feeds heartbeats: `perSecond[slot]` accepts per second from each slot, for `seconds`. */
@@ -52,7 +63,7 @@ function feed(spread, perSecond, seconds, start = 0) {
 }
 
 test('spread by CPU stays while the slots share accepts evenly, then turns random on skew seen twice', (t) => {
-  const spread = new Spread('cpu', 2);
+  const spread = new Spread('cpu', [0, 1]);
   feed(spread, [0, 0], 30);
   feed(spread, [600, 400], 30, 30_000);
   t.true(spread.usesCpu(2), '60/40 is within the allowed skew');
@@ -67,7 +78,7 @@ test('spread by CPU stays while the slots share accepts evenly, then turns rando
 });
 
 test('spread by CPU turns random when a slot gets nothing', (t) => {
-  const spread = new Spread('cpu', 2);
+  const spread = new Spread('cpu', [0, 1]);
   feed(spread, [300, 0], 12);
   t.false(spread.usesCpu(2));
 });

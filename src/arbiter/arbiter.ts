@@ -8,7 +8,6 @@
 
 import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
-import { availableParallelism } from 'node:os';
 import { parseBind } from '../cli/args.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
@@ -86,7 +85,7 @@ export class Arbiter {
   constructor(private readonly config: Config) {
     this.wantedCount = config.workers;
     this.hbMs = heartbeatMs(config);
-    this.spread = new Spread(config.spread, availableParallelism());
+    this.spread = new Spread(config.spread, native().allowedCpus());
   }
 
   async run(): Promise<number> {
@@ -282,7 +281,9 @@ export class Arbiter {
       return;
     }
     this.manageWorkers(now);
-    this.steer(now);
+    const healthy = this.healthySlots(now);
+    this.steer(healthy);
+    this.pin(healthy);
   }
 
   /** Kills workers whose heartbeat stopped or that never booted. */
@@ -369,8 +370,7 @@ export class Arbiter {
   }
 
   /** New connections go only to the healthy slots. */
-  private steer(now: number): void {
-    const healthy = this.healthySlots(now);
+  private steer(healthy: number[]): void {
     const byCpu = this.spread.usesCpu(healthy.length);
     const key = `${healthy.join(',')}/${this.slots.length}/${byCpu}`;
     if (key === this.steeredTo) return;
@@ -386,6 +386,33 @@ export class Arbiter {
       }
     }
     logger.debug(`Accepting on slots [${healthy.join(', ')}] of ${this.slots.length}${byCpu ? ' by CPU' : ''}`);
+  }
+
+  /** Each ready worker runs on the CPUs whose connections its slot gets,
+   * and learns which worker serves each CPU, to hand idle connections on. */
+  private pin(healthy: number[]): void {
+    const owners: number[] = [];
+    for (const w of this.workers) {
+      const pinned = w.state === 'ready' ? this.spread.pinnedCpus(w.slot, healthy) : null;
+      for (const cpu of pinned ?? []) owners[cpu] = w.pid;
+      const cpus = pinned ?? this.spread.cpus;
+      const key = cpus.join(',');
+      if (w.cpus === key) continue;
+      w.cpus = key;
+      try {
+        native().setAffinity(w.pid, [...cpus]);
+      } catch (err) {
+        // It exited meanwhile; its exit event follows.
+        logger.debug(`cannot set the CPUs of worker ${w.pid}: ${(err as Error).message}`);
+      }
+    }
+    const pids = Array.from(owners, (pid) => pid ?? 0);
+    const key = pids.join(',');
+    for (const w of this.workers) {
+      if (w.state !== 'ready' || w.owners === key) continue;
+      w.owners = key;
+      w.send({ type: 'owners', pids });
+    }
   }
 
   private shutdown(): void {

@@ -1,13 +1,13 @@
 // How new connections are spread over the healthy workers. By CPU (the
-// default): the CPU that took a connection's SYN picks the worker, so all
-// connections of one client thread (or one NIC queue) reach one worker, and
-// on a busy machine the two take turns on one core; with every worker
-// serving every client thread instead, a client waits behind other threads'
-// time slices (a p99 of two scheduler ticks). That only pays while the CPUs
-// share the load evenly: the arbiter watches the accepts per slot and
-// spreads at random from the first window where one slot gets far more or
-// far fewer than its share (one client thread, one NIC queue, a cpuset that
-// maps unevenly) in two windows running.
+// default): the CPU that took a connection's SYN picks the worker, and each
+// worker runs on the CPUs whose connections it gets, so all connections of
+// one client thread (or one NIC queue) reach one worker on that client's
+// core, and on a busy machine the two take turns there. With every worker
+// serving every client thread instead, a client waits behind other
+// threads' time slices (a p99 of two scheduler ticks). That only pays
+// while the CPUs share the load evenly: the arbiter watches the accepts
+// per slot and spreads at random, on any CPU, once the same slot is far
+// off its share two windows running (one client thread, one NIC queue).
 
 import { logger } from '../log.js';
 
@@ -31,17 +31,33 @@ export class Spread {
   /** The slot off its share in the last window, and which way ("1+"). */
   private lastSkew: string | null = null;
 
+  /** `cpus`: the CPU numbers the workers may run on. */
   constructor(
     choice: SpreadChoice,
-    private readonly cpus: number,
+    readonly cpus: readonly number[],
   ) {
     this.byCpu = choice === 'cpu';
   }
 
-  /** Whether to pick among `healthy` slots by CPU: `cpu mod count` maps
-   * the CPUs onto the slots evenly only when the count divides them. */
-  usesCpu(healthyCount: number): boolean {
-    return this.byCpu && healthyCount > 1 && this.cpus % healthyCount === 0;
+  /** Whether to pick among `count` healthy slots by CPU: the k-th gets
+   * the CPUs numbered k mod count, so their number must divide evenly. */
+  usesCpu(count: number): boolean {
+    if (!this.byCpu || count < 2) return false;
+    const share = this.cpusFor(0, count).length;
+    for (let k = 1; k < count; k++) if (this.cpusFor(k, count).length !== share) return false;
+    return share > 0;
+  }
+
+  /** The CPUs whose connections go to the `position`-th of `count` slots. */
+  cpusFor(position: number, count: number): number[] {
+    return this.cpus.filter((cpu) => cpu % count === position);
+  }
+
+  /** The CPUs a worker of `slot` is pinned to: those of its position among
+   * the `healthy` slots when spreading by CPU; null: it may run on any. */
+  pinnedCpus(slot: number, healthy: number[]): number[] | null {
+    const position = healthy.indexOf(slot);
+    return position >= 0 && this.usesCpu(healthy.length) ? this.cpusFor(position, healthy.length) : null;
   }
 
   /** Counts `count` accepts a worker of `slot` reported at `now`; may turn

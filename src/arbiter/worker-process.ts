@@ -26,6 +26,10 @@ export class WorkerProcess {
   bootError: string | null = null;
   /** Replace it: it served its --max-requests share. */
   recycle = false;
+  /** The CPUs it was last allowed to run on ("" = as spawned: the arbiter's). */
+  cpus = '';
+  /** The CPU owners it was last told (see the 'owners' message). */
+  owners = '';
   /** When to SIGKILL it if it is still there (draining or aborting). */
   killAt = Infinity;
   exited = false;

@@ -24,7 +24,11 @@ export type WorkerMessage =
     }
   | { type: 'boot-error'; reason: string };
 
-export type ArbiterMessage = { type: 'stop'; graceful: boolean; deadlineMs: number };
+export type ArbiterMessage =
+  | { type: 'stop'; graceful: boolean; deadlineMs: number }
+  /** Per CPU number, the pid of the worker serving connections that arrive
+   * there (0: none); idle connections move to it. Empty: none move. */
+  | { type: 'owners'; pids: number[] };
 
 export type Message = WorkerMessage | ArbiterMessage;
 
@@ -32,7 +36,12 @@ export function encode(message: Message): string {
   return `${JSON.stringify(message)}\n`;
 }
 
-const TYPES = new Set(['ready', 'hb', 'boot-error', 'stop']);
+const TYPES = new Set(['ready', 'hb', 'boot-error', 'stop', 'owners']);
+
+/** The abstract socket name a worker receives handed-off connections at. */
+export function handoffName(arbiterPid: number, workerPid: number): string {
+  return `rwsgi.${arbiterPid}.${workerPid}`;
+}
 
 function parse(line: string): Message | null {
   try {

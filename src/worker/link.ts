@@ -18,6 +18,7 @@ export interface StopRequest {
 export class ArbiterLink {
   private readonly pipe = new Socket({ fd: PIPE_FD, readable: true, writable: false });
   private handler: ((request: StopRequest) => void) | null = null;
+  private ownersHandler: (pids: number[]) => void = () => {};
   private early: StopRequest | null = null;
 
   constructor() {
@@ -26,6 +27,7 @@ export class ArbiterLink {
     this.pipe.on('data', (chunk: string) => {
       for (const message of decoder.push(chunk)) {
         if (message.type === 'stop') this.request({ graceful: message.graceful, deadlineMs: message.deadlineMs });
+        else if (message.type === 'owners') this.ownersHandler(message.pids);
       }
     });
     // The arbiter is gone: finish what is in flight and leave, never orphaned.
@@ -47,6 +49,11 @@ export class ArbiterLink {
   onStop(handler: (request: StopRequest) => void): void {
     this.handler = handler;
     if (this.early) handler(this.early);
+  }
+
+  /** Which worker serves each CPU's connections (see the 'owners' message). */
+  onOwners(handler: (pids: number[]) => void): void {
+    this.ownersHandler = handler;
   }
 
   private request(request: StopRequest): void {

@@ -14,6 +14,7 @@ import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
+import { handoffName } from '../protocol/messages.js';
 
 export interface WorkerSpec {
   config: Config;
@@ -72,6 +73,12 @@ function makeRunner(detected: DetectedApp, tasks: BackgroundTasks): Runner {
       };
     }
   }
+}
+
+/** Per CPU, where connections arriving there are handed (null: kept here). */
+function ownerNames(pids: number[]): (string | null)[] {
+  const other = (pid: number): boolean => pid > 0 && pid !== process.pid;
+  return pids.some(other) ? pids.map((pid) => (other(pid) ? handoffName(process.ppid, pid) : null)) : [];
 }
 
 async function main(): Promise<void> {
@@ -137,6 +144,12 @@ async function main(): Promise<void> {
     dispatcher,
   );
   dispatcher.attach(server);
+  try {
+    server.enableHandoff(handoffName(process.ppid, process.pid));
+    link.onOwners((pids) => server.setCpuOwners(ownerNames(pids)));
+  } catch (err) {
+    logger.warning(`Connections stay with the worker that accepted them: ${(err as Error).message}`);
+  }
 
   let expected = performance.now() + hbMs;
   const heartbeat = setInterval(() => {

@@ -2,9 +2,11 @@
 //! per-connection state machine, limits and response encoding.
 
 pub mod abort;
+pub mod affinity;
 pub mod body;
 pub mod conn;
 pub mod date;
+pub mod handoff;
 pub mod limits;
 pub mod llhttp;
 pub mod parser;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::abort;
 use crate::conn::{Conn, WriteError};
 use crate::date::DateCache;
+use crate::handoff::{self, Received};
 use crate::limits::Limits;
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
 use crate::response::{HeadCache, HeaderList, RequestInfo};
@@ -70,6 +71,7 @@ pub enum Event {
 
 const TIMER_TOKEN: u64 = u64::MAX;
 const KICK_TOKEN: u64 = u64::MAX - 1;
+const HANDOFF_TOKEN: u64 = u64::MAX - 2;
 const LISTENER_TAG: u64 = 1 << 62;
 const READ_CHUNK: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
@@ -93,6 +95,15 @@ pub struct Engine {
     timer: OwnedFd,
     kick: OwnedFd,
     listeners: Vec<Listener>,
+    /// Where other workers hand this one connections (see `handoff`).
+    handoff: Option<OwnedFd>,
+    /// Per CPU, the handoff name of the worker serving connections that
+    /// arrive there, if not this one: idle connections move to it.
+    cpu_owners: Vec<Option<String>>,
+    /// Where the next scan for connections to hand off starts.
+    handoff_cursor: usize,
+    /// When the timer's once-a-second work (Date, timeouts) is next due.
+    next_second: Instant,
     /// Listening sockets are in the epoll set.
     accepting: bool,
     draining: bool,
@@ -170,6 +181,52 @@ fn peer_of(storage: &libc::sockaddr_storage) -> (String, u16) {
         }
         _ => (String::new(), 0),
     }
+}
+
+/// The timer's period: Date refresh and timeouts.
+const TICK: Duration = Duration::from_secs(1);
+/// The timer's period while idle connections may move to other workers.
+const HANDOFF_TICK: Duration = Duration::from_millis(100);
+/// Connections looked at per handoff round (bounds the getsockopt calls).
+const HANDOFF_SCAN: usize = 256;
+
+fn arm_timer(timer: &OwnedFd, period: Duration) -> io::Result<()> {
+    let tick = libc::timespec {
+        tv_sec: period.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(period.subsec_nanos() as i32),
+    };
+    let spec = libc::itimerspec {
+        it_interval: tick,
+        it_value: tick,
+    };
+    // SAFETY: timer is a timerfd; spec is a valid itimerspec.
+    cvt(unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })
+        .map(|_| ())
+}
+
+/// A connected socket's peer address and local port; None unless TCP.
+fn addresses_of(fd: RawFd) -> Option<((String, u16), u16)> {
+    let name = |get: unsafe extern "C" fn(
+        RawFd,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int| {
+        // SAFETY: zeroed sockaddr_storage is a valid out-buffer of the given length.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: storage/len describe a valid buffer.
+        let rc = unsafe {
+            get(
+                fd,
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0)
+            .then(|| peer_of(&storage))
+            .filter(|(ip, _)| !ip.is_empty())
+    };
+    Some((name(libc::getpeername)?, name(libc::getsockname)?.1))
 }
 
 /// Parser events for one connection, recorded as engine events.
@@ -256,21 +313,16 @@ impl Engine {
             )
         })?;
         let kick = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        let tick = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        let spec = libc::itimerspec {
-            it_interval: tick,
-            it_value: tick,
-        };
-        // SAFETY: timer is a timerfd; spec is a valid itimerspec.
-        cvt(unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+        arm_timer(&timer, TICK)?;
         let mut engine = Engine {
             epoll,
             timer,
             kick,
             listeners: Vec::new(),
+            handoff: None,
+            cpu_owners: Vec::new(),
+            handoff_cursor: 0,
+            next_second: Instant::now(),
             accepting: false,
             draining: false,
             accepted: 0,
@@ -417,6 +469,7 @@ impl Engine {
             match token {
                 TIMER_TOKEN => self.tick(),
                 KICK_TOKEN => self.on_kick(),
+                HANDOFF_TOKEN => self.on_handoff(),
                 t if t & LISTENER_TAG != 0 && t >> 32 == LISTENER_TAG >> 32 => {
                     self.accept((t & 0xffff_ffff) as usize)
                 }
@@ -436,14 +489,99 @@ impl Engine {
         }
     }
 
-    /// Serves an already connected socket as if it had been accepted (for
-    /// tests and fuzzing, which drive the engine over a socketpair).
+    /// Serves an already connected socket as if it had been accepted: one
+    /// handed over by another worker, or (tests and fuzzing) a socketpair.
     pub fn adopt(&mut self, fd: OwnedFd) -> Token {
         let Ok(parser) = RequestParser::new(&self.limits) else {
             return u64::MAX;
         };
-        let conn = Conn::new(fd, parser, ("127.0.0.1".to_string(), 1), 80, self.now);
+        let (peer, local_port) =
+            addresses_of(fd.as_raw_fd()).unwrap_or((("127.0.0.1".to_string(), 1), 80));
+        let conn = Conn::new(fd, parser, peer, local_port, self.now);
         self.insert(conn)
+    }
+
+    /// Receives connections other workers hand over, under `name`.
+    pub fn enable_handoff(&mut self, name: &str) -> io::Result<()> {
+        let sock = handoff::bind(name)?;
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            HANDOFF_TOKEN,
+        )?;
+        self.handoff = Some(sock);
+        Ok(())
+    }
+
+    /// Per CPU, the handoff name of the worker to serve connections whose
+    /// packets arrive there (None: this one). Empty: connections stay.
+    pub fn set_cpu_owners(&mut self, owners: Vec<Option<String>>) {
+        // Connections are looked at in short rounds while they may move.
+        let period = if owners.is_empty() {
+            TICK
+        } else {
+            HANDOFF_TICK
+        };
+        self.cpu_owners = owners;
+        let _ = arm_timer(&self.timer, period);
+    }
+
+    fn on_handoff(&mut self) {
+        loop {
+            let Some(sock) = &self.handoff else { return };
+            match handoff::receive(sock) {
+                Ok(Received::Conn(fd)) => {
+                    let token = self.adopt(fd);
+                    // A request may be queued already.
+                    self.read(token);
+                }
+                Ok(Received::Refused) => {}
+                Ok(Received::Empty) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Hands idle connections whose packets now arrive on another worker's
+    /// CPU to that worker (the client thread moved, or connected from a CPU
+    /// it then left), so each client thread is served where it runs.
+    fn hand_off_strays(&mut self) {
+        let Some(sock) = &self.handoff else { return };
+        if self.cpu_owners.is_empty() || self.draining {
+            return;
+        }
+        let via = sock.as_raw_fd();
+        let mut moved = Vec::new();
+        let count = self.slots.len();
+        let start = self.handoff_cursor.min(count);
+        let end = (start + HANDOFF_SCAN).min(count);
+        self.handoff_cursor = if end == count { 0 } else { end };
+        for (i, slot) in self.slots.iter().enumerate().take(end).skip(start) {
+            let Some(conn) = &slot.conn else { continue };
+            let movable = conn.is_idle()
+                && conn.linger_until.is_none()
+                && !conn.read_finished
+                && !conn.close_after_flush
+                && conn.queued_error.is_none();
+            if !movable {
+                continue;
+            }
+            let fd = conn.fd.as_raw_fd();
+            let owner = handoff::incoming_cpu(fd).and_then(|cpu| self.cpu_owners.get(cpu as usize));
+            if let Some(Some(name)) = owner {
+                if handoff::send(via, name, fd).is_ok() {
+                    moved.push(token_of(i as u32, slot.generation));
+                }
+            }
+        }
+        for token in moved {
+            if let Some(conn) = self.conn_mut(token) {
+                let fd = conn.fd.as_raw_fd();
+                // The other worker holds the socket open: leave epoll explicitly.
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, token);
+            }
+            self.close(token);
+        }
     }
 
     fn insert(&mut self, conn: Conn) -> Token {
@@ -818,8 +956,14 @@ impl Engine {
         let mut buf = 0u64;
         // SAFETY: reading 8 bytes from a timerfd into a u64.
         unsafe { libc::read(self.timer.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
-        self.date.refresh();
+        self.hand_off_strays();
         let now = self.now;
+        if now < self.next_second {
+            return;
+        }
+        // Less than a second: the timer fires on time, its handling may not.
+        self.next_second = now + TICK - HANDOFF_TICK / 2;
+        self.date.refresh();
         if self.accept_retry_at.is_some_and(|t| now >= t) {
             self.accept_retry_at = None;
             self.update_accepting();

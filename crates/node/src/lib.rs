@@ -78,6 +78,18 @@ pub fn steer(fd: i32, slots: Vec<u32>, group_size: u32, by_cpu: bool) -> Result<
         .map_err(|e| Error::from_reason(e.to_string()))
 }
 
+/// The CPUs this process may run on.
+#[napi]
+pub fn allowed_cpus() -> Result<Vec<u32>> {
+    rwsgi_core::affinity::allowed_cpus().map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// Lets process `pid`'s main thread run on `cpus` only.
+#[napi]
+pub fn set_affinity(pid: i32, cpus: Vec<u32>) -> Result<()> {
+    rwsgi_core::affinity::set_affinity(pid, &cpus).map_err(|e| Error::from_reason(e.to_string()))
+}
+
 /// The worker's JavaScript loop is alive; see `watchParent`.
 #[napi]
 pub fn beat() {
@@ -306,6 +318,22 @@ impl NativeServer {
     #[napi]
     pub fn connection_count(&self) -> Result<u32> {
         Ok(self.engine()?.connection_count() as u32)
+    }
+
+    /// Receives connections other workers hand over, under `name`.
+    #[napi]
+    pub fn enable_handoff(&self, name: String) -> Result<()> {
+        self.engine()?
+            .enable_handoff(&name)
+            .map_err(|e| Error::from_reason(format!("cannot receive handed-off connections: {e}")))
+    }
+
+    /// Per CPU, the handoff name of the worker serving connections arriving
+    /// there (null: this one); idle connections move to it. Empty: none move.
+    #[napi]
+    pub fn set_cpu_owners(&self, owners: Vec<Option<String>>) -> Result<()> {
+        self.engine()?.set_cpu_owners(owners);
+        Ok(())
     }
 
     /// Connections accepted since start (a double: exact up to 2^53).

@@ -1,0 +1,263 @@
+//! Handing an idle keep-alive connection to another worker: its descriptor
+//! goes over a datagram Unix socket (SCM_RIGHTS) bound in the abstract
+//! namespace under a name the arbiter's workers agree on. The receiver
+//! takes only TCP sockets, and only from processes of its own user.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// An abstract-namespace address: a NUL, then the name.
+fn address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: a zeroed sockaddr_un is valid (an empty path).
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = name.as_bytes();
+    if bytes.len() + 1 > addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "handoff name too long",
+        ));
+    }
+    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + 1 + bytes.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value/len describe a valid int out-buffer.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// The CPU that processed the connection's latest incoming packet.
+pub fn incoming_cpu(fd: RawFd) -> Option<u32> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_INCOMING_CPU)
+        .ok()
+        .and_then(|cpu| u32::try_from(cpu).ok())
+}
+
+/// A non-blocking datagram socket bound to `name`, receiving senders' credentials.
+pub fn bind(name: &str) -> io::Result<OwnedFd> {
+    let (addr, len) = address(name)?;
+    // SAFETY: plain socket creation; the result is owned at once.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: fd was just created and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: setting an int option; binding to a valid address.
+    unsafe {
+        cvt(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ))?;
+        cvt(libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        ))?;
+    }
+    Ok(sock)
+}
+
+/// Sends `conn` to the socket bound to `to`, through `via` (any datagram socket).
+pub fn send(via: RawFd, to: &str, conn: RawFd) -> io::Result<()> {
+    let (mut addr, len) = address(to)?;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
+    msg.msg_namelen = len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: the control buffer holds one cmsghdr with one fd (64 bytes >= CMSG_SPACE(4)).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), conn);
+    }
+    // SAFETY: msg describes valid buffers.
+    let sent = unsafe { libc::sendmsg(via, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `fd` is a TCP socket (what a handoff may carry).
+fn is_tcp(fd: RawFd) -> bool {
+    let domain = int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1);
+    (domain == libc::AF_INET || domain == libc::AF_INET6)
+        && int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok() == Some(libc::IPPROTO_TCP)
+}
+
+/// What one receive produced.
+pub enum Received {
+    /// A TCP connection from a process of this user.
+    Conn(OwnedFd),
+    /// A datagram without a usable connection (dropped, descriptors closed).
+    Refused,
+    /// Nothing queued.
+    Empty,
+}
+
+/// Receives one handed-off connection from `sock` (bound with `bind`).
+pub fn receive(sock: &OwnedFd) -> io::Result<Received> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 16]>();
+    // SAFETY: msg describes valid buffers.
+    let n = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(Received::Empty)
+        } else {
+            Err(e)
+        };
+    }
+    let mut fds = Vec::new();
+    let mut same_user = false;
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            let payload = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                for i in 0..payload / size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            } else if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+            {
+                let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                same_user = cred.uid == libc::geteuid();
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if !same_user || fds.len() != 1 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Ok(Received::Refused);
+    }
+    match fds.pop() {
+        Some(fd) if is_tcp(fd.as_raw_fd()) => Ok(Received::Conn(fd)),
+        _ => Ok(Received::Refused),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    fn name(tag: &str) -> String {
+        format!("rwsgi-test-{}-{tag}", std::process::id())
+    }
+
+    #[test]
+    fn a_tcp_connection_crosses_and_keeps_its_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        let receiver = bind(&name("tcp")).unwrap();
+        let sender = bind(&name("tcp-sender")).unwrap();
+        send(sender.as_raw_fd(), &name("tcp"), server_side.as_raw_fd()).unwrap();
+        drop(server_side);
+        client.write_all(b"ping").unwrap();
+        let Received::Conn(fd) = receive(&receiver).unwrap() else {
+            panic!("no connection received");
+        };
+        let mut adopted = TcpStream::from(fd);
+        let mut buf = [0u8; 4];
+        adopted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        adopted.write_all(b"pong").unwrap();
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
+        assert!(matches!(receive(&receiver).unwrap(), Received::Empty));
+    }
+
+    #[test]
+    fn anything_but_a_tcp_socket_is_refused() {
+        let receiver = bind(&name("pipe")).unwrap();
+        let sender = bind(&name("pipe-sender")).unwrap();
+        let mut ends = [0; 2];
+        // SAFETY: pipe writes two descriptors into `ends`.
+        assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        send(sender.as_raw_fd(), &name("pipe"), r.as_raw_fd()).unwrap();
+        assert!(matches!(receive(&receiver).unwrap(), Received::Refused));
+        drop((r, w));
+    }
+
+    #[test]
+    fn a_connection_reports_its_incoming_cpu() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        client.write_all(b"x").unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let cpu = incoming_cpu(server_side.as_raw_fd());
+        assert!(cpu.is_some_and(|c| c < cpus.max(1024)), "{cpu:?}");
+    }
+}
