@@ -4,6 +4,8 @@
 
 use std::io;
 
+use crate::server::cvt;
+
 /// The CPUs this process may run on, ascending.
 pub fn allowed_cpus() -> io::Result<Vec<u32>> {
     // SAFETY: a zeroed cpu_set_t is a valid out-buffer of the size passed.
@@ -39,12 +41,8 @@ pub fn set_affinity(tid: i32, cpus: &[u32]) -> io::Result<()> {
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(|_| ())
 }
 
 #[cfg(test)]

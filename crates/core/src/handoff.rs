@@ -7,6 +7,8 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::server::cvt;
+
 /// An abstract-namespace address: a NUL, then the name.
 fn address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: a zeroed sockaddr_un is valid (an empty path).
@@ -24,14 +26,6 @@ fn address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     }
     let len = size_of::<libc::sa_family_t>() + 1 + bytes.len();
     Ok((addr, len as libc::socklen_t))
-}
-
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
 }
 
 fn int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
@@ -89,23 +83,35 @@ pub fn bind(name: &str) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
+fn empty_iov() -> libc::iovec {
+    libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+/// A header for a one-byte datagram (`byte`) with control messages in `control`.
+fn header(byte: &mut [u8; 1], iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    iov.iov_base = byte.as_mut_ptr().cast();
+    iov.iov_len = 1;
+    // SAFETY: a zeroed msghdr is valid; the caller keeps the buffers alive.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    msg
+}
+
 /// Sends `conn` to the socket bound to `to`, through `via` (any datagram socket).
 pub fn send(via: RawFd, to: &str, conn: RawFd) -> io::Result<()> {
     let (mut addr, len) = address(to)?;
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let (mut byte, mut iov) = ([0u8; 1], empty_iov());
     // u64 words keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
+    let mut msg = header(&mut byte, &mut iov, &mut control);
     msg.msg_name = (&mut addr as *mut libc::sockaddr_un).cast();
     msg.msg_namelen = len;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is pure arithmetic.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
     // SAFETY: the control buffer holds one cmsghdr with one fd (64 bytes >= CMSG_SPACE(4)).
@@ -118,11 +124,7 @@ pub fn send(via: RawFd, to: &str, conn: RawFd) -> io::Result<()> {
     }
     // SAFETY: msg describes valid buffers.
     let sent = unsafe { libc::sendmsg(via, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(sent as libc::c_int).map(|_| ())
 }
 
 /// Whether `fd` is a TCP socket (what a handoff may carry).
@@ -144,18 +146,9 @@ pub enum Received {
 
 /// Receives one handed-off connection from `sock` (bound with `bind`).
 pub fn receive(sock: &OwnedFd) -> io::Result<Received> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let (mut byte, mut iov) = ([0u8; 1], empty_iov());
     let mut control = [0u64; 16];
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 16]>();
+    let mut msg = header(&mut byte, &mut iov, &mut control);
     // SAFETY: msg describes valid buffers.
     let n = unsafe {
         libc::recvmsg(

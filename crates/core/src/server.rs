@@ -129,7 +129,8 @@ pub struct Engine {
     flushing_turn: bool,
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+/// A libc return value: negative means errno.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -12,6 +12,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::server::cvt;
+
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
 const BPF_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
@@ -88,11 +90,7 @@ pub fn steer(fd: RawFd, slots: &[u32], group_size: u32, spread: Spread) -> io::R
             std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(rc).map(|_| ())
 }
 
 #[cfg(test)]
