@@ -158,6 +158,15 @@ impl Conn {
             && self.inbuf.is_empty()
     }
 
+    /// Idle and staying open: another worker could take it over as is.
+    pub fn is_movable(&self) -> bool {
+        self.is_idle()
+            && self.linger_until.is_none()
+            && !self.read_finished
+            && !self.close_after_flush
+            && self.queued_error.is_none()
+    }
+
     fn front(&self) -> Result<RequestInfo, WriteError> {
         self.pending.front().copied().ok_or(WriteError::NoRequest)
     }

@@ -206,28 +206,11 @@ fn arm_timer(timer: &OwnedFd, period: Duration) -> io::Result<()> {
 }
 
 /// A connected socket's peer address and local port; None unless TCP.
-fn addresses_of(fd: RawFd) -> Option<((String, u16), u16)> {
-    let name = |get: unsafe extern "C" fn(
-        RawFd,
-        *mut libc::sockaddr,
-        *mut libc::socklen_t,
-    ) -> libc::c_int| {
-        // SAFETY: zeroed sockaddr_storage is a valid out-buffer of the given length.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: storage/len describe a valid buffer.
-        let rc = unsafe {
-            get(
-                fd,
-                (&mut storage as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0)
-            .then(|| peer_of(&storage))
-            .filter(|(ip, _)| !ip.is_empty())
-    };
-    Some((name(libc::getpeername)?, name(libc::getsockname)?.1))
+fn addresses_of(fd: &OwnedFd) -> Option<((String, u16), u16)> {
+    let sock = socket2::SockRef::from(fd);
+    let peer = sock.peer_addr().ok()?.as_socket()?;
+    let local = sock.local_addr().ok()?.as_socket()?;
+    Some(((peer.ip().to_string(), peer.port()), local.port()))
 }
 
 /// Parser events for one connection, recorded as engine events.
@@ -496,8 +479,7 @@ impl Engine {
         let Ok(parser) = RequestParser::new(&self.limits) else {
             return u64::MAX;
         };
-        let (peer, local_port) =
-            addresses_of(fd.as_raw_fd()).unwrap_or((("127.0.0.1".to_string(), 1), 80));
+        let (peer, local_port) = addresses_of(&fd).unwrap_or((("127.0.0.1".to_string(), 1), 80));
         let conn = Conn::new(fd, parser, peer, local_port, self.now);
         self.insert(conn)
     }
@@ -559,12 +541,7 @@ impl Engine {
         self.handoff_cursor = if end == count { 0 } else { end };
         for (i, slot) in self.slots.iter().enumerate().take(end).skip(start) {
             let Some(conn) = &slot.conn else { continue };
-            let movable = conn.is_idle()
-                && conn.linger_until.is_none()
-                && !conn.read_finished
-                && !conn.close_after_flush
-                && conn.queued_error.is_none();
-            if !movable {
+            if !conn.is_movable() {
                 continue;
             }
             let fd = conn.fd.as_raw_fd();
