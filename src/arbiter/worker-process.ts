@@ -33,6 +33,8 @@ export class WorkerProcess {
   /** When to SIGKILL it if it is still there (draining or aborting). */
   killAt = Infinity;
   exited = false;
+  /** The last signal the arbiter sent it. */
+  signalled: NodeJS.Signals | null = null;
 
   constructor(
     readonly slot: number,
@@ -70,7 +72,9 @@ export class WorkerProcess {
   }
 
   kill(signal: NodeJS.Signals): void {
-    if (!this.exited) this.child.kill(signal);
+    if (this.exited) return;
+    this.signalled = signal;
+    this.child.kill(signal);
   }
 
   /** Stop accepting, finish what is in flight, exit; killed after `graceMs`. */

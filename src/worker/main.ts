@@ -10,6 +10,7 @@ import { WsgiRunner } from '../apps/wsgi.js';
 import type { Exchange } from './exchange.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
+import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
@@ -86,10 +87,13 @@ async function main(): Promise<void> {
   const { config } = spec;
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
+  reportFatalSignals('worker');
+  exitOnUncaught('worker', () => process.exit(1));
   const link = new ArbiterLink();
   const send = link.send.bind(link);
 
   let detected: DetectedApp;
+  logger.debug(`Loading ${config.app}`);
   try {
     detected = await detectApp(await loadApp(config.app), config.interface, config.app);
   } catch (err) {
