@@ -1,3 +1,3 @@
 // Types for writing apps against rwsgi's native interface.
-export type { Environ, StartResponse, WsgiApp } from './apps/wsgi.js';
+export type { Chunk, Environ, StartResponse, WsgiApp, WsgiApp as App, WsgiBody, WsgiInput } from './apps/wsgi.js';
 export type { Config } from './config.js';

@@ -1,7 +1,10 @@
-// Loads the Rust addon, after checking that this node's llhttp has the
-// struct layout the binding was written for.
+// Loads the Rust addon (this checkout's build, else the platform package's),
+// after checking that this node's llhttp has the struct layout the binding
+// was written for.
 
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { RwsgiError } from './errors.js';
 
 export interface BoundGroup {
@@ -109,18 +112,48 @@ export const FLAG_HTTP10 = 8;
 
 let addon: Addon | undefined;
 
+/** This machine as napi-rs names platforms (`linux-x64-gnu`): the binary is
+ * `rwsgi.<platform>.node`, shipped in the package `rwsgi-<platform>`. */
+export function platformName(): string {
+  if (process.platform !== 'linux') return `${process.platform}-${process.arch}`;
+  let musl = false;
+  try {
+    // The C library this node runs on is mapped into it.
+    musl = readFileSync('/proc/self/maps', 'utf8').includes('ld-musl');
+  } catch {
+    // No /proc: assume glibc.
+  }
+  return `linux-${process.arch}-${musl ? 'musl' : 'gnu'}`;
+}
+
+/** The addon built in this checkout (dist/), else the platform package's. */
+function loadAddon(): Addon {
+  const platform = platformName();
+  const local = fileURLToPath(new URL(`./rwsgi.${platform}.node`, import.meta.url));
+  const pkg = `rwsgi-${platform}`;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const candidate of [local, pkg]) {
+    try {
+      return require(candidate) as Addon;
+    } catch (err) {
+      const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
+      if (!missing) {
+        throw new RwsgiError('RWSGI_ERR_NATIVE', `cannot load the native addon ${candidate}: ${(err as Error).message}`);
+      }
+      tried.push(candidate);
+    }
+  }
+  throw new RwsgiError(
+    'RWSGI_ERR_NATIVE',
+    `no native addon for ${platform}: install the package ${pkg} (rwsgi's optional dependency for this platform; ` +
+      `it is skipped by --omit=optional) or, in a checkout, build it with \`npm run build\` (tried ${tried.join(', ')})`,
+  );
+}
+
 export function native(): Addon {
   if (addon) return addon;
-  const require = createRequire(import.meta.url);
-  let loaded: Addon;
-  try {
-    loaded = require('./rwsgi.node') as Addon;
-  } catch (err) {
-    throw new RwsgiError(
-      'RWSGI_ERR_NATIVE',
-      `cannot load the native addon dist/rwsgi.node (${(err as Error).message}); run \`npm run build\``,
-    );
-  }
+  const loaded = loadAddon();
   try {
     loaded.checkLlhttp(process.versions.llhttp ?? 'unknown');
   } catch (err) {

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
+import { prepareTypeScript } from '../typescript.js';
 
 /** `app.js:handler` -> module `app.js`, export `handler`. */
 export function splitAppSpec(spec: string): { module: string; exportName: string | null } {
@@ -28,6 +29,7 @@ const FALLBACK_EXPORTS = ['app', 'application'];
 export async function loadApp(spec: string, cwd = process.cwd()): Promise<unknown> {
   const { module, exportName } = splitAppSpec(spec);
   const file = resolveModule(module, cwd);
+  await prepareTypeScript(file);
   let namespace: Record<string, unknown>;
   try {
     namespace = (await import(pathToFileURL(file).href)) as Record<string, unknown>;

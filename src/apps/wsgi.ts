@@ -6,11 +6,56 @@
 import { logger } from '../log.js';
 import type { Exchange } from '../worker/exchange.js';
 
-export type Environ = Record<string, unknown>;
-export type StartResponse = (status: string, headers: Array<[string, string]>, excInfo?: unknown) => (chunk: string | Uint8Array) => void;
-export type WsgiApp = (environ: Environ, startResponse: StartResponse) => unknown;
+/** A piece of a request or response body. */
+export type Chunk = string | Uint8Array;
 
-type Chunk = string | Uint8Array;
+/** `environ['wsgi.input']`: the request body, read once. */
+export interface WsgiInput extends AsyncIterable<Uint8Array> {
+  /** The whole body in one buffer. */
+  bytes(): Promise<Uint8Array>;
+}
+
+/** What a native app gets for each request: PEP 3333's names. */
+export interface Environ {
+  REQUEST_METHOD: string;
+  SCRIPT_NAME: string;
+  /** Percent-decoded. */
+  PATH_INFO: string;
+  QUERY_STRING: string;
+  /** The request target as sent. */
+  RAW_URI: string;
+  SERVER_NAME: string;
+  SERVER_PORT: string;
+  SERVER_PROTOCOL: string;
+  REMOTE_ADDR: string;
+  REMOTE_PORT: string;
+  CONTENT_TYPE?: string;
+  CONTENT_LENGTH?: string;
+  'wsgi.version': readonly number[];
+  'wsgi.url_scheme': string;
+  'wsgi.input': WsgiInput;
+  'wsgi.errors': { write(message: string): void; flush(): void };
+  'wsgi.multithread': boolean;
+  'wsgi.multiprocess': boolean;
+  'wsgi.run_once': boolean;
+  /** Aborts when the request exceeds --request-timeout or the client goes away. */
+  'rwsgi.signal': AbortSignal;
+  /** Every other request header: `HTTP_` and its name upper-cased, `-` as `_`. */
+  [header: `HTTP_${string}`]: string | undefined;
+  [key: string]: unknown;
+}
+
+/** Starts the response; the returned `write` is PEP 3333's legacy one. */
+export type StartResponse = (
+  status: string,
+  headers: Array<[string, string]>,
+  excInfo?: unknown,
+) => (chunk: Chunk) => void;
+
+/** The response body: chunks, all at once or as they come. */
+export type WsgiBody = Chunk | Iterable<Chunk> | AsyncIterable<Chunk>;
+
+export type WsgiApp = (environ: Environ, startResponse: StartResponse) => WsgiBody | Promise<WsgiBody>;
 
 const errorsStream = {
   write(message: string): void {
@@ -120,7 +165,7 @@ function parseHeaders(raw: string): EnvironHeaders {
   return { pairs, serverName: hasPort ? host.slice(0, colon) : host, serverPort: hasPort ? host.slice(colon + 1) : '80' };
 }
 
-export function buildEnviron(ex: Exchange): Environ {
+export function buildEnviron(ex: Exchange): EnvironRecord {
   const { path, query } = splitTarget(ex.url);
   const environ = new EnvironRecord();
   environ[EXCHANGE] = ex;
@@ -179,7 +224,7 @@ export class WsgiRunner {
     const state = new ResponseState(ex);
     let result: unknown;
     try {
-      result = this.app(buildEnviron(ex), state.startResponse);
+      result = this.app(buildEnviron(ex) as unknown as Environ, state.startResponse);
     } catch (err) {
       state.fail(err);
       return;

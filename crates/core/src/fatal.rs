@@ -12,8 +12,8 @@
 //! atomic. The backtrace uses glibc's `backtrace` (its first call loads the
 //! unwinder, so `install` makes that call) and `backtrace_symbols_fd`,
 //! which writes without allocating; frames in the node binary are named by
-//! its exported symbols, frames in the addon as `rwsgi.node(+offset)`
-//! (`addr2line -f -C -e dist/rwsgi.node offset` names those).
+//! its exported symbols, frames in the addon as `rwsgi.<platform>.node(+offset)`
+//! (`addr2line -f -C -e <the .node file> offset` names those).
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicUsize, Ordering};
