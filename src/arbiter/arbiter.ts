@@ -7,13 +7,13 @@
 // and steers new connections to the healthy slots.
 
 import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
-import { lookup } from 'node:dns/promises';
-import { parseBind } from '../cli/args.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { logger, reopenLogFile } from '../log.js';
 import { native } from '../native.js';
 import type { WorkerMessage } from '../protocol/messages.js';
+import { socketAddress } from '../settings/bind.js';
+import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
 import { Spread } from './spread.js';
@@ -42,20 +42,6 @@ interface Slot {
   retiringSince: number | null;
 }
 
-/** `host:port` as the addon parses it, resolving names like `localhost`. */
-async function socketAddress(bind: string): Promise<string> {
-  const { host, port } = parseBind(bind);
-  let ip = host;
-  if (!/^[\d.]+$/.test(host) && !host.includes(':')) {
-    try {
-      ip = (await lookup(host)).address;
-    } catch {
-      throw new RwsgiError('RWSGI_ERR_BIND', `cannot resolve bind host '${host}'`, EXIT_CONFIG);
-    }
-  }
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -82,7 +68,14 @@ export class Arbiter {
   private readonly hbMs: number;
   private readonly spread: Spread;
 
-  constructor(private readonly config: Config) {
+  private readonly config: Config;
+  /** The config file the settings came from, for the workers' hooks. */
+  private readonly configFile: string | null;
+
+  constructor(settings: Resolved) {
+    const { config } = settings;
+    this.config = config;
+    this.configFile = settings.file?.path ?? null;
     this.wantedCount = config.workers;
     this.hbMs = heartbeatMs(config);
     this.spread = new Spread(config.spread, native().allowedCpus());
@@ -136,7 +129,7 @@ export class Arbiter {
     const { workers, backlog } = this.config;
     const addon = native();
     for (let i = 0; i < workers; i++) this.slots.push(this.newSlot(i, []));
-    for (const bind of this.config.binds) {
+    for (const bind of this.config.bind) {
       const requested = await socketAddress(bind);
       let group;
       try {
@@ -334,7 +327,8 @@ export class Arbiter {
   }
 
   private spawn(slot: Slot, now: number): void {
-    const w = new WorkerProcess(slot.index, this.generation, slot.fds, this.config, now, this.onMessage, this.onExit);
+    const spec = { config: this.config, configFile: this.configFile, listeners: slot.fds.length, slot: slot.index, generation: this.generation };
+    const w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
     this.workers.push(w);
     logger.info(`Booting worker with pid: ${w.pid}`);
   }

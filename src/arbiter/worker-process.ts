@@ -4,9 +4,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config.js';
 import { type ArbiterMessage, encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
-import type { WorkerSpec } from '../worker/main.js';
+import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
@@ -34,19 +33,21 @@ export class WorkerProcess {
   killAt = Infinity;
   exited = false;
 
+  readonly slot: number;
+  readonly generation: number;
+
   constructor(
-    readonly slot: number,
-    readonly generation: number,
+    spec: WorkerSpec,
     fds: number[],
-    config: Config,
     now: number,
     onMessage: (w: WorkerProcess, m: WorkerMessage) => void,
     onExit: (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null) => void,
   ) {
-    const spec: WorkerSpec = { config, listeners: fds.length };
+    this.slot = spec.slot;
+    this.generation = spec.generation;
     this.child = spawn(process.execPath, [WORKER_ENTRY], {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...fds],
-      env: { ...process.env, RWSGI_WORKER: JSON.stringify(spec) },
+      env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },
     });
     this.pid = this.child.pid ?? -1;
     this.spawnedAt = now;

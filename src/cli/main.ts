@@ -1,26 +1,66 @@
 #!/usr/bin/env node
-// `rwsgi` entry point: parse the command line, run the arbiter, map errors
+// `rwsgi` entry point: parse the command line, run the command, map errors
 // to gunicorn's exit codes.
 
 import { Arbiter } from '../arbiter/arbiter.js';
 import { RwsgiError } from '../errors.js';
 import { describe, logger, setLogFile, setLogLevel } from '../log.js';
+import { settingsHelp } from '../settings/help.js';
+import { type Resolved, resolveSettings } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
-import { parseCommand, USAGE } from './args.js';
+import { COMMANDS, parseCommand, USAGE } from './args.js';
+import { runCheck } from './check.js';
+import { printConfig } from './print-config.js';
+
+/** A mistake in the settings: one line, and where to read more. */
+class SettingsError extends Error {
+  constructor(
+    readonly cause: RwsgiError,
+    readonly command: string,
+  ) {
+    super(cause.message);
+  }
+}
+
+async function settings(resolve: () => Promise<Resolved>, command: string): Promise<Resolved> {
+  try {
+    return await resolve();
+  } catch (err) {
+    throw err instanceof RwsgiError ? new SettingsError(err, command) : err;
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
-  const command = parseCommand(argv);
+  const hint = argv.find((a) => Object.hasOwn(COMMANDS, a)) ?? null;
+  let command;
+  try {
+    command = parseCommand(argv);
+  } catch (err) {
+    throw err instanceof RwsgiError ? new SettingsError(err, hint ?? '') : err;
+  }
   switch (command.kind) {
     case 'help':
-      process.stdout.write(`${USAGE}\n`);
+      if (command.command === null) process.stdout.write(`${USAGE}\n`);
+      else process.stdout.write(`${settingsHelp(COMMANDS[command.command].usage, COMMANDS[command.command].doc)}\n`);
       return 0;
     case 'version':
       process.stdout.write(`rwsgi ${VERSION}\n`);
       return 0;
-    case 'serve':
-      setLogLevel(command.config.logLevel);
-      setLogFile(command.config.errorLogfile);
-      return new Arbiter(command.config).run();
+    case 'check':
+      return runCheck(await settings(() => resolveSettings(command.inputs), 'check'));
+    case 'serve': {
+      const resolved = await settings(() => resolveSettings(command.inputs), 'serve');
+      if (command.printConfig) {
+        process.stdout.write(printConfig(resolved, command.json));
+        return 0;
+      }
+      if (resolved.config.app === null) {
+        throw new SettingsError(new RwsgiError('RWSGI_ERR_USAGE', 'missing MODULE[:EXPORT] to serve (after serve, or app in a config file)'), 'serve');
+      }
+      setLogLevel(resolved.config.logLevel);
+      setLogFile(resolved.config.errorLogfile);
+      return new Arbiter(resolved).run();
+    }
   }
 }
 
@@ -28,9 +68,12 @@ main(process.argv.slice(2)).then(
   // Let piped stdout drain before exiting.
   (code) => process.stdout.write('', () => process.exit(code)),
   (err: unknown) => {
+    if (err instanceof SettingsError) {
+      process.stderr.write(`rwsgi: ${err.message}\nsee 'rwsgi ${err.command === '' ? '' : `${err.command} `}--help'\n`);
+      process.exit(err.cause.exitCode);
+    }
     if (err instanceof RwsgiError) {
-      if (err.code === 'RWSGI_ERR_USAGE') process.stderr.write(`rwsgi: ${err.message}\n`);
-      else logger.error(`${err.message} [${err.code}]`);
+      logger.error(`${err.message} [${err.code}]`);
       process.exit(err.exitCode);
     }
     logger.critical(describe(err));

@@ -8,19 +8,15 @@ import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
 import { NodeRunner } from '../apps/node.js';
 import { WsgiRunner } from '../apps/wsgi.js';
 import type { Exchange } from './exchange.js';
-import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
+import { heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
 import { handoffName } from '../protocol/messages.js';
-
-export interface WorkerSpec {
-  config: Config;
-  /** How many listening sockets follow fd 3. */
-  listeners: number;
-}
+import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+import { engineOptions } from '../settings/registry.js';
 
 const FIRST_LISTENER_FD = 4;
 /** A request reaching an idle worker is reported at once (if the last report
@@ -29,7 +25,7 @@ const FIRST_LISTENER_FD = 4;
 const BUSY_REPORT_MS = 100;
 
 function readSpec(): WorkerSpec {
-  const raw = process.env.RWSGI_WORKER;
+  const raw = process.env[SPEC_VARIABLE];
   if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
   return JSON.parse(raw) as WorkerSpec;
 }
@@ -91,7 +87,8 @@ async function main(): Promise<void> {
 
   let detected: DetectedApp;
   try {
-    detected = await detectApp(await loadApp(config.app), config.interface, config.app);
+    const app = config.app ?? '';
+    detected = await detectApp(await loadApp(app), config.interface, app);
   } catch (err) {
     const reason = err instanceof RwsgiError ? err.message : describe(err);
     send({ type: 'boot-error', reason });
@@ -129,20 +126,7 @@ async function main(): Promise<void> {
   );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const addon = native();
-  const server = new addon.NativeServer(
-    fds,
-    {
-      limitRequestLine: config.limitRequestLine,
-      limitRequestFields: config.limitRequestFields,
-      limitRequestFieldSize: config.limitRequestFieldSize,
-      keepAliveSeconds: config.keepAlive,
-      headerTimeoutSeconds: config.headerTimeout,
-      limitRequestBody: config.limitRequestBody,
-      bodyTimeoutSeconds: config.bodyTimeout,
-      workerConnections: config.workerConnections,
-    },
-    dispatcher,
-  );
+  const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));

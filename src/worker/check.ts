@@ -1,0 +1,22 @@
+// `rwsgi check`'s child: loads the app as a worker would (same settings,
+// same interface detection), without binding or serving. Prints the
+// interface on stdout and exits 0, or the reason on stderr and exits 4.
+
+import { detectApp } from '../apps/detect.js';
+import { loadApp } from '../apps/load.js';
+import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
+import { describe } from '../log.js';
+import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+
+async function main(): Promise<void> {
+  const { config } = JSON.parse(process.env[SPEC_VARIABLE] ?? '{}') as WorkerSpec;
+  const app = config.app ?? '';
+  try {
+    const detected = await detectApp(await loadApp(app), config.interface, app);
+    process.stdout.write(`${detected.label}\n`, () => process.exit(0));
+  } catch (err) {
+    process.stderr.write(`${err instanceof RwsgiError ? err.message : describe(err)}\n`, () => process.exit(EXIT_APP_LOAD));
+  }
+}
+
+void main();
