@@ -15,8 +15,13 @@ export type {
   WorkerSelf,
 } from './settings/hooks.js';
 
+type ConfigExport = UserConfig | (() => UserConfig | Promise<UserConfig>);
+
 /** A config file's export, unchanged: an object of settings, or a
- * function (sync or async) returning one. Only there for the types. */
-export function defineConfig<C extends UserConfig | (() => UserConfig | Promise<UserConfig>)>(config: C): C {
+ * function (sync or async) returning one. There for the types: an editor
+ * completes the keys and flags unknown ones. */
+export function defineConfig(config: UserConfig): UserConfig;
+export function defineConfig(config: () => UserConfig | Promise<UserConfig>): () => UserConfig | Promise<UserConfig>;
+export function defineConfig(config: ConfigExport): ConfigExport {
   return config;
 }

@@ -11,6 +11,9 @@ import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 async function main(): Promise<void> {
   const { config } = JSON.parse(process.env[SPEC_VARIABLE] ?? '{}') as WorkerSpec;
   const app = config.app ?? '';
+  // As in a worker, something keeps the process up while the app loads: a
+  // top-level await that never settles must meet --boot-timeout, not exit 0.
+  setInterval(() => {}, 1 << 30);
   try {
     const detected = await detectApp(await loadApp(app), config.interface, app);
     process.stdout.write(`${detected.label}\n`, () => process.exit(0));
