@@ -6,6 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { type ArbiterMessage, encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+import type { ExitReason } from '../settings/hooks.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
@@ -32,6 +33,8 @@ export class WorkerProcess {
   /** When to SIGKILL it if it is still there (draining or aborting). */
   killAt = Infinity;
   exited = false;
+  /** Why the arbiter ended it, once it decided to (null: it was not asked to go). */
+  exitReason: ExitReason | null = null;
 
   readonly slot: number;
   readonly generation: number;
@@ -75,9 +78,10 @@ export class WorkerProcess {
   }
 
   /** Stop accepting, finish what is in flight, exit; killed after `graceMs`. */
-  drain(graceMs: number, now: number): void {
+  drain(graceMs: number, now: number, reason: ExitReason): void {
     if (this.state === 'draining' || this.state === 'aborting') return;
     this.state = 'draining';
+    this.exitReason = reason;
     this.killAt = now + graceMs + 1000;
     this.send({ type: 'stop', graceful: true, deadlineMs: graceMs });
   }

@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
       }
       setLogLevel(resolved.config.logLevel);
       setLogFile(resolved.config.errorLogfile);
-      return new Arbiter(resolved).run();
+      return new Arbiter(resolved, () => resolveSettings(command.inputs)).run();
     }
   }
 }

@@ -1,7 +1,7 @@
-// What server hooks receive: the types a config file's functions are
-// checked against (through defineConfig), and what the arbiter and the
-// workers build when they call them.
+// Server hooks: the types a config file's functions are checked against
+// (through defineConfig), and how the arbiter and the workers call them.
 
+import { describe, logger } from '../log.js';
 import type { Config } from './registry.js';
 
 type Awaitable<T> = T | Promise<T>;
@@ -67,3 +67,27 @@ export type WorkersChangedHook = (server: ServerInfo, newCount: number, oldCount
 export type WorkerHook = (worker: WorkerSelf) => Awaitable<void>;
 export type PreRequestHook = (worker: WorkerSelf, request: RequestInfo) => void;
 export type PostRequestHook = (worker: WorkerSelf, request: RequestInfo, response: ResponseInfo) => void;
+
+/** Calls a hook and waits for it, up to `ms`; rejects with what went wrong. */
+export async function awaitHook(call: () => unknown, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`it did not finish within ${ms / 1000}s`)), ms);
+  });
+  try {
+    await Promise.race([Promise.resolve().then(call), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Calls a hook without waiting for it; a throw or a rejection is logged. */
+export function fireHook(name: string, call: () => unknown): void {
+  const failed = (err: unknown): void => logger.error(`${name} hook failed: ${describe(err)}`);
+  try {
+    const result = call();
+    if (result instanceof Promise) result.catch(failed);
+  } catch (err) {
+    failed(err);
+  }
+}

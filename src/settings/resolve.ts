@@ -7,7 +7,7 @@
 import { RwsgiError } from '../errors.js';
 import { type ParsedFlags, parseFlags, splitWords } from './argv.js';
 import { type ConfigFile, findConfigFile, readConfigFile } from './file.js';
-import { Invalid, quote } from './kinds.js';
+import { Invalid, quote, type Where } from './kinds.js';
 import { type Config, isSettingName, NAMES, type SettingName, setting } from './registry.js';
 import { didYouMean } from './suggest.js';
 
@@ -134,4 +134,22 @@ export function describeSource(source: Source): string {
     case 'flag':
       return 'command line';
   }
+}
+
+/** The hooks a config file sets for processes of kind `where`: a worker
+ * reads its own from the file the arbiter's settings came from. */
+export async function hooksIn(path: string, where: Where): Promise<Partial<Config>> {
+  const file = { path, label: path };
+  const values = await readConfigFile(file);
+  const hooks: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const s = setting(name);
+    if (s.kind !== 'hook' || !s.applies.includes(where) || !Object.hasOwn(values, name)) continue;
+    try {
+      hooks[name] = s.fromValue(values[name]);
+    } catch (err) {
+      invalid(`${name} in ${path}`, quote(values[name]), err);
+    }
+  }
+  return hooks as Partial<Config>;
 }

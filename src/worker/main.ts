@@ -16,7 +16,9 @@ import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
 import { handoffName } from '../protocol/messages.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+import { fireHook, type WorkerSelf } from '../settings/hooks.js';
 import { engineOptions } from '../settings/registry.js';
+import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
 /** A request reaching an idle worker is reported at once (if the last report
@@ -77,6 +79,18 @@ function ownerNames(pids: number[]): (string | null)[] {
   return pids.some(other) ? pids.map((pid) => (other(pid) ? handoffName(process.ppid, pid) : null)) : [];
 }
 
+/** A boot step that fails is a boot failure: the arbiter hears why, and
+ * the worker exits 4, as for an app that does not load. */
+async function bootStep<T>(send: ArbiterLink['send'], what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    const why = err instanceof RwsgiError ? err.message : describe(err);
+    send({ type: 'boot-error', reason: what === '' ? why : `${what}: ${why}` });
+    process.exit(EXIT_APP_LOAD);
+  }
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
@@ -85,15 +99,14 @@ async function main(): Promise<void> {
   const link = new ArbiterLink();
   const send = link.send.bind(link);
 
-  let detected: DetectedApp;
-  try {
-    const app = config.app ?? '';
-    detected = await detectApp(await loadApp(app), config.interface, app);
-  } catch (err) {
-    const reason = err instanceof RwsgiError ? err.message : describe(err);
-    send({ type: 'boot-error', reason });
-    process.exit(EXIT_APP_LOAD);
-  }
+  // Hooks are functions, which the spec cannot carry: read them from the file.
+  const { configFile } = spec;
+  if (configFile !== null) Object.assign(config, await bootStep(send, 'cannot read the worker hooks', () => hooksIn(configFile, 'worker')));
+  const self: WorkerSelf = { pid: process.pid, slot: spec.slot, generation: spec.generation, config };
+  const { workerInit, postWorkerInit, preRequest, postRequest, workerShutdown } = config;
+  if (workerInit) await bootStep(send, 'workerInit hook failed', async () => workerInit(self));
+  const app = config.app ?? '';
+  const detected = await bootStep(send, '', async () => detectApp(await loadApp(app), config.interface, app));
 
   const tasks = new BackgroundTasks();
   const runner = makeRunner(detected, tasks);
@@ -123,6 +136,7 @@ async function main(): Promise<void> {
     (served) => {
       if (served === maxRequests) report();
     },
+    preRequest || postRequest ? { worker: self, preRequest, postRequest } : null,
   );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const addon = native();
@@ -153,6 +167,7 @@ async function main(): Promise<void> {
   const stop = async (deadlineMs: number): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    if (workerShutdown) fireHook('workerShutdown', () => workerShutdown(self));
     runner.drain();
     server.drain();
     const deadline = setTimeout(() => process.exit(0), deadlineMs);
@@ -185,6 +200,7 @@ async function main(): Promise<void> {
   // Terminal job-control and reload signals are for the arbiter only.
   for (const signal of ['SIGHUP', 'SIGTTIN', 'SIGTTOU'] as const) process.on(signal, () => {});
 
+  if (postWorkerInit) await bootStep(send, 'postWorkerInit hook failed', async () => postWorkerInit(self));
   send({ type: 'ready', pid: process.pid });
 }
 
