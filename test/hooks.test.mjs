@@ -1,12 +1,13 @@
-// Server hooks in a config file, and HUP re-reading that file: each hook
-// appends `name pid ...` to a trace file, so the test sees which hook ran,
+// Server hooks in a config file, and HUP re-reading that file (settings,
+// workers, binds): each hook appends `name pid ...` to a trace file, so the test sees which hook ran,
 // in which process and in what order.
 
 import test from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { curl, fixture, rwsgi, serve, waitFor } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { CLI, ROOT, curl, fixture, python, rwsgi, serve, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 
@@ -141,4 +142,56 @@ test('HUP re-reads the config file: new settings reach the new workers; a broken
   await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= 3, 15_000, 'generation 3 worker');
   t.is(await status('/sleep?ms=1500'), '504', 'still the last good settings');
   t.is(await curl(`${server.url}/ok`), 'ok');
+});
+
+/** `rwsgi serve` with only the config file's settings (serve() would add -b and -w). */
+async function serveFromFile(t, file) {
+  const child = spawn(process.execPath, [CLI, 'serve', '-c', file, '--log-level', 'debug'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = { child, log: '' };
+  child.stdout.on('data', (d) => (server.log += d));
+  child.stderr.on('data', (d) => (server.log += d));
+  server.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  t.teardown(async () => {
+    child.kill('SIGINT');
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await server.exited;
+    clearTimeout(killer);
+  });
+  await waitFor(() => /Worker ready/.test(server.log), 15_000, 'a ready worker');
+  return server;
+}
+
+const listening = (log, host) => Number(new RegExp(`Listening at: http://${host.replace(/\./g, '\\.')}:(\\d+)`).exec(log)?.[1] ?? 0);
+
+test('HUP with other binds and workers in the file: new listeners open, removed ones close, the staying address drops nothing', async (t) => {
+  const c = config(`export default { app: ${JSON.stringify(ROUTES)}, bind: ['127.0.0.1:0', '127.0.0.2:0'], workers: 1 };\n`);
+  const server = await serveFromFile(t, c.file);
+  const [stays, goes] = [listening(server.log, '127.0.0.1'), listening(server.log, '127.0.0.2')];
+  t.true(stays > 0 && goes > 0);
+  t.is(await curl(`http://127.0.0.2:${goes}/ok`), 'ok');
+
+  writeFileSync(c.file, `export default { app: ${JSON.stringify(ROUTES)}, bind: ['127.0.0.1:0', '127.0.0.3:0'], workers: 2 };\n`);
+  // Fresh connections to the staying address throughout the reload.
+  const load = python(
+    `
+import http.client, time
+ok = 0
+for i in range(300):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+    c.request('GET', '/ok'); ok += c.getresponse().status == 200; c.close()
+    time.sleep(0.005)
+print(ok)
+`,
+    stays,
+  );
+  server.child.kill('SIGHUP');
+  await waitFor(() => /Stopped listening at: http:\/\/127\.0\.0\.2/.test(server.log) && listening(server.log, '127.0.0.3') > 0, 15_000, 'rebound');
+  await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= 3 && /Worker exiting/.test(server.log), 15_000, 'two new workers');
+  t.regex(server.log, /Number of workers: 2/);
+  t.is(Number(await load), 300, 'no request to the staying address failed');
+  t.is(await curl(`http://127.0.0.3:${listening(server.log, '127.0.0.3')}/ok`), 'ok');
+  await t.throwsAsync(curl(`http://127.0.0.2:${goes}/ok`), undefined, 'the removed address is closed');
+  t.is(listening(server.log, '127.0.0.1'), stays);
+  server.child.kill('SIGTERM');
+  t.is((await server.exited).code, 0);
 });

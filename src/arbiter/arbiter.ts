@@ -156,22 +156,53 @@ export class Arbiter {
   }
 
   private async bind(): Promise<void> {
-    const { workers, backlog } = this.config;
-    const addon = native();
-    for (let i = 0; i < workers; i++) this.slots.push(this.newSlot(i, []));
-    for (const bind of this.config.bind) {
-      const requested = await socketAddress(bind);
-      let group;
-      try {
-        group = addon.bindListeners(requested, workers, backlog);
-      } catch (err) {
-        throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
-      }
-      group.fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
-      const host = group.host.includes(':') ? `[${group.host}]` : group.host;
-      this.listeners.push({ bind, address: `${host}:${group.port}` });
-      logger.info(`Listening at: http://${host}:${group.port} (${process.pid})`);
+    for (let i = 0; i < this.config.workers; i++) this.slots.push(this.newSlot(i, []));
+    for (const bind of this.config.bind) this.addListener(await this.listen(bind));
+  }
+
+  /** One socket per slot at `bind`; the caller owns them. */
+  private async listen(bind: string): Promise<{ listener: Listener; fds: number[] }> {
+    const requested = await socketAddress(bind);
+    let group;
+    try {
+      group = native().bindListeners(requested, this.slots.length, this.config.backlog);
+    } catch (err) {
+      throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
     }
+    const host = group.host.includes(':') ? `[${group.host}]` : group.host;
+    return { listener: { bind, address: `${host}:${group.port}` }, fds: group.fds };
+  }
+
+  private addListener({ listener, fds }: { listener: Listener; fds: number[] }): void {
+    fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
+    this.listeners.push(listener);
+    logger.info(`Listening at: http://${listener.address} (${process.pid})`);
+  }
+
+  /** HUP with other binds: listens at the new ones and closes the removed
+   * ones; the addresses that stay keep their sockets (and queued
+   * connections). Workers of the next generation get the new set; the
+   * draining ones keep their copies until they exit. All or nothing: if a
+   * new address cannot be bound, the listeners stay as they were. */
+  private async rebind(wanted: string[]): Promise<void> {
+    const added = wanted.filter((b, i) => wanted.indexOf(b) === i && !this.listeners.some((l) => l.bind === b));
+    const removed = this.listeners.filter((l) => !wanted.includes(l.bind));
+    const opened: { listener: Listener; fds: number[] }[] = [];
+    try {
+      for (const bind of added) opened.push(await this.listen(bind));
+    } catch (err) {
+      for (const o of opened) for (const fd of o.fds) closeSync(fd);
+      throw err;
+    }
+    for (const listener of removed) {
+      const i = this.listeners.indexOf(listener);
+      for (const slot of this.slots) for (const fd of slot.fds.splice(i, 1)) closeSync(fd);
+      this.listeners.splice(i, 1);
+      logger.info(`Stopped listening at: http://${listener.address}`);
+    }
+    for (const o of opened) this.addListener(o);
+    // Steer the new sockets' groups too.
+    if (opened.length > 0 || removed.length > 0) this.steeredTo = '';
   }
 
   private newSlot(index: number, fds: number[]): Slot {
@@ -219,7 +250,7 @@ export class Arbiter {
    * running ones; the code is reloaded either way. */
   private async reload(): Promise<void> {
     try {
-      this.apply(await this.reread());
+      await this.apply(await this.reread());
     } catch (err) {
       const why = err instanceof RwsgiError ? err.message : describe(err);
       logger.error(`Reload: the settings do not resolve, keeping the running ones: ${why}`);
@@ -232,10 +263,16 @@ export class Arbiter {
     this.reconcile();
   }
 
-  /** Takes reloaded settings: new workers get them; what only a restart
-   * can change is said so and left as it is. */
-  private apply(next: Resolved): void {
-    const fixed = (['bind', 'backlog', 'spread', 'pidfile'] as const).filter(
+  /** Takes reloaded settings: new workers get them, and the listeners
+   * follow `bind`; what only a restart can change is said so and left as it is. */
+  private async apply(next: Resolved): Promise<void> {
+    try {
+      await this.rebind(next.config.bind);
+    } catch (err) {
+      logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
+      next.config.bind = this.config.bind;
+    }
+    const fixed = (['backlog', 'spread', 'pidfile'] as const).filter(
       (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
     );
     for (const name of fixed) {
