@@ -30,11 +30,24 @@ export function timestamp(date = new Date()): string {
 }
 
 let logFile: { path: string; fd: number } | null = null;
+const fdListeners: ((fd: number) => void)[] = [];
 
 /** Sends log lines to `path` (appending) instead of stderr. */
 export function setLogFile(path: string | null): void {
   if (logFile) closeSync(logFile.fd);
   logFile = path === null ? null : { path, fd: openSync(path, 'a') };
+  for (const listener of fdListeners) listener(logFd());
+}
+
+/** The descriptor log lines go to. */
+function logFd(): number {
+  return logFile?.fd ?? 2;
+}
+
+/** Calls `listener` with the log's descriptor now and whenever it changes. */
+export function onLogFd(listener: (fd: number) => void): void {
+  fdListeners.push(listener);
+  listener(logFd());
 }
 
 /** USR1: reopen the log file, so a rotated file is let go of. */

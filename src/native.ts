@@ -88,6 +88,8 @@ interface Addon {
   allowedCpus(): number[];
   /** Lets process `pid`'s main thread run on `cpus` only. */
   setAffinity(pid: number, cpus: number[]): void;
+  /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */
+  reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;
   watchParent(stallMs: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;

@@ -26,7 +26,7 @@ const ABORT_GRACE_MS = 1000;
 /** A retiring slot gets no new connections for this long before its worker drains. */
 const RETIRE_SETTLE_MS = 200;
 
-const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1'] as const;
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type Signal = (typeof SIGNALS)[number];
 
 interface Listener {
@@ -234,6 +234,10 @@ export class Arbiter {
         reopenLogFile();
         for (const w of this.workers) w.kill('SIGUSR1');
         break;
+      case 'SIGUSR2':
+        // gunicorn's in-place upgrade signal; its default action would end the arbiter.
+        logger.warning('Ignoring signal usr2: rwsgi has no in-place upgrade');
+        break;
     }
   }
 
@@ -352,7 +356,10 @@ export class Arbiter {
     if (w.bootError !== null) {
       this.bootFailed(w, w.bootError);
     } else if (this.stopping || w.state === 'draining') {
-      logger.info(`Worker exiting (pid: ${w.pid})`);
+      // Its replacement (if any) is already there; a death by a signal the
+      // arbiter did not send while draining is still a crash to report.
+      if (signal && signal !== w.signalled) logger.error(`Worker (pid:${w.pid}) ${how} while ${this.stopping ? 'stopping' : 'draining'}`);
+      else logger.info(`Worker exiting (pid: ${w.pid})`);
     } else if (slot) {
       const now = Date.now();
       const delay = slot.backoff.failed(w.readyAt ? now - w.readyAt : 0);

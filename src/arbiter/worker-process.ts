@@ -33,6 +33,8 @@ export class WorkerProcess {
   /** When to SIGKILL it if it is still there (draining or aborting). */
   killAt = Infinity;
   exited = false;
+  /** The last signal the arbiter sent it. */
+  signalled: NodeJS.Signals | null = null;
   /** Why the arbiter ended it, once it decided to (null: it was not asked to go). */
   exitReason: ExitReason | null = null;
 
@@ -74,7 +76,9 @@ export class WorkerProcess {
   }
 
   kill(signal: NodeJS.Signals): void {
-    if (!this.exited) this.child.kill(signal);
+    if (this.exited) return;
+    this.signalled = signal;
+    this.child.kill(signal);
   }
 
   /** Stop accepting, finish what is in flight, exit; killed after `graceMs`. */

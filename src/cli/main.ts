@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // `rwsgi` entry point: parse the command line, run the command, map errors
-// to gunicorn's exit codes.
+// to gunicorn's exit codes. The arbiter never exits without a last log
+// line saying why.
 
 import { Arbiter } from '../arbiter/arbiter.js';
 import { RwsgiError } from '../errors.js';
+import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
 import { describe, logger, setLogFile, setLogLevel } from '../log.js';
 import { settingsHelp } from '../settings/help.js';
 import { type Resolved, resolveSettings } from '../settings/resolve.js';
@@ -28,6 +30,14 @@ async function settings(resolve: () => Promise<Resolved>, command: string): Prom
   } catch (err) {
     throw err instanceof RwsgiError ? new SettingsError(err, command) : err;
   }
+}
+
+/** Set once the reason for exiting has been said (or needs no saying). */
+let explained = false;
+
+function exit(code: number): never {
+  explained = true;
+  process.exit(code);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -59,6 +69,11 @@ async function main(argv: string[]): Promise<number> {
       }
       setLogLevel(resolved.config.logLevel);
       setLogFile(resolved.config.errorLogfile);
+      reportFatalSignals('arbiter');
+      exitOnUncaught('arbiter', () => exit(1));
+      process.on('exit', (code) => {
+        if (!explained) logger.critical(`Arbiter (pid:${process.pid}) exiting with status ${code} before shutting down`);
+      });
       return new Arbiter(resolved, () => resolveSettings(command.inputs)).run();
     }
   }
@@ -66,17 +81,17 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   // Let piped stdout drain before exiting.
-  (code) => process.stdout.write('', () => process.exit(code)),
+  (code) => process.stdout.write('', () => exit(code)),
   (err: unknown) => {
     if (err instanceof SettingsError) {
       process.stderr.write(`rwsgi: ${err.message}\nsee 'rwsgi ${err.command === '' ? '' : `${err.command} `}--help'\n`);
-      process.exit(err.cause.exitCode);
+      exit(err.cause.exitCode);
     }
     if (err instanceof RwsgiError) {
       logger.error(`${err.message} [${err.code}]`);
-      process.exit(err.exitCode);
+      exit(err.exitCode);
     }
     logger.critical(describe(err));
-    process.exit(1);
+    exit(1);
   },
 );

@@ -10,6 +10,7 @@ import { WsgiRunner } from '../apps/wsgi.js';
 import type { Exchange } from './exchange.js';
 import { heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
+import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
@@ -96,6 +97,8 @@ async function main(): Promise<void> {
   const { config } = spec;
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
+  reportFatalSignals('worker');
+  exitOnUncaught('worker', () => process.exit(1));
   const link = new ArbiterLink();
   const send = link.send.bind(link);
 
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
   const { workerInit, postWorkerInit, preRequest, postRequest, workerShutdown } = config;
   if (workerInit) await bootStep(send, 'workerInit hook failed', async () => workerInit(self));
   const app = config.app ?? '';
+  logger.debug(`Loading ${app}`);
   const detected = await bootStep(send, '', async () => detectApp(await loadApp(app), config.interface, app));
 
   const tasks = new BackgroundTasks();

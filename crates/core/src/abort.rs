@@ -1,10 +1,14 @@
 //! On SIGABRT (the arbiter's worker-timeout kill), answer every connection
 //! still waiting for its response with a canned 503 before dying, instead of
 //! leaving clients with a reset. The signal handler only reads a fixed table
-//! of atomics and calls write(2) and _exit(2), all async-signal-safe.
+//! of atomics and calls write(2) and _exit(2), all async-signal-safe. A
+//! SIGABRT the arbiter did not send is a crash, reported as fatal.rs does;
+//! a worker dying of any fatal signal sends the 503s too.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
+
+use crate::fatal;
 
 /// Connection slots covered; connections in higher slots get the reset.
 const TABLE: usize = 16 * 1024;
@@ -28,7 +32,8 @@ pub fn set_waiting(index: usize, fd: i32, waiting: bool) {
     }
 }
 
-extern "C" fn on_abort(_signal: libc::c_int) {
+/// Writes the canned 503 to every connection waiting for its response.
+fn answer_waiting() {
     let high = HIGH.load(Ordering::Relaxed).min(TABLE);
     for entry in &WAITING[..high] {
         let fd = entry.load(Ordering::Relaxed);
@@ -38,21 +43,39 @@ extern "C" fn on_abort(_signal: libc::c_int) {
             unsafe { libc::write(fd, RESPONSE.as_ptr().cast(), RESPONSE.len()) };
         }
     }
-    // SAFETY: _exit is async-signal-safe. 134 = 128 + SIGABRT, as a shell reports it.
-    unsafe { libc::_exit(134) };
+}
+
+/// 134 = 128 + SIGABRT, as a shell reports it.
+const ABORT_STATUS: libc::c_int = 134;
+
+/// SIGABRT from the arbiter is its worker-timeout kill: 503s, then exit.
+/// Any other SIGABRT (abort() in native code, a V8 check, another
+/// process) is a crash: 503s, the fatal report, then the default action.
+extern "C" fn on_abort(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    answer_waiting();
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler;
+    // getppid is async-signal-safe.
+    let from_arbiter = !info.is_null()
+        && unsafe { (*info).si_code == libc::SI_USER && (*info).si_pid() == libc::getppid() };
+    if from_arbiter {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(ABORT_STATUS) };
+    }
+    fatal::report_once(signal, info, context);
+    fatal::die_by_default(signal);
 }
 
 /// Installs the SIGABRT handler once per process.
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
-        }
+        fatal::set_handler(libc::SIGABRT, on_abort);
+        // A worker that crashes answers its waiting clients the same way.
+        fatal::set_last_rites(answer_waiting);
     });
 }
 
@@ -77,7 +100,7 @@ pub fn beat() {
 /// A worker whose arbiter died normally drains and exits from JavaScript on
 /// the pipe's EOF; one whose loop is blocked cannot. This thread ends such
 /// an orphan the way a worker timeout would: once the parent is gone and
-/// no beat came for `stall_ms`, SIGABRT (503s, then exit).
+/// no beat came for `stall_ms`: 503s, then exit, as on SIGABRT.
 pub fn watch_parent(stall_ms: u64) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -93,8 +116,9 @@ pub fn watch_parent(stall_ms: u64) {
                 let stalled =
                     monotonic_ms().saturating_sub(LAST_BEAT_MS.load(Ordering::Relaxed)) > stall_ms;
                 if orphaned && stalled {
-                    // SAFETY: signalling our own process.
-                    unsafe { libc::kill(libc::getpid(), libc::SIGABRT) };
+                    answer_waiting();
+                    // SAFETY: _exit ends the process from any thread.
+                    unsafe { libc::_exit(ABORT_STATUS) };
                 }
             });
         // Without the thread, only the JavaScript-side EOF handling remains.

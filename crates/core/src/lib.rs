@@ -6,6 +6,7 @@ pub mod affinity;
 pub mod body;
 pub mod conn;
 pub mod date;
+pub mod fatal;
 pub mod handoff;
 pub mod limits;
 pub mod llhttp;

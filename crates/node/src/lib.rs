@@ -14,6 +14,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
+use rwsgi_core::fatal;
 use rwsgi_core::steering::Spread;
 use rwsgi_core::{Engine, Limits, WriteError};
 
@@ -88,6 +89,25 @@ pub fn allowed_cpus() -> Result<Vec<u32>> {
 #[napi]
 pub fn set_affinity(pid: i32, cpus: Vec<u32>) -> Result<()> {
     rwsgi_core::affinity::set_affinity(pid, &cpus).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// From now on a fatal signal ends this process with a CRITICAL line and a
+/// native backtrace written to `logFd` (see rwsgi_core::fatal). Called
+/// again when the error log is reopened.
+#[napi]
+pub fn report_fatal_signals(role: String, log_fd: i32) -> Result<()> {
+    let role = match role.as_str() {
+        "arbiter" => fatal::Role::Arbiter,
+        "worker" => fatal::Role::Worker,
+        other => {
+            return Err(Error::from_reason(format!(
+                "unknown process role {other:?}"
+            )))
+        }
+    };
+    fatal::install(role);
+    fatal::set_log_fd(log_fd);
+    Ok(())
 }
 
 /// The worker's JavaScript loop is alive; see `watchParent`.
