@@ -231,3 +231,18 @@ test('the README settings table is the registry\'s', async (t) => {
   t.truthy(m, 'README has the settings markers');
   t.is(m[1], settingsTable(), "README and registry disagree: run 'npm run docs:settings'");
 });
+
+test("the engine's options are the Rust ServerOptions fields, each filled by one engine setting", async (t) => {
+  const { SETTINGS, defaults, engineOptions } = await import('../dist/settings/registry.js');
+  const rust = readFileSync(join(ROOT, 'crates/node/src/lib.rs'), 'utf8');
+  const body = /pub struct ServerOptions \{([^}]*)\}/.exec(rust)[1];
+  const fields = [...body.matchAll(/pub (\w+):\s*([\w<>]+)/g)].map(([, name, type]) => {
+    t.false(type.startsWith('Option'), `${name} is required on the Rust side`);
+    return name.replace(/_(\w)/g, (_, c) => c.toUpperCase());
+  });
+  const options = engineOptions(defaults());
+  t.deepEqual(Object.keys(options).sort(), fields.sort());
+  const engineSettings = Object.entries(SETTINGS).filter(([, s]) => s.applies.includes('engine'));
+  t.deepEqual(engineSettings.map(([, s]) => s.engine).sort(), fields.sort(), 'applies: engine <=> an engine field');
+  for (const value of Object.values(options)) t.is(typeof value, 'number');
+});
