@@ -3,9 +3,10 @@
 // interleaved rounds of `wrk -t1 -c32` (plain keep-alive GETs). Prints the
 // median req/s and the worker's CPU µs per request (from /proc). Without
 // hooks the dispatcher runs exactly the code it ran before hooks existed
-// (no wrapper, the plain Exchange class), so "none" is the baseline.
+// (no wrapper, the plain Exchange class); `--base DIR` adds a row for
+// another build (DIR/dist, e.g. the commit before hooks) to show it.
 //
-//   node bench/hooks.mjs [--rounds 3] [--seconds 3]
+//   node bench/hooks.mjs [--rounds 3] [--seconds 3] [--base DIR]
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,19 +16,24 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, base: { type: 'string' } },
+});
 const dir = mkdtempSync(join(tmpdir(), 'rwsgi-bench-hooks-'));
 const hooked = join(dir, 'hooks.mjs');
 writeFileSync(hooked, 'export default { preRequest() {}, postRequest() {} };\n');
-const VARIANTS = { none: [], 'pre+post': ['-c', hooked] };
+const CLI = join(ROOT, 'dist/cli/main.js');
+const VARIANTS = { none: [CLI], 'pre+post': [CLI, '-c', hooked] };
+if (values.base) VARIANTS[`before hooks (${values.base})`] = [join(values.base, 'dist/cli/main.js')];
 
 const cpuSeconds = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100;
 };
 
-async function round(name, args) {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'serve', 'bench/apps/rwsgi-app.js', '-b', '127.0.0.1:0', '-w', '1', '--log-level', 'debug', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+async function round(name, [cli, ...args]) {
+  const argv = [cli, 'serve', 'bench/apps/rwsgi-app.js', '-b', '127.0.0.1:0', '-w', '1', '--log-level', 'debug', ...args];
+  const child = spawn(process.execPath, argv, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (d) => (log += d));
   const until = Date.now() + 15_000;
