@@ -246,3 +246,26 @@ test("the engine's options are the Rust ServerOptions fields, each filled by one
   t.deepEqual(engineSettings.map(([, s]) => s.engine).sort(), fields.sort(), 'applies: engine <=> an engine field');
   for (const value of Object.values(options)) t.is(typeof value, 'number');
 });
+
+test('the engine refuses options that are missing or invalid instead of defaulting them', async (t) => {
+  // In a child process: constructing a server installs the engine's signal handlers.
+  const script = `
+import { native } from ${JSON.stringify(join(ROOT, 'dist/native.js'))};
+import { defaults, engineOptions } from ${JSON.stringify(join(ROOT, 'dist/settings/registry.js'))};
+const good = engineOptions(defaults());
+const { keepAliveSeconds, ...missing } = good;
+for (const options of [missing, { ...good, headerTimeoutSeconds: -1 }, { ...good, limitRequestBody: 0.5 }]) {
+  try {
+    new (native().NativeServer)([], options, {});
+    console.log('accepted');
+  } catch (err) {
+    console.log(err.message);
+  }
+}
+`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script]);
+  const [missing, negative, fractional] = stdout.trim().split('\n');
+  t.regex(missing, /keepAliveSeconds/);
+  t.regex(negative, /headerTimeoutSeconds must be a number of seconds >= 0, got -1/);
+  t.regex(fractional, /limitRequestBody must be an integer >= 0, got 0.5/);
+});
