@@ -14,10 +14,6 @@ export function setLogLevel(level: Level): void {
   threshold = level;
 }
 
-export function isLevel(value: string): value is Level {
-  return (LEVELS as readonly string[]).includes(value);
-}
-
 function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { RwsgiError } from './errors.js';
+import type { EngineOptions } from './settings/registry.js';
 
 export interface BoundGroup {
   fds: number[];
@@ -13,16 +14,9 @@ export interface BoundGroup {
   port: number;
 }
 
-export interface ServerOptions {
-  limitRequestLine?: number;
-  limitRequestFields?: number;
-  limitRequestFieldSize?: number;
-  keepAliveSeconds?: number;
-  headerTimeoutSeconds?: number;
-  limitRequestBody?: number;
-  bodyTimeoutSeconds?: number;
-  workerConnections?: number;
-}
+/** Every field required (the engine has no defaults of its own); built
+ * from the settings registry by `engineOptions`. */
+export type ServerOptions = EngineOptions;
 
 /** Slots per request in `ServerCallbacks.requestTable` (crates/node/src/driver.rs). */
 export const REQUEST_STRIDE = 11;

@@ -59,3 +59,11 @@ async function registerLoader(file: string): Promise<void> {
     EXIT_APP_LOAD,
   );
 }
+
+/** A module's namespace as its author wrote it: a transpiled ES module
+ * loaded as CommonJS (a `.ts` file outside a `"type": "module"` package,
+ * through tsx or ts-node) arrives as `{ default: { __esModule, default, ... } }`. */
+export function authoredNamespace(namespace: Record<string, unknown>): Record<string, unknown> {
+  const inner = namespace.default as Record<string, unknown> | null | undefined;
+  return typeof inner === 'object' && inner !== null && inner.__esModule === true ? inner : namespace;
+}

@@ -147,3 +147,21 @@ export function cpuSeconds(pid) {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
+
+/** Runs `rwsgi ...args` to its exit; resolves with its status and output
+ * (`out` is stdout and stderr together). Killed after `ms`. */
+export function rwsgi(args, { cwd = ROOT, env = {}, ms = 30_000 } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const result = { code: null, signal: null, stdout: '', stderr: '', out: '' };
+    child.stdout.on('data', (d) => ((result.stdout += d), (result.out += d)));
+    child.stderr.on('data', (d) => ((result.stderr += d), (result.out += d)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    // 'close', not 'exit': the output is complete only once stdout/stderr end.
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      Object.assign(result, { code, signal });
+      resolve(result);
+    });
+  });
+}

@@ -35,3 +35,11 @@ test('a .ts app in a project without a TypeScript loader: exit 4, naming what to
   t.regex(err.stderr, new RegExp(`${app.replace(/[.]/g, '\\.')} is TypeScript, which Node v[\\d.]+ does not run by itself: install a loader in the project \\(npm i -D tsx\\)`));
   t.is(err.stderr.match(/is TypeScript/g).length, 1, 'said once');
 });
+
+test('a rwsgi.config.ts is read from the working directory', async (t) => {
+  const { stdout } = await run(process.execPath, [CLI, 'serve', '--print-config', '--json'], { cwd: fixture('typescript/config'), timeout: 30_000 });
+  const settings = JSON.parse(stdout);
+  t.deepEqual(settings.workers, { value: 3, source: 'file', file: 'rwsgi.config.ts' });
+  t.is(settings.maxRequests.value, 77);
+  t.is(settings.app.value, '../app.ts');
+});

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
-import { prepareTypeScript } from '../typescript.js';
+import { authoredNamespace, prepareTypeScript } from '../typescript.js';
 
 /** `app.js:handler` -> module `app.js`, export `handler`. */
 export function splitAppSpec(spec: string): { module: string; exportName: string | null } {
@@ -32,7 +32,7 @@ export async function loadApp(spec: string, cwd = process.cwd()): Promise<unknow
   await prepareTypeScript(file);
   let namespace: Record<string, unknown>;
   try {
-    namespace = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    namespace = authoredNamespace((await import(pathToFileURL(file).href)) as Record<string, unknown>);
   } catch (err) {
     const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
     throw new RwsgiError('RWSGI_ERR_APP_LOAD', `failed to import ${file}:\n${detail}`, EXIT_APP_LOAD);

@@ -7,13 +7,14 @@
 // and steers new connections to the healthy slots.
 
 import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
-import { lookup } from 'node:dns/promises';
-import { parseBind } from '../cli/args.js';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
-import { logger, reopenLogFile } from '../log.js';
+import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import type { WorkerMessage } from '../protocol/messages.js';
+import { socketAddress } from '../settings/bind.js';
+import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settings/hooks.js';
+import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
 import { Spread } from './spread.js';
@@ -42,20 +43,6 @@ interface Slot {
   retiringSince: number | null;
 }
 
-/** `host:port` as the addon parses it, resolving names like `localhost`. */
-async function socketAddress(bind: string): Promise<string> {
-  const { host, port } = parseBind(bind);
-  let ip = host;
-  if (!/^[\d.]+$/.test(host) && !host.includes(':')) {
-    try {
-      ip = (await lookup(host)).address;
-    } catch {
-      throw new RwsgiError('RWSGI_ERR_BIND', `cannot resolve bind host '${host}'`, EXIT_CONFIG);
-    }
-  }
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -79,17 +66,53 @@ export class Arbiter {
   private readonly signals: Signal[] = [];
   private tick: NodeJS.Timeout | null = null;
   private finished: (code: number) => void = () => {};
-  private readonly hbMs: number;
+  private hbMs: number;
   private readonly spread: Spread;
 
-  constructor(private readonly config: Config) {
+  private config: Config;
+  /** The config file the settings came from, for the workers' hooks. */
+  private configFile: string | null;
+  /** Set once the first full set of workers was ready (whenReady ran). */
+  private wasReady = false;
+  /** The arbiter, as its hooks see it. */
+  private readonly info: ServerInfo;
+
+  /** `reread` resolves the settings again, for HUP. */
+  constructor(
+    settings: Resolved,
+    private readonly reread: () => Promise<Resolved>,
+  ) {
+    const { config } = settings;
+    this.config = config;
+    this.configFile = settings.file?.path ?? null;
     this.wantedCount = config.workers;
+    const self = this;
+    this.info = {
+      pid: process.pid,
+      get config() {
+        return self.config;
+      },
+      get addresses() {
+        return self.listeners.map((l) => l.address);
+      },
+      get workers() {
+        return self.wantedCount;
+      },
+    };
     this.hbMs = heartbeatMs(config);
     this.spread = new Spread(config.spread, native().allowedCpus());
   }
 
   async run(): Promise<number> {
     logger.info(`Starting rwsgi ${VERSION}`);
+    const { onStarting } = this.config;
+    if (onStarting) {
+      try {
+        await awaitHook(() => onStarting(this.info), this.config.bootTimeout * 1000);
+      } catch (err) {
+        throw new RwsgiError('RWSGI_ERR_CONFIG', `onStarting hook failed: ${describe(err)}`, EXIT_CONFIG);
+      }
+    }
     this.writePidfile();
     try {
       await this.bind();
@@ -133,22 +156,53 @@ export class Arbiter {
   }
 
   private async bind(): Promise<void> {
-    const { workers, backlog } = this.config;
-    const addon = native();
-    for (let i = 0; i < workers; i++) this.slots.push(this.newSlot(i, []));
-    for (const bind of this.config.binds) {
-      const requested = await socketAddress(bind);
-      let group;
-      try {
-        group = addon.bindListeners(requested, workers, backlog);
-      } catch (err) {
-        throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
-      }
-      group.fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
-      const host = group.host.includes(':') ? `[${group.host}]` : group.host;
-      this.listeners.push({ bind, address: `${host}:${group.port}` });
-      logger.info(`Listening at: http://${host}:${group.port} (${process.pid})`);
+    for (let i = 0; i < this.config.workers; i++) this.slots.push(this.newSlot(i, []));
+    for (const bind of this.config.bind) this.addListener(await this.listen(bind));
+  }
+
+  /** One socket per slot at `bind`; the caller owns them. */
+  private async listen(bind: string): Promise<{ listener: Listener; fds: number[] }> {
+    const requested = await socketAddress(bind);
+    let group;
+    try {
+      group = native().bindListeners(requested, this.slots.length, this.config.backlog);
+    } catch (err) {
+      throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
     }
+    const host = group.host.includes(':') ? `[${group.host}]` : group.host;
+    return { listener: { bind, address: `${host}:${group.port}` }, fds: group.fds };
+  }
+
+  private addListener({ listener, fds }: { listener: Listener; fds: number[] }): void {
+    fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
+    this.listeners.push(listener);
+    logger.info(`Listening at: http://${listener.address} (${process.pid})`);
+  }
+
+  /** HUP with other binds: listens at the new ones and closes the removed
+   * ones; the addresses that stay keep their sockets (and queued
+   * connections). Workers of the next generation get the new set; the
+   * draining ones keep their copies until they exit. All or nothing: if a
+   * new address cannot be bound, the listeners stay as they were. */
+  private async rebind(wanted: string[]): Promise<void> {
+    const added = wanted.filter((b, i) => wanted.indexOf(b) === i && !this.listeners.some((l) => l.bind === b));
+    const removed = this.listeners.filter((l) => !wanted.includes(l.bind));
+    const opened: { listener: Listener; fds: number[] }[] = [];
+    try {
+      for (const bind of added) opened.push(await this.listen(bind));
+    } catch (err) {
+      for (const o of opened) for (const fd of o.fds) closeSync(fd);
+      throw err;
+    }
+    for (const listener of removed) {
+      const i = this.listeners.indexOf(listener);
+      for (const slot of this.slots) for (const fd of slot.fds.splice(i, 1)) closeSync(fd);
+      this.listeners.splice(i, 1);
+      logger.info(`Stopped listening at: http://${listener.address}`);
+    }
+    for (const o of opened) this.addListener(o);
+    // Steer the new sockets' groups too.
+    if (opened.length > 0 || removed.length > 0) this.steeredTo = '';
   }
 
   private newSlot(index: number, fds: number[]): Slot {
@@ -168,17 +222,13 @@ export class Arbiter {
         this.stop('quick');
         break;
       case 'SIGHUP':
-        if (this.stopping) break;
-        this.generation++;
-        logger.info(`Reloading: starting generation ${this.generation} workers`);
+        if (!this.stopping) void this.reload();
         break;
       case 'SIGTTIN':
-        this.wantedCount++;
-        logger.info(`Number of workers: ${this.wantedCount}`);
+        this.setWanted(this.wantedCount + 1);
         break;
       case 'SIGTTOU':
-        if (this.wantedCount > 1) this.wantedCount--;
-        logger.info(`Number of workers: ${this.wantedCount}`);
+        this.setWanted(Math.max(1, this.wantedCount - 1));
         break;
       case 'SIGUSR1':
         reopenLogFile();
@@ -191,13 +241,64 @@ export class Arbiter {
     }
   }
 
+  private setWanted(count: number): void {
+    const old = this.wantedCount;
+    this.wantedCount = count;
+    logger.info(`Number of workers: ${count}`);
+    const { nworkersChanged } = this.config;
+    if (nworkersChanged && count !== old) fireHook('nworkersChanged', () => nworkersChanged(this.info, count, old));
+  }
+
+  /** HUP: the settings read again (the config file included), then a new
+   * generation of workers with them. Settings that do not resolve keep the
+   * running ones; the code is reloaded either way. */
+  private async reload(): Promise<void> {
+    try {
+      await this.apply(await this.reread());
+    } catch (err) {
+      const why = err instanceof RwsgiError ? err.message : describe(err);
+      logger.error(`Reload: the settings do not resolve, keeping the running ones: ${why}`);
+    }
+    if (this.stopping) return;
+    this.generation++;
+    logger.info(`Reloading: starting generation ${this.generation} workers`);
+    const { onReload } = this.config;
+    if (onReload) fireHook('onReload', () => onReload(this.info));
+    this.reconcile();
+  }
+
+  /** Takes reloaded settings: new workers get them, and the listeners
+   * follow `bind`; what only a restart can change is said so and left as it is. */
+  private async apply(next: Resolved): Promise<void> {
+    try {
+      await this.rebind(next.config.bind);
+    } catch (err) {
+      logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
+      next.config.bind = this.config.bind;
+    }
+    const fixed = (['backlog', 'spread', 'pidfile'] as const).filter(
+      (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
+    );
+    for (const name of fixed) {
+      logger.warning(`Reload: ${name} changed; it takes a restart, keeping ${JSON.stringify(this.config[name])}`);
+      (next.config as Record<string, unknown>)[name] = this.config[name];
+    }
+    const workers = next.config.workers;
+    this.config = next.config;
+    this.configFile = next.file?.path ?? null;
+    this.hbMs = heartbeatMs(this.config);
+    setLogLevel(this.config.logLevel);
+    setLogFile(this.config.errorLogfile);
+    if (workers !== this.wantedCount) this.setWanted(workers);
+  }
+
   private stop(mode: 'graceful' | 'quick'): void {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
     const now = Date.now();
     if (mode === 'graceful') {
       this.stopDeadline = now + this.config.gracefulTimeout * 1000 + 1000;
-      for (const w of this.workers) w.drain(this.config.gracefulTimeout * 1000, now);
+      for (const w of this.workers) w.drain(this.config.gracefulTimeout * 1000, now, 'stop');
     } else {
       this.stopDeadline = now + QUICK_STOP_MS;
       for (const w of this.workers) w.kill('SIGQUIT');
@@ -213,6 +314,7 @@ export class Arbiter {
         if (w.state === 'booting') w.state = 'ready';
         this.everReady = true;
         logger.debug(`Worker ready (pid:${w.pid}, slot ${w.slot}, generation ${w.generation})`);
+        this.maybeReady();
         break;
       case 'hb': {
         w.lastBeat = now;
@@ -233,8 +335,22 @@ export class Arbiter {
     this.reconcile();
   };
 
+  /** whenReady: once, when the first full set of workers is ready. */
+  private maybeReady(): void {
+    if (this.wasReady || this.workers.filter((x) => x.state === 'ready').length < this.wantedCount) return;
+    this.wasReady = true;
+    const { whenReady } = this.config;
+    if (whenReady) fireHook('whenReady', () => whenReady(this.info));
+  }
+
   private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void => {
     this.workers = this.workers.filter((x) => x !== w);
+    const { workerExit } = this.config;
+    if (workerExit) {
+      const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
+      const exit = { pid: w.pid, slot: w.slot, generation: w.generation, exitCode: code, signal, reason };
+      fireHook('workerExit', () => workerExit(this.info, exit));
+    }
     const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
     const slot = this.slots[w.slot];
     if (w.bootError !== null) {
@@ -311,6 +427,7 @@ export class Arbiter {
       } else if (w.state !== 'aborting' && timeoutMs > 0 && now - w.lastBeat > timeoutMs) {
         logger.critical(`WORKER TIMEOUT (pid:${w.pid}) ${w.describeOldest(now)}`);
         w.state = 'aborting';
+        w.exitReason = 'timeout';
         w.killAt = now + ABORT_GRACE_MS;
         w.kill('SIGABRT');
       }
@@ -336,12 +453,15 @@ export class Arbiter {
       if (needed && now >= slot.nextSpawnAt) this.spawn(slot, now);
       // A current worker is ready: every other one of the slot drains.
       const keep = fresh.reduce<WorkerProcess | null>((a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w), null);
-      if (keep) for (const w of ready) if (w !== keep) w.drain(this.config.gracefulTimeout * 1000, now);
+      if (keep) for (const w of ready) if (w !== keep) w.drain(this.config.gracefulTimeout * 1000, now, w.recycle ? 'max-requests' : 'reload');
     }
   }
 
   private spawn(slot: Slot, now: number): void {
-    const w = new WorkerProcess(slot.index, this.generation, slot.fds, this.config, now, this.onMessage, this.onExit);
+    const { preSpawn } = this.config;
+    if (preSpawn) fireHook('preSpawn', () => preSpawn(this.info, { pid: null, slot: slot.index, generation: this.generation }));
+    const spec = { config: this.config, configFile: this.configFile, listeners: slot.fds.length, slot: slot.index, generation: this.generation };
+    const w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
     this.workers.push(w);
     logger.info(`Booting worker with pid: ${w.pid}`);
   }
@@ -356,7 +476,7 @@ export class Arbiter {
   private retire(slot: Slot, mine: WorkerProcess[], now: number): void {
     slot.retiringSince ??= now;
     if (now - slot.retiringSince < RETIRE_SETTLE_MS) return;
-    for (const w of mine) w.drain(this.config.gracefulTimeout * 1000, now);
+    for (const w of mine) w.drain(this.config.gracefulTimeout * 1000, now, 'scale-down');
     const last = this.slots[this.slots.length - 1];
     if (mine.length === 0 && last === slot) {
       for (const fd of slot.fds) closeSync(fd);
@@ -429,6 +549,14 @@ export class Arbiter {
     for (const slot of this.slots) for (const fd of slot.fds) closeSync(fd);
     this.removePidfile();
     logger.info('Shutting down: Master');
-    this.finished(this.exitCode);
+    const { onExit } = this.config;
+    if (!onExit) return this.finished(this.exitCode);
+    awaitHook(() => onExit(this.info), this.config.gracefulTimeout * 1000).then(
+      () => this.finished(this.exitCode),
+      (err: unknown) => {
+        logger.error(`onExit hook failed: ${describe(err)}`);
+        this.finished(this.exitCode);
+      },
+    );
   }
 }

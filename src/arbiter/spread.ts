@@ -10,9 +10,7 @@
 // off its share two windows running (one client thread, one NIC queue).
 
 import { logger } from '../log.js';
-
-export const SPREADS = ['cpu', 'random'] as const;
-export type SpreadChoice = (typeof SPREADS)[number];
+import type { SpreadChoice } from '../settings/registry.js';
 
 /** A window spans at least this many accepts and milliseconds: heartbeats
  * come about once a second per worker, unaligned, so a short window would

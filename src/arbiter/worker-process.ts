@@ -4,9 +4,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config.js';
 import { type ArbiterMessage, encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
-import type { WorkerSpec } from '../worker/main.js';
+import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+import type { ExitReason } from '../settings/hooks.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
@@ -35,20 +35,24 @@ export class WorkerProcess {
   exited = false;
   /** The last signal the arbiter sent it. */
   signalled: NodeJS.Signals | null = null;
+  /** Why the arbiter ended it, once it decided to (null: it was not asked to go). */
+  exitReason: ExitReason | null = null;
+
+  readonly slot: number;
+  readonly generation: number;
 
   constructor(
-    readonly slot: number,
-    readonly generation: number,
+    spec: WorkerSpec,
     fds: number[],
-    config: Config,
     now: number,
     onMessage: (w: WorkerProcess, m: WorkerMessage) => void,
     onExit: (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null) => void,
   ) {
-    const spec: WorkerSpec = { config, listeners: fds.length };
+    this.slot = spec.slot;
+    this.generation = spec.generation;
     this.child = spawn(process.execPath, [WORKER_ENTRY], {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...fds],
-      env: { ...process.env, RWSGI_WORKER: JSON.stringify(spec) },
+      env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },
     });
     this.pid = this.child.pid ?? -1;
     this.spawnedAt = now;
@@ -78,9 +82,10 @@ export class WorkerProcess {
   }
 
   /** Stop accepting, finish what is in flight, exit; killed after `graceMs`. */
-  drain(graceMs: number, now: number): void {
+  drain(graceMs: number, now: number, reason: ExitReason): void {
     if (this.state === 'draining' || this.state === 'aborting') return;
     this.state = 'draining';
+    this.exitReason = reason;
     this.killAt = now + graceMs + 1000;
     this.send({ type: 'stop', graceful: true, deadlineMs: graceMs });
   }

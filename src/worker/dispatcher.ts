@@ -5,6 +5,7 @@ import type { InFlight } from '../protocol/messages.js';
 import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
 import { logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
+import { MeasuredExchange, postRequestCall, type RequestHooks, withPreRequest } from './request-hooks.js';
 
 export type RequestHandler = (ex: Exchange) => void;
 
@@ -21,13 +22,28 @@ export class Dispatcher implements ServerCallbacks {
   private calls: ResponseCalls | null = null;
   served = 0;
   private idleWaiters: Array<() => void> = [];
+  private readonly handler: RequestHandler;
+  /** Exchange, or with a postRequest hook the kind that measures its response. */
+  private readonly ExchangeType: typeof Exchange = Exchange;
 
   /** `onBusy` runs when a request arrives at an idle worker. */
   constructor(
-    private readonly handler: RequestHandler,
+    handler: RequestHandler,
     private readonly onBusy: () => void = () => {},
     private readonly onServed: (served: number) => void = () => {},
-  ) {}
+    hooks: RequestHooks | null = null,
+  ) {
+    this.handler = hooks?.preRequest ? withPreRequest(handler, hooks.worker, hooks.preRequest) : handler;
+    if (hooks?.postRequest) {
+      const done = this.events.onDone;
+      const post = postRequestCall(hooks.worker, hooks.postRequest);
+      this.events.onDone = (ex) => {
+        done(ex);
+        post(ex);
+      };
+      this.ExchangeType = MeasuredExchange;
+    }
+  }
 
   attach(server: NativeServer): void {
     this.server = server;
@@ -76,7 +92,7 @@ export class Dispatcher implements ServerCallbacks {
   };
 
   onRequests = (count: number, text: string): void => {
-    const { server, calls, requestTable: t } = this;
+    const { server, calls, requestTable: t, ExchangeType } = this;
     if (!server || !calls) return;
     // One clock read per batch: the requests in it arrived together.
     const startedAt = performance.now();
@@ -89,7 +105,7 @@ export class Dispatcher implements ServerCallbacks {
         this.conns.set(id, conn);
       }
       const flags = t[row + Slot.Flags] as number;
-      const ex = new Exchange(
+      const ex = new ExchangeType(
         conn,
         this.methods[t[row + Slot.Method] as number] as string,
         text.substring(t[row + Slot.UrlStart] as number, t[row + Slot.UrlEnd] as number),

@@ -7,7 +7,7 @@ import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
-type Chunk = string | Uint8Array;
+export type Chunk = string | Uint8Array;
 
 type Op =
   | { kind: 'respond'; status: string; headers: string; fields: number; body: Chunk }

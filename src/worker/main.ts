@@ -8,7 +8,7 @@ import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
 import { NodeRunner } from '../apps/node.js';
 import { WsgiRunner } from '../apps/wsgi.js';
 import type { Exchange } from './exchange.js';
-import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
+import { heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
@@ -16,12 +16,10 @@ import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
 import { handoffName } from '../protocol/messages.js';
-
-export interface WorkerSpec {
-  config: Config;
-  /** How many listening sockets follow fd 3. */
-  listeners: number;
-}
+import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
+import { fireHook, type WorkerSelf } from '../settings/hooks.js';
+import { engineOptions } from '../settings/registry.js';
+import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
 /** A request reaching an idle worker is reported at once (if the last report
@@ -30,7 +28,7 @@ const FIRST_LISTENER_FD = 4;
 const BUSY_REPORT_MS = 100;
 
 function readSpec(): WorkerSpec {
-  const raw = process.env.RWSGI_WORKER;
+  const raw = process.env[SPEC_VARIABLE];
   if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
   return JSON.parse(raw) as WorkerSpec;
 }
@@ -82,6 +80,18 @@ function ownerNames(pids: number[]): (string | null)[] {
   return pids.some(other) ? pids.map((pid) => (other(pid) ? handoffName(process.ppid, pid) : null)) : [];
 }
 
+/** A boot step that fails is a boot failure: the arbiter hears why, and
+ * the worker exits 4, as for an app that does not load. */
+async function bootStep<T>(send: ArbiterLink['send'], what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    const why = err instanceof RwsgiError ? err.message : describe(err);
+    send({ type: 'boot-error', reason: what === '' ? why : `${what}: ${why}` });
+    process.exit(EXIT_APP_LOAD);
+  }
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
@@ -92,15 +102,15 @@ async function main(): Promise<void> {
   const link = new ArbiterLink();
   const send = link.send.bind(link);
 
-  let detected: DetectedApp;
-  logger.debug(`Loading ${config.app}`);
-  try {
-    detected = await detectApp(await loadApp(config.app), config.interface, config.app);
-  } catch (err) {
-    const reason = err instanceof RwsgiError ? err.message : describe(err);
-    send({ type: 'boot-error', reason });
-    process.exit(EXIT_APP_LOAD);
-  }
+  // Hooks are functions, which the spec cannot carry: read them from the file.
+  const { configFile } = spec;
+  if (configFile !== null) Object.assign(config, await bootStep(send, 'cannot read the worker hooks', () => hooksIn(configFile, 'worker')));
+  const self: WorkerSelf = { pid: process.pid, slot: spec.slot, generation: spec.generation, config };
+  const { workerInit, postWorkerInit, preRequest, postRequest, workerShutdown } = config;
+  if (workerInit) await bootStep(send, 'workerInit hook failed', async () => workerInit(self));
+  const app = config.app ?? '';
+  logger.debug(`Loading ${app}`);
+  const detected = await bootStep(send, '', async () => detectApp(await loadApp(app), config.interface, app));
 
   const tasks = new BackgroundTasks();
   const runner = makeRunner(detected, tasks);
@@ -130,23 +140,11 @@ async function main(): Promise<void> {
     (served) => {
       if (served === maxRequests) report();
     },
+    preRequest || postRequest ? { worker: self, preRequest, postRequest } : null,
   );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const addon = native();
-  const server = new addon.NativeServer(
-    fds,
-    {
-      limitRequestLine: config.limitRequestLine,
-      limitRequestFields: config.limitRequestFields,
-      limitRequestFieldSize: config.limitRequestFieldSize,
-      keepAliveSeconds: config.keepAlive,
-      headerTimeoutSeconds: config.headerTimeout,
-      limitRequestBody: config.limitRequestBody,
-      bodyTimeoutSeconds: config.bodyTimeout,
-      workerConnections: config.workerConnections,
-    },
-    dispatcher,
-  );
+  const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));
@@ -173,6 +171,7 @@ async function main(): Promise<void> {
   const stop = async (deadlineMs: number): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    if (workerShutdown) fireHook('workerShutdown', () => workerShutdown(self));
     runner.drain();
     server.drain();
     const deadline = setTimeout(() => process.exit(0), deadlineMs);
@@ -205,6 +204,7 @@ async function main(): Promise<void> {
   // Terminal job-control and reload signals are for the arbiter only.
   for (const signal of ['SIGHUP', 'SIGTTIN', 'SIGTTOU'] as const) process.on(signal, () => {});
 
+  if (postWorkerInit) await bootStep(send, 'postWorkerInit hook failed', async () => postWorkerInit(self));
   send({ type: 'ready', pid: process.pid });
 }
 

@@ -123,47 +123,52 @@ pub fn watch_parent(stall_ms: u32) {
     rwsgi_core::abort::watch_parent(u64::from(stall_ms));
 }
 
+/// The engine's settings, every one required: src/settings/ declares,
+/// defaults and validates them, and a missing or invalid value stops the
+/// server here rather than falling back to a default of the engine's own.
 #[napi(object)]
 pub struct ServerOptions {
-    pub limit_request_line: Option<u32>,
-    pub limit_request_fields: Option<u32>,
-    pub limit_request_field_size: Option<u32>,
-    pub keep_alive_seconds: Option<f64>,
-    pub header_timeout_seconds: Option<f64>,
-    pub limit_request_body: Option<f64>,
-    pub body_timeout_seconds: Option<f64>,
-    pub worker_connections: Option<u32>,
+    pub limit_request_line: u32,
+    pub limit_request_fields: u32,
+    pub limit_request_field_size: u32,
+    pub keep_alive_seconds: f64,
+    pub header_timeout_seconds: f64,
+    pub limit_request_body: f64,
+    pub body_timeout_seconds: f64,
+    pub worker_connections: u32,
 }
 
-fn limits_from(options: &ServerOptions) -> Limits {
-    let d = Limits::default();
-    let secs = |s: Option<f64>, default: Duration| {
-        s.filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(default)
-    };
-    Limits {
-        request_line: options
-            .limit_request_line
-            .map_or(d.request_line, |n| n as usize),
-        header_fields: options
-            .limit_request_fields
-            .map_or(d.header_fields, |n| n as usize),
-        field_size: options
-            .limit_request_field_size
-            .map_or(d.field_size, |n| n as usize),
-        keep_alive: secs(options.keep_alive_seconds, d.keep_alive),
-        header_timeout: secs(options.header_timeout_seconds, d.header_timeout),
-        pipeline_depth: d.pipeline_depth,
-        max_body: options
-            .limit_request_body
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .map_or(d.max_body, |n| n as u64),
-        body_timeout: secs(options.body_timeout_seconds, d.body_timeout),
-        max_connections: options
-            .worker_connections
-            .map_or(d.max_connections, |n| n.max(1) as usize),
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        Error::from_reason(format!(
+            "{name} must be a number of seconds >= 0, got {value}"
+        ))
+    })
+}
+
+fn limits_from(options: &ServerOptions) -> Result<Limits> {
+    let body = options.limit_request_body;
+    // Integral and at most 2^53: exactly representable, so the cast is lossless.
+    if !((0.0..=9_007_199_254_740_992.0).contains(&body) && body.fract() == 0.0) {
+        return Err(Error::from_reason(format!(
+            "limitRequestBody must be an integer >= 0, got {body}"
+        )));
     }
+    if options.worker_connections == 0 {
+        return Err(Error::from_reason("workerConnections must be >= 1"));
+    }
+    Ok(Limits {
+        request_line: options.limit_request_line as usize,
+        header_fields: options.limit_request_fields as usize,
+        field_size: options.limit_request_field_size as usize,
+        keep_alive: seconds("keepAliveSeconds", options.keep_alive_seconds)?,
+        header_timeout: seconds("headerTimeoutSeconds", options.header_timeout_seconds)?,
+        // Not a setting: how far parsing runs ahead of responses is the engine's own.
+        pipeline_depth: Limits::default().pipeline_depth,
+        max_body: body as u64,
+        body_timeout: seconds("bodyTimeoutSeconds", options.body_timeout_seconds)?,
+        max_connections: options.worker_connections as usize,
+    })
 }
 
 fn reference(env: sys::napi_env, value: sys::napi_value) -> Result<sys::napi_ref> {
@@ -239,7 +244,7 @@ impl NativeServer {
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
         rwsgi_core::abort::install();
-        let engine = Engine::new(&fds, limits_from(&options))
+        let engine = Engine::new(&fds, limits_from(&options)?)
             .map_err(|e| Error::from_reason(e.to_string()))?;
         let resource = Object::new(&env)?;
         let mut async_context = ptr::null_mut();

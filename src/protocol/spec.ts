@@ -1,0 +1,17 @@
+// What the arbiter hands a worker it spawns (in the RWSGI_WORKER
+// environment variable, as JSON), one definition for both sides.
+
+import type { Config } from '../config.js';
+
+export const SPEC_VARIABLE = 'RWSGI_WORKER';
+
+export interface WorkerSpec {
+  /** The resolved settings; hooks do not cross (functions are not JSON). */
+  config: Config;
+  /** The config file the settings came from: the worker reads its hooks there. */
+  configFile: string | null;
+  /** How many listening sockets follow fd 3. */
+  listeners: number;
+  slot: number;
+  generation: number;
+}

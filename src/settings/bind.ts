@@ -1,0 +1,30 @@
+// Listening addresses as people write them: `HOST:PORT`, `[V6]:PORT`,
+// `HOST` or `:PORT`.
+
+import { lookup } from 'node:dns/promises';
+import { EXIT_CONFIG, RwsgiError } from '../errors.js';
+
+export const DEFAULT_PORT = 8000;
+
+/** Splits a bind; the port defaults to 8000, an empty host is 0.0.0.0.
+ * Throws on anything else. */
+export function parseBind(bind: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(bind) ?? /^([^:[\]]*)(?::(\d+))?$/.exec(bind);
+  const port = m?.[2] === undefined ? DEFAULT_PORT : Number(m[2]);
+  if (!m || port > 65535) throw new Error(`--bind '${bind}' is not HOST:PORT (IPv6 as [::1]:8000)`);
+  return { host: m[1] === '' ? '0.0.0.0' : (m[1] as string), port };
+}
+
+/** `host:port` as the addon parses it, resolving names like `localhost`. */
+export async function socketAddress(bind: string): Promise<string> {
+  const { host, port } = parseBind(bind);
+  let ip = host;
+  if (!/^[\d.]+$/.test(host) && !host.includes(':')) {
+    try {
+      ip = (await lookup(host)).address;
+    } catch {
+      throw new RwsgiError('RWSGI_ERR_BIND', `cannot resolve bind host '${host}'`, EXIT_CONFIG);
+    }
+  }
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

@@ -1,0 +1,366 @@
+// Every setting of rwsgi, declared once (gunicorn's config.py model): its
+// flags, kind and bounds, default, section, doc and the processes that read
+// it. The command line, `--help`, config files, RWSGI_CMD_ARGS, validation,
+// `--print-config`, the engine's options and the README's settings table all
+// come from here. Adding a setting is one entry below plus the code that
+// uses it.
+
+import { availableParallelism } from 'node:os';
+import { LEVELS } from '../log.js';
+import type {
+  PostRequestHook,
+  PreRequestHook,
+  PreSpawnHook,
+  ServerHook,
+  WorkerExitHook,
+  WorkerHook,
+  WorkersChangedHook,
+} from './hooks.js';
+import { binds, choice, type EngineField, hook, int, module, path, seconds, type Setting } from './kinds.js';
+
+export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
+export type InterfaceChoice = (typeof INTERFACES)[number];
+
+export const SPREADS = ['cpu', 'random'] as const;
+export type SpreadChoice = (typeof SPREADS)[number];
+
+const U32 = 2 ** 32 - 1;
+const I32 = 2 ** 31 - 1;
+
+export const SETTINGS = {
+  // ---- Application ----
+  app: module({
+    section: 'Application',
+    applies: ['worker'],
+    meta: 'MODULE[:EXPORT]',
+    default: null,
+    defaultText: '',
+    doc: 'The app to serve: the module (a path or a package name) and, after a colon, the export to use (default: the default export, or an export named `app` or `application`). On the command line it is the argument after `serve`; in a config file, `app`.',
+  }),
+  interface: choice(INTERFACES, {
+    section: 'Application',
+    applies: ['worker'],
+    flag: 'interface',
+    short: 'i',
+    meta: 'I',
+    default: 'auto',
+    doc: 'The app interface: `auto` (fetch objects, Fastify, Koa and Express apps by their shape, any other function as `wsgi`), `wsgi`, `node` (a plain `(req, res)` listener) or `fetch`.',
+  }),
+
+  // ---- Server socket ----
+  bind: binds({
+    section: 'Server socket',
+    applies: ['arbiter'],
+    flag: 'bind',
+    short: 'b',
+    meta: 'HOST:PORT',
+    default: ['127.0.0.1:8000'],
+    defaultText: '127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set',
+    doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one.',
+  }),
+  backlog: int({
+    section: 'Server socket',
+    applies: ['arbiter'],
+    flag: 'backlog',
+    meta: 'N',
+    min: 1,
+    max: I32,
+    default: 2048,
+    doc: 'The listen queue length of each socket.',
+  }),
+  spread: choice(SPREADS, {
+    section: 'Server socket',
+    applies: ['arbiter'],
+    flag: 'spread',
+    meta: 'HOW',
+    default: 'cpu',
+    doc: 'How new connections are spread over the workers: `cpu` (by the CPU that received the connection, each worker running on its CPUs, so one client thread\'s connections share a worker; random as soon as that loads the workers unevenly) or `random`.',
+  }),
+
+  // ---- Worker processes ----
+  workers: int({
+    section: 'Worker processes',
+    applies: ['arbiter'],
+    flag: 'workers',
+    short: 'w',
+    meta: 'N',
+    min: 1,
+    max: 1024,
+    default: () => availableParallelism(),
+    defaultText: 'number of CPUs',
+    doc: 'The number of worker processes.',
+  }),
+  workerConnections: int({
+    section: 'Worker processes',
+    applies: ['engine'],
+    engine: 'workerConnections',
+    flag: 'worker-connections',
+    meta: 'N',
+    min: 1,
+    max: U32,
+    default: 4096,
+    doc: 'Open connections per worker before it pauses accepting.',
+  }),
+  maxRequests: int({
+    section: 'Worker processes',
+    applies: ['arbiter', 'worker'],
+    flag: 'max-requests',
+    meta: 'N',
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    default: 0,
+    doc: 'Replace a worker, gracefully, after it served N requests; 0 = never.',
+  }),
+  maxRequestsJitter: int({
+    section: 'Worker processes',
+    applies: ['arbiter', 'worker'],
+    flag: 'max-requests-jitter',
+    meta: 'N',
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    default: 0,
+    doc: 'Add a stable 0..N to each worker\'s `maxRequests`, so replacements spread out.',
+  }),
+
+  // ---- Timeouts ----
+  timeout: seconds({
+    section: 'Timeouts',
+    applies: ['arbiter', 'worker'],
+    flag: 'timeout',
+    short: 't',
+    meta: 'S',
+    default: 30,
+    doc: 'Seconds without a heartbeat before a worker is killed and replaced; 0 = never.',
+  }),
+  gracefulTimeout: seconds({
+    section: 'Timeouts',
+    applies: ['arbiter', 'worker'],
+    flag: 'graceful-timeout',
+    meta: 'S',
+    default: 30,
+    doc: 'Seconds workers get to finish in-flight requests on `TERM`, reload or recycling, then `SIGKILL`; also bounds the `onExit` hook.',
+  }),
+  bootTimeout: seconds({
+    section: 'Timeouts',
+    applies: ['arbiter'],
+    flag: 'boot-timeout',
+    meta: 'S',
+    default: 30,
+    doc: 'Seconds a new worker gets to load the app (and run `workerInit`/`postWorkerInit`) and report ready; also bounds `onStarting`.',
+  }),
+  keepAlive: seconds({
+    section: 'Timeouts',
+    applies: ['engine'],
+    engine: 'keepAliveSeconds',
+    flag: 'keep-alive',
+    meta: 'S',
+    default: 5,
+    doc: 'Seconds an idle keep-alive connection stays open.',
+  }),
+  headerTimeout: seconds({
+    section: 'Timeouts',
+    applies: ['engine'],
+    engine: 'headerTimeoutSeconds',
+    flag: 'header-timeout',
+    meta: 'S',
+    default: 10,
+    doc: 'Seconds a client gets to send a whole request head, then `408`.',
+  }),
+  bodyTimeout: seconds({
+    section: 'Timeouts',
+    applies: ['engine'],
+    engine: 'bodyTimeoutSeconds',
+    flag: 'body-timeout',
+    meta: 'S',
+    default: 30,
+    doc: 'Seconds a request body may stall between reads, then `408`.',
+  }),
+  requestTimeout: seconds({
+    section: 'Timeouts',
+    applies: ['worker'],
+    flag: 'request-timeout',
+    meta: 'S',
+    default: 0,
+    doc: 'Seconds a request may run: then `504` with `Connection: close` (or a cut connection if the response started) and `environ[\'rwsgi.signal\']` aborts; 0 = off.',
+  }),
+
+  // ---- Limits ----
+  limitRequestLine: int({
+    section: 'Limits',
+    applies: ['engine'],
+    engine: 'limitRequestLine',
+    flag: 'limit-request-line',
+    meta: 'N',
+    min: 16,
+    max: U32,
+    default: 4094,
+    doc: 'The longest request line in bytes, else `414`.',
+  }),
+  limitRequestFields: int({
+    section: 'Limits',
+    applies: ['engine'],
+    engine: 'limitRequestFields',
+    flag: 'limit-request-fields',
+    meta: 'N',
+    min: 1,
+    max: U32,
+    default: 100,
+    doc: 'The most header fields in a request, else `431`.',
+  }),
+  limitRequestFieldSize: int({
+    section: 'Limits',
+    applies: ['engine'],
+    engine: 'limitRequestFieldSize',
+    flag: 'limit-request-field_size',
+    aliases: ['limit-request-field-size'],
+    meta: 'N',
+    min: 16,
+    max: U32,
+    default: 8190,
+    doc: 'The longest header field (name and value) in bytes, else `431`.',
+  }),
+  limitRequestBody: int({
+    section: 'Limits',
+    applies: ['engine'],
+    engine: 'limitRequestBody',
+    flag: 'limit-request-body',
+    meta: 'N',
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    default: 0,
+    doc: 'The largest request body in bytes, else `413`; 0 = unlimited.',
+  }),
+
+  // ---- Logging ----
+  logLevel: choice(LEVELS, {
+    section: 'Logging',
+    applies: ['arbiter', 'worker'],
+    flag: 'log-level',
+    meta: 'LEVEL',
+    default: 'info',
+    doc: 'The least severe log lines written: `debug`, `info`, `warning`, `error` or `critical`.',
+  }),
+  errorLogfile: path({
+    section: 'Logging',
+    applies: ['arbiter', 'worker'],
+    flag: 'error-logfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: 'stderr',
+    doc: 'Write log lines to FILE (appending) instead of stderr; `USR1` reopens it, for log rotation.',
+  }),
+
+  // ---- Process ----
+  pidfile: path({
+    section: 'Process',
+    applies: ['arbiter'],
+    flag: 'pid',
+    short: 'p',
+    meta: 'FILE',
+    default: null,
+    doc: 'Write the arbiter\'s pid to FILE; refuse to start if a live process\'s pid is there.',
+  }),
+
+  // ---- Hooks (config file only) ----
+  onStarting: hook<ServerHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`onStarting(server)`, in the arbiter before it binds: awaited (bounded by `bootTimeout`); a throw or rejection stops startup with exit 3.',
+  }),
+  whenReady: hook<ServerHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`whenReady(server)`, in the arbiter once the first full set of workers is ready; not awaited, a throw is logged.',
+  }),
+  onReload: hook<ServerHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`onReload(server)`, in the arbiter on `HUP`, after the config file was read again and before new workers start; not awaited, a throw is logged.',
+  }),
+  preSpawn: hook<PreSpawnHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`preSpawn(server, worker)`, in the arbiter right before a worker process starts (`worker.pid` is null); synchronous, a throw is logged and the worker starts.',
+  }),
+  workerExit: hook<WorkerExitHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`workerExit(server, worker)`, in the arbiter after a worker exited, with `exitCode`, `signal` and `reason` (`timeout`, `crash`, `boot-failure`, `max-requests`, `reload`, `scale-down` or `stop`); not awaited, a throw is logged.',
+  }),
+  nworkersChanged: hook<WorkersChangedHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`nworkersChanged(server, newCount, oldCount)`, in the arbiter when the wanted number of workers changes (`TTIN`, `TTOU`, a reload with another `workers`); not awaited, a throw is logged.',
+  }),
+  onExit: hook<ServerHook>({
+    section: 'Hooks',
+    applies: ['arbiter'],
+    doc: '`onExit(server)`, in the arbiter once every worker is gone, before it exits: awaited (bounded by `gracefulTimeout`); a throw is logged.',
+  }),
+  workerInit: hook<WorkerHook>({
+    section: 'Hooks',
+    applies: ['worker'],
+    doc: '`workerInit(worker)`, in each worker before the app is imported: awaited; a throw or rejection is a boot failure (exit 4 at startup, as an app that does not load).',
+  }),
+  postWorkerInit: hook<WorkerHook>({
+    section: 'Hooks',
+    applies: ['worker'],
+    doc: '`postWorkerInit(worker)`, in each worker after the app loaded and before it reports ready: awaited; a throw or rejection is a boot failure.',
+  }),
+  preRequest: hook<PreRequestHook>({
+    section: 'Hooks',
+    applies: ['worker'],
+    doc: '`preRequest(worker, request)`, in the worker before the app gets each request (`method`, `path`, `url`, `remoteAddress`); synchronous, a throw is logged once per distinct error and the request goes on.',
+  }),
+  postRequest: hook<PostRequestHook>({
+    section: 'Hooks',
+    applies: ['worker'],
+    doc: '`postRequest(worker, request, response)`, in the worker after each response ended (`status`, `duration` in ms, `bytes`); synchronous, a throw is logged once per distinct error.',
+  }),
+  workerShutdown: hook<WorkerHook>({
+    section: 'Hooks',
+    applies: ['worker'],
+    doc: '`workerShutdown(worker)`, in the worker when it starts draining (stop, reload, recycling); not awaited, the drain goes on; a throw is logged.',
+  }),
+} as const;
+
+export type Settings = typeof SETTINGS;
+export type SettingName = keyof Settings;
+
+type ValueOf<S> = S extends Setting<infer T, unknown> ? T : never;
+type InputOf<S> = S extends Setting<unknown, infer I> ? I : never;
+
+/** The resolved settings of one `rwsgi serve`, shared by the arbiter and its workers. */
+export type Config = { -readonly [K in SettingName]: ValueOf<Settings[K]> };
+
+/** What a config file may hold: any settings, by their camelCase names. */
+export type UserConfig = { [K in SettingName]?: InputOf<Settings[K]> };
+
+export const NAMES = Object.keys(SETTINGS) as SettingName[];
+
+/** A setting's declaration, seen without its value type. */
+export function setting(name: SettingName): Setting<unknown, unknown> {
+  return SETTINGS[name] as Setting<unknown, unknown>;
+}
+
+export function isSettingName(name: string): name is SettingName {
+  return Object.hasOwn(SETTINGS, name);
+}
+
+/** Every setting at its default. */
+export function defaults(): Config {
+  return Object.fromEntries(NAMES.map((n) => [n, setting(n).default()])) as Config;
+}
+
+/** The options handed to the Rust engine (crates/node's ServerOptions):
+ * each engine setting under its `engine` field name. */
+export type EngineOptions = Record<EngineField, number>;
+
+export function engineOptions(config: Config): EngineOptions {
+  const out: Partial<EngineOptions> = {};
+  for (const name of NAMES) {
+    const field = setting(name).engine;
+    if (field !== undefined) out[field] = config[name] as number;
+  }
+  return out as EngineOptions;
+}
