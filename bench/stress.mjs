@@ -66,10 +66,12 @@ function runtime() {
     stdio: 'inherit',
     env: { ...process.env, RUSTFLAGS: '-Zsanitizer=address', CARGO_TARGET_DIR: target },
   });
-  // A copy of dist/ with the sanitized addon: the arbiter and its workers load it from there.
+  // A copy of dist/ with the sanitized addon: the arbiter and its workers
+  // load it from there (package.json beside it: ESM, and the version).
   const dist = join(target, 'dist');
   mkdirSync(dist, { recursive: true });
   cpSync(join(ROOT, 'dist'), dist, { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(target, 'package.json'));
   cpSync(join(target, 'x86_64-unknown-linux-gnu/debug/librwsgi_node.so'), join(dist, 'rwsgi.node'));
   const runtimeLib = execFileSync('gcc', ['-print-file-name=libasan.so']).toString().trim();
   if (!existsSync(runtimeLib)) throw new Error(`no ASan runtime at ${runtimeLib} (apt-get install libasan8 gcc)`);
