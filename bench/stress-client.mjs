@@ -1,7 +1,7 @@
 // One load burst of bench/stress.mjs: `--connections` keep-alive
-// connections send requests back to back for `--burst` seconds (GET /,
-// GET /json, POST /echo, now and then four pipelined), then stay open and
-// idle for `--hold` seconds, sending one request each every `--ping`
+// connections send requests back to back for `--burst` seconds (the routes
+// of bench/apps/stress-app.js in turn, now and then four pipelined), then
+// stay open and idle for `--hold` seconds, sending one request each every `--ping`
 // seconds (0: none), then close. Every response is checked (status, length,
 // body). A request whose connection the server closed before any byte of
 // its response came back (an idle keep-alive connection closed by a
@@ -33,8 +33,8 @@ const ECHO = 'x'.repeat(700);
 const GET = { text: 'GET / HTTP/1.1\r\nHost: stress\r\n\r\n', body: HELLO };
 const REQUESTS = [
   GET,
-  GET,
-  GET,
+  { text: 'GET /bytes HTTP/1.1\r\nHost: stress\r\n\r\n', body: HELLO },
+  { text: 'GET /parts HTTP/1.1\r\nHost: stress\r\n\r\n', body: HELLO },
   { text: 'GET /json HTTP/1.1\r\nHost: stress\r\n\r\n', body: JSON_4K },
   { text: `POST /echo HTTP/1.1\r\nHost: stress\r\nContent-Length: ${ECHO.length}\r\n\r\n${ECHO}`, body: ECHO },
 ];

@@ -5,7 +5,7 @@
 //
 //   npm run stress [-- --asan]
 //
-// - servers (bench/apps/rwsgi-app.js, loopback, port 0): "pinned", 1 worker
+// - servers (bench/apps/stress-app.js, loopback, port 0): "pinned", 1 worker
 //   with the arbiter under `taskset -c 0` (so the worker is pinned there),
 //   default settings; "pair", 2 workers spread by CPU (the default),
 //   `--keep-alive 75` so idle connections outlive the idle periods, and
@@ -38,7 +38,7 @@ const GC_MS = process.env.STRESS_GC_MS ?? '200';
 const HOGS = Number(process.env.STRESS_HOGS ?? 0);
 const ASAN = process.argv.includes('--asan') || process.env.STRESS_ASAN === '1';
 const CPUS = Math.min(availableParallelism(), 2);
-const APP = 'bench/apps/rwsgi-app.js';
+const APP = 'bench/apps/stress-app.js';
 
 const startedAt = Date.now();
 const failures = [];
@@ -213,7 +213,8 @@ const watchers = servers.map(watchHandoffs);
 let cycle = 0;
 while (failures.length === 0 && Date.now() < deadline) {
   const s = servers[cycle % servers.length];
-  const connections = pick([1, 64]);
+  // Each server gets c=1 and c=64 bursts in turn.
+  const connections = [1, 64][Math.floor(cycle / servers.length) % 2];
   const burstS = between(2, 5);
   const remaining = (deadline - Date.now()) / 1000 - burstS;
   const idleS = Math.max(0, Math.min(between(IDLE_MIN, IDLE_MAX), remaining));
