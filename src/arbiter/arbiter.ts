@@ -229,11 +229,13 @@ export class Arbiter {
     this.reconcile();
   };
 
-  private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void => {
+  private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
     this.workers = this.workers.filter((x) => x !== w);
     const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
     const slot = this.slots[w.slot];
-    if (w.bootError !== null) {
+    if (spawnError) {
+      if (slot) this.spawnFailed(slot, spawnError);
+    } else if (w.bootError !== null) {
       this.bootFailed(w, w.bootError);
     } else if (this.stopping || w.state === 'draining') {
       logger.info(`Worker exiting (pid: ${w.pid})`);
@@ -334,9 +336,24 @@ export class Arbiter {
   }
 
   private spawn(slot: Slot, now: number): void {
-    const w = new WorkerProcess(slot.index, this.generation, slot.fds, this.config, now, this.onMessage, this.onExit);
+    let w: WorkerProcess;
+    try {
+      w = new WorkerProcess(slot.index, this.generation, slot.fds, this.config, now, this.onMessage, this.onExit);
+    } catch (err) {
+      this.spawnFailed(slot, err as Error);
+      return;
+    }
     this.workers.push(w);
-    logger.info(`Booting worker with pid: ${w.pid}`);
+    // Without a pid the spawn failed; its 'error' event reports it (onExit).
+    if (w.pid !== -1) logger.info(`Booting worker with pid: ${w.pid}`);
+  }
+
+  /** The system would not start a process (out of processes, memory or
+   * descriptors): retry with the slot's backoff, as after a crash. */
+  private spawnFailed(slot: Slot, err: Error): void {
+    const delay = slot.backoff.failed(0);
+    slot.nextSpawnAt = Date.now() + delay;
+    logger.error(`Cannot start a worker (${err.message}); retrying in ${(delay / 1000).toFixed(1)}s (backoff step ${slot.backoff.step})`);
   }
 
   private addSlot(): void {
