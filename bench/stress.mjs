@@ -10,10 +10,10 @@
 //   default settings; "pair", 2 workers spread by CPU (the default),
 //   `--keep-alive 75` so idle connections outlive the idle periods, and
 //   `--max-requests` so workers are recycled under load.
-// - cycles: a burst (c=1 or c=64, 2-5 s, from bench/stress-client.mjs) whose
-//   client process is moved between CPUs with `taskset` every 0.7 s, so
-//   its idle keep-alive connections are handed over between the pair's
-//   workers; then an idle period (STRESS_IDLE, default 20-40 s) in which the
+// - cycles: a burst (c=1 or c=64, 2-5 s; for the pinned server from wrk
+//   when installed, else from bench/stress-client.mjs) whose client process
+//   is moved between CPUs with `taskset` every 0.7 s, so its idle
+//   keep-alive connections are handed over between the pair's workers; then an idle period (STRESS_IDLE, default 20-40 s) in which the
 //   pair's connections stay open and are pinged now and then from a CPU
 //   the client was just moved to; a HUP to a random server in 1 of 3 cycles.
 // - V8 in every server process compacts on each full GC and is made to
@@ -26,7 +26,7 @@
 //   busy-looping processes during every other cycle (a loaded machine).
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ const HOGS = Number(process.env.STRESS_HOGS ?? 0);
 const ASAN = process.argv.includes('--asan') || process.env.STRESS_ASAN === '1';
 const CPUS = Math.min(availableParallelism(), 2);
 const APP = 'bench/apps/stress-app.js';
+const WRK = spawnSync('sh', ['-c', 'command -v wrk'], { stdio: 'ignore' }).status === 0;
 
 const startedAt = Date.now();
 const failures = [];
@@ -144,14 +145,26 @@ function moveTo(pid, cpu) {
   return spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0;
 }
 
-/** One burst (and hold) from a client process that hops between CPUs. */
+/** wrk's summary as the client's counts: every socket error and non-2xx fails. */
+function wrkCounts(out) {
+  const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  const errors = /Socket errors: (.*)/.exec(out)?.[1];
+  const socketErrors = errors ? errors.split(',').reduce((n, part) => n + Number(/(\d+)/.exec(part)?.[1] ?? 0), 0) : 0;
+  const failed = non2xx + socketErrors;
+  return { ok: total - non2xx, retried: 0, failed, errors: failed ? [`wrk: ${non2xx} non-2xx, socket errors: ${errors ?? 'none'}`] : [] };
+}
+
+/** One burst (and hold) from a client process that hops between CPUs:
+ * wrk (as the benchmark runs it) when installed and nothing is held open,
+ * else bench/stress-client.mjs. */
 async function burst(s, { connections, burstS, holdS, pingS }) {
   let cpu = Math.floor(Math.random() * CPUS);
-  const client = spawn(
-    'taskset',
-    ['-c', String(cpu), process.execPath, join(ROOT, 'bench/stress-client.mjs'), '--port', String(s.port), '--connections', String(connections), '--burst', String(burstS), '--hold', String(holdS), '--ping', String(pingS)],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
+  const useWrk = WRK && holdS === 0;
+  const load = useWrk
+    ? ['wrk', `-t${connections > 1 ? 2 : 1}`, `-c${connections}`, `-d${Math.round(burstS)}s`, `http://127.0.0.1:${s.port}/`]
+    : [process.execPath, join(ROOT, 'bench/stress-client.mjs'), '--port', String(s.port), '--connections', String(connections), '--burst', String(burstS), '--hold', String(holdS), '--ping', String(pingS)];
+  const client = spawn('taskset', ['-c', String(cpu), ...load], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   client.stdout.on('data', (d) => (out += d));
   const exited = new Promise((resolve) => client.on('exit', resolve));
@@ -168,7 +181,7 @@ async function burst(s, { connections, burstS, holdS, pingS }) {
   const code = await exited;
   let counts;
   try {
-    counts = JSON.parse(out.trim().split('\n').pop());
+    counts = useWrk ? wrkCounts(out) : JSON.parse(out.trim().split('\n').pop());
   } catch {
     failures.push(`${s.name}: the client exited with code ${code} and no counts`);
     return;
@@ -177,7 +190,7 @@ async function burst(s, { connections, burstS, holdS, pingS }) {
   s.retried += counts.retried;
   s.failed += counts.failed;
   for (const e of counts.errors) failures.push(`${s.name}: request failed: ${e}`);
-  say(`${s.name} c=${connections} ${burstS.toFixed(1)}s burst, ${holdS.toFixed(0)}s hold: ${counts.ok} ok, ${counts.retried} retried, ${counts.failed} failed`);
+  say(`${s.name} ${useWrk ? 'wrk ' : ''}c=${connections} ${burstS.toFixed(1)}s burst, ${holdS.toFixed(0)}s hold: ${counts.ok} ok, ${counts.retried} retried, ${counts.failed} failed`);
 }
 
 function hup(s) {
@@ -208,6 +221,16 @@ const bootUntil = Date.now() + 60_000;
 while (servers.some((s) => !s.port || s.booted === 0) && Date.now() < bootUntil && failures.length === 0) await sleep(100);
 if (servers.some((s) => !s.port)) failures.push(`a server did not start:\n${servers.map((s) => s.log).join('')}`);
 else await sleep(ASAN ? 5000 : 1000);
+if (ASAN) {
+  // The sanitized addon only reports if the runtime came along: check the maps.
+  for (const s of servers) {
+    const pids = [s.child.pid, ...[...s.log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]))];
+    for (const pid of pids) {
+      const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+      if (!maps.includes('libasan') || !maps.includes(join(rt.dist, 'rwsgi.node'))) failures.push(`${s.name}: pid ${pid} runs without the ASan runtime or addon`);
+    }
+  }
+}
 const watchers = servers.map(watchHandoffs);
 
 let cycle = 0;
