@@ -1,4 +1,4 @@
-// Crash hunt (issue 19): cycles load and idleness against two rwsgi servers
+// Crash hunt (issue 19): cycles load and idleness against three rwsgi servers
 // the way the benchmark runs that crashed did, with everything that moves
 // memory or connections around turned up, and fails if any process dies of
 // a signal or any request fails. Not part of `npm test`: it takes minutes.
@@ -7,15 +7,17 @@
 //
 // - servers (bench/apps/stress-app.js, loopback, port 0): "pinned", 1 worker
 //   with the arbiter under `taskset -c 0` (so the worker is pinned there),
-//   default settings; "pair", 2 workers spread by CPU (the default),
+//   default settings; "twin", 2 workers, default settings (the two servers
+//   that crashed); "pair", 2 workers spread by CPU (the default),
 //   `--keep-alive 75` so idle connections outlive the idle periods, and
 //   `--max-requests` so workers are recycled under load.
-// - cycles: a burst (c=1 or c=64, 2-5 s; for the pinned server from wrk
-//   when installed, else from bench/stress-client.mjs) whose client process
-//   is moved between CPUs with `taskset` every 0.7 s, so its idle
-//   keep-alive connections are handed over between the pair's workers; then an idle period (STRESS_IDLE, default 20-40 s) in which the
-//   pair's connections stay open and are pinged now and then from a CPU
-//   the client was just moved to; a HUP to a random server in 1 of 3 cycles.
+// - cycles, one server after the other: a burst (c=1 or c=64, 2-5 s; from
+//   wrk when installed, except for the pair, else bench/stress-client.mjs)
+//   whose client process is moved between CPUs with `taskset` every 0.7 s,
+//   so idle keep-alive connections are handed over between two workers;
+//   then an idle period (STRESS_IDLE, default 20-40 s) in which the pair's
+//   connections stay open and are pinged now and then from a CPU the
+//   client was just moved to; a HUP to a random server in 1 of 3 cycles.
 // - V8 in every server process compacts on each full GC and is made to
 //   collect every STRESS_GC_MS (bench/stress-gc.cjs, via NODE_OPTIONS).
 // - `--asan` (or STRESS_ASAN=1): the addon built with AddressSanitizer
@@ -215,6 +217,7 @@ watchdog.unref();
 const deadline = Date.now() + SECONDS * 1000;
 const servers = [
   startServer('pinned', { taskset: '0', args: ['-w', '1'] }, rt),
+  startServer('twin', { args: ['-w', '2'] }, rt),
   startServer('pair', { args: ['-w', '2', '--keep-alive', '75', '--max-requests', '15000', '--max-requests-jitter', '10000'] }, rt),
 ];
 const bootUntil = Date.now() + 60_000;
@@ -243,8 +246,8 @@ while (failures.length === 0 && Date.now() < deadline) {
   const idleS = Math.max(0, Math.min(between(IDLE_MIN, IDLE_MAX), remaining));
   const load = cycle % 2 === 1 ? hogs(HOGS) : [];
   if (Math.random() < 1 / 3) setTimeout(() => hup(pick(servers)), between(0, (burstS + idleS) * 1000)).unref();
-  // The pair keeps its connections open through the idle period; the pinned
-  // server's client leaves at the end of the burst, as wrk does.
+  // The pair keeps its connections open through the idle period; the other
+  // servers' clients leave at the end of the burst, as wrk does.
   const holdS = s.name === 'pair' ? idleS : 0;
   await burst(s, { connections, burstS, holdS, pingS: holdS > 0 ? between(5, 10) : 0 });
   for (const h of load) h.kill('SIGKILL');
