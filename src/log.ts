@@ -32,6 +32,12 @@ export function timestamp(date = new Date()): string {
 let logFile: { path: string; fd: number } | null = null;
 const fdListeners: ((fd: number) => void)[] = [];
 
+// A log reader that goes away (the pipe closed: EPIPE) must not take the
+// server with it: with no listener the write error would end the process,
+// silently, since the error cannot be printed either. The lines are lost;
+// the requests are still served.
+process.stderr.on('error', () => {});
+
 /** Sends log lines to `path` (appending) instead of stderr. */
 export function setLogFile(path: string | null): void {
   if (logFile) closeSync(logFile.fd);

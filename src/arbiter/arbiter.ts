@@ -343,17 +343,20 @@ export class Arbiter {
     if (whenReady) fireHook('whenReady', () => whenReady(this.info));
   }
 
-  private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void => {
+  private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
     this.workers = this.workers.filter((x) => x !== w);
     const { workerExit } = this.config;
-    if (workerExit) {
+    // A spawn that failed started no process: nothing exited.
+    if (workerExit && !spawnError) {
       const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
       const exit = { pid: w.pid, slot: w.slot, generation: w.generation, exitCode: code, signal, reason };
       fireHook('workerExit', () => workerExit(this.info, exit));
     }
     const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
     const slot = this.slots[w.slot];
-    if (w.bootError !== null) {
+    if (spawnError) {
+      if (slot) this.spawnFailed(slot, spawnError);
+    } else if (w.bootError !== null) {
       this.bootFailed(w, w.bootError);
     } else if (this.stopping || w.state === 'draining') {
       // Its replacement (if any) is already there; a death by a signal the
@@ -461,9 +464,24 @@ export class Arbiter {
     const { preSpawn } = this.config;
     if (preSpawn) fireHook('preSpawn', () => preSpawn(this.info, { pid: null, slot: slot.index, generation: this.generation }));
     const spec = { config: this.config, configFile: this.configFile, listeners: slot.fds.length, slot: slot.index, generation: this.generation };
-    const w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
+    let w: WorkerProcess;
+    try {
+      w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
+    } catch (err) {
+      this.spawnFailed(slot, err as Error);
+      return;
+    }
     this.workers.push(w);
-    logger.info(`Booting worker with pid: ${w.pid}`);
+    // Without a pid the spawn failed; its 'error' event reports it (onExit).
+    if (w.pid !== -1) logger.info(`Booting worker with pid: ${w.pid}`);
+  }
+
+  /** The system would not start a process (out of processes, memory or
+   * descriptors): retry with the slot's backoff, as after a crash. */
+  private spawnFailed(slot: Slot, err: Error): void {
+    const delay = slot.backoff.failed(0);
+    slot.nextSpawnAt = Date.now() + delay;
+    logger.error(`Cannot start a worker (${err.message}); retrying in ${(delay / 1000).toFixed(1)}s (backoff step ${slot.backoff.step})`);
   }
 
   private addSlot(): void {

@@ -46,10 +46,11 @@ export class WorkerProcess {
     fds: number[],
     now: number,
     onMessage: (w: WorkerProcess, m: WorkerMessage) => void,
-    onExit: (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null) => void,
+    onExit: (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => void,
   ) {
     this.slot = spec.slot;
     this.generation = spec.generation;
+    // Throws when fork itself fails (ENOMEM); the caller handles that.
     this.child = spawn(process.execPath, [WORKER_ENTRY], {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...fds],
       env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },
@@ -57,7 +58,16 @@ export class WorkerProcess {
     this.pid = this.child.pid ?? -1;
     this.spawnedAt = now;
     this.lastBeat = now;
-    const pipe = this.child.stdio[3] as Readable | null;
+    // Without a listener an 'error' would end the arbiter: a process that
+    // never started (EAGAIN, EMFILE: no pid, no 'exit' event follows) counts
+    // as an exit; a failed kill of a live one is followed by its 'exit' anyway.
+    this.child.on('error', (err) => {
+      if (this.pid !== -1 || this.exited) return;
+      this.exited = true;
+      onExit(this, null, null, err);
+    });
+    // Absent when the spawn failed before the pipes were made (EMFILE).
+    const pipe = (this.child.stdio?.[3] ?? null) as Readable | null;
     const decoder = new LineDecoder();
     pipe?.setEncoding('utf8');
     pipe?.on('data', (chunk: string) => {
@@ -71,7 +81,7 @@ export class WorkerProcess {
   }
 
   send(message: ArbiterMessage): void {
-    const pipe = this.child.stdio[3] as Writable | null;
+    const pipe = (this.child.stdio?.[3] ?? null) as Writable | null;
     if (pipe && !pipe.destroyed) pipe.write(encode(message));
   }
 
