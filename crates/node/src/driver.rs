@@ -320,7 +320,7 @@ impl Driver {
         let bytes = |r: &std::ops::Range<usize>| arena.get(r.clone()).unwrap_or(&[]);
         match event {
             // Batched by `record` and `flush`.
-            Event::Request { .. } => {}
+            Event::Request { .. } | Event::Rejected { .. } => {}
             Event::Body { conn, data } => {
                 napi.call(
                     cb.on_body,

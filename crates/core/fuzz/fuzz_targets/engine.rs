@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
 use libfuzzer_sys::fuzz_target;
+use rwsgi_test_llhttp as _;
 use rwsgi_core::{Engine, Event, HeaderList, Limits};
 
 const HEADERS: HeaderList<'static> = HeaderList {
