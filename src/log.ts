@@ -14,6 +14,11 @@ export function setLogLevel(level: Level): void {
   threshold = level;
 }
 
+/** Whether lines of `level` are written at the current threshold. */
+export function enabled(level: Level): boolean {
+  return rank[level] >= rank[threshold];
+}
+
 export function isLevel(value: string): value is Level {
   return (LEVELS as readonly string[]).includes(value);
 }

@@ -5,6 +5,7 @@
 
 import { logger } from '../log.js';
 import type { Exchange } from '../worker/exchange.js';
+import { isThenable } from './thenable.js';
 
 export type Environ = Record<string, unknown>;
 export type StartResponse = (status: string, headers: Array<[string, string]>, excInfo?: unknown) => (chunk: string | Uint8Array) => void;
@@ -184,8 +185,8 @@ export class WsgiRunner {
       state.fail(err);
       return;
     }
-    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
-      (result as PromiseLike<unknown>).then(
+    if (isThenable(result)) {
+      result.then(
         (value) => state.finish(value),
         (err: unknown) => state.fail(err),
       );

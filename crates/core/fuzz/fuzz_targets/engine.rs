@@ -84,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
     if server.set_nonblocking(true).is_err() || client.set_nonblocking(true).is_err() {
         return;
     }
-    engine.adopt(server.into());
+    if engine.adopt(server.into()).is_err() {
+        return;
+    }
     let mut pos = 0;
     let mut step = 0;
     while pos < input.len() && step < 256 {
