@@ -11,13 +11,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::abort;
-use crate::conn::{Conn, Received, Rejection, WriteError};
+use crate::conn::{Conn, Received, Rejection};
 use crate::date::DateCache;
 use crate::event::{Event, Recorder};
 use crate::handoff::{self, Handoff, HANDOFF_TICK};
 use crate::limits::Limits;
 use crate::parser::RequestParser;
-use crate::response::{HeadCache, HeaderList};
+use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
 use crate::socket::{self, listener_addr, Accepted, Peer};
 use crate::sys::{cvt, Epoll, Ready, Timer, Waker};
@@ -25,6 +25,8 @@ use crate::timeouts::{self, Expired, TICK};
 
 // Epoll keys of the engine's own descriptors. Connection tokens stay below
 // 2^52 (see slab.rs), so none of these can name a connection.
+mod respond;
+
 const TIMER_KEY: u64 = u64::MAX;
 const WAKER_KEY: u64 = u64::MAX - 1;
 const HANDOFF_KEY: u64 = u64::MAX - 2;
@@ -628,127 +630,5 @@ impl Engine {
         } else {
             self.give_up_pending(token);
         }
-    }
-
-    fn respond_with<T>(
-        &mut self,
-        token: Token,
-        f: impl FnOnce(&mut Conn, &[u8], bool) -> Result<T, WriteError>,
-    ) -> Result<T, WriteError> {
-        let conn = self
-            .conns
-            .get_mut(token)
-            .filter(|conn| !conn.is_lingering())
-            .ok_or(WriteError::Closed)?;
-        let result = f(conn, self.date.header_line(), self.draining)?;
-        publish_waiting(token, conn);
-        self.mark_dirty(token);
-        Ok(result)
-    }
-
-    /// Starts the front response on `token`. `body_len` is the length of the
-    /// whole body when known up front.
-    pub fn start(
-        &mut self,
-        token: Token,
-        status: &[u8],
-        headers: &HeaderList<'_>,
-        body_len: Option<u64>,
-    ) -> Result<(), WriteError> {
-        let app = self
-            .heads
-            .check(status, headers)
-            .map_err(WriteError::Response)?;
-        self.respond_with(token, |c, date, draining| {
-            c.start(date, status, headers, &app, body_len, draining)
-        })
-    }
-
-    /// Starts the front response on `token` as bytes the app frames itself.
-    pub fn start_raw(&mut self, token: Token, keep_alive: bool) -> Result<(), WriteError> {
-        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))
-    }
-
-    /// Appends body bytes; Ok(false) asks the app to wait for `Event::Drain`.
-    pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
-        self.respond_with(token, |c, _, _| c.write(data))
-    }
-
-    /// Completes the front response and moves on to the next request.
-    pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
-        let now = self.now;
-        self.respond_with(token, |c, date, _| c.end(date, now))?;
-        self.resume_parsing(token);
-        Ok(())
-    }
-
-    /// A whole response in one call: head, body, end.
-    pub fn respond(
-        &mut self,
-        token: Token,
-        status: &[u8],
-        headers: &HeaderList<'_>,
-        body: &[u8],
-    ) -> Result<(), WriteError> {
-        // One step, so outside a turn the whole response leaves in one send.
-        let now = self.now;
-        let app = self
-            .heads
-            .check(status, headers)
-            .map_err(WriteError::Response)?;
-        self.respond_with(token, |c, date, draining| {
-            c.start(
-                date,
-                status,
-                headers,
-                &app,
-                Some(body.len() as u64),
-                draining,
-            )?;
-            c.write(body)?;
-            c.end(date, now)
-        })?;
-        self.resume_parsing(token);
-        Ok(())
-    }
-
-    fn resume_parsing(&mut self, token: Token) {
-        let depth = self.limits.pipeline_depth;
-        if self.draining {
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        if conn.pending() < depth && conn.resume_parsing() {
-            self.resumed.push(token);
-            self.waker.wake();
-        }
-    }
-
-    /// Answers `Expect: 100-continue` once the app reads the body.
-    pub fn send_continue(&mut self, token: Token) -> Result<(), WriteError> {
-        self.respond_with(token, |c, _, _| {
-            c.send_continue();
-            Ok(())
-        })
-    }
-
-    /// Request-body backpressure from the app.
-    pub fn set_reading(&mut self, token: Token, on: bool) {
-        if let Some(conn) = self.conns.get_mut(token) {
-            conn.set_app_paused(!on);
-            self.update_interest(token);
-        }
-    }
-
-    /// Gives up on the connection after flushing what is buffered: for an
-    /// app that failed after its response started, so the client sees an
-    /// incomplete response rather than a clean one.
-    pub fn abort(&mut self, token: Token) -> Result<(), WriteError> {
-        self.respond_with(token, |c, _, _| {
-            c.close_after_output();
-            Ok(())
-        })
     }
 }
