@@ -3,7 +3,10 @@
 //   node bench/run.mjs [--peers rwsgi,rwsgi-hono,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
-//                      [--loadgen wrk|rwsgi-load]
+//                      [--loadgen wrk|rwsgi-load] [--before DIR]
+// --before DIR: also run the rwsgi built in DIR (another checkout, after its
+// `npm run build`) as the peer rwsgi-before, in the same interleaved rounds,
+// to compare a change with the code before it.
 // --pin: one worker per server pinned to core 0, wrk pinned to core 1.
 // Peers that are not installed are skipped with a note (bench/install-peers.sh
 // installs them). Writes bench/results/latest.{md,json} (and .png when
@@ -31,6 +34,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '5' },
     app: { type: 'string', default: 'hello' },
     loadgen: { type: 'string', default: 'wrk' },
+    before: { type: 'string' },
   },
 });
 /** wrk, or rwsgi-load (crates/loadgen): lighter, GET scenarios only, no latency figures. */
@@ -71,11 +75,16 @@ http {
 }
 
 /** name -> how to start it for `port`, or why it is skipped. */
+const rwsgiIn = (dir) => ({
+  cmd: [process.execPath, join(dir, 'dist/cli/main.js'), 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
+  bindArg: true,
+});
 const PEERS = {
-  rwsgi: () => ({
-    cmd: [process.execPath, 'dist/cli/main.js', 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
-    bindArg: true,
-  }),
+  rwsgi: () => rwsgiIn(ROOT),
+  'rwsgi-before': () =>
+    values.before && existsSync(join(values.before, 'dist/cli/main.js'))
+      ? rwsgiIn(values.before)
+      : { skip: `no build of the code before (--before DIR, after \`npm run build\` there)` },
   // The same routes as a Hono app on rwsgi's fetch interface.
   'rwsgi-hono': () =>
     express
@@ -191,7 +200,9 @@ const running = [];
 const peers = [];
 let port = 8300;
 try {
-  for (const name of values.peers.split(',')) {
+  const names = values.peers.split(',');
+  if (values.before && !names.includes('rwsgi-before')) names.splice(names.indexOf('rwsgi') + 1, 0, 'rwsgi-before');
+  for (const name of names) {
     const make = PEERS[name];
     if (!make) {
       notes.push(`${name}: unknown peer`);

@@ -14,6 +14,11 @@ export function setLogLevel(level: Level): void {
   threshold = level;
 }
 
+/** Whether lines of `level` are written at the current threshold. */
+export function enabled(level: Level): boolean {
+  return rank[level] >= rank[threshold];
+}
+
 function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }

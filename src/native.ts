@@ -1,6 +1,8 @@
 // Loads the Rust addon (this checkout's build, else the platform package's),
 // after checking that this node's llhttp has the struct layout the binding
-// was written for.
+// was written for, and that the addon's contract (request table layout,
+// flag bits, callback and option names; defined in
+// crates/node/src/contract.rs) is the one this file was written for.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,7 +20,19 @@ export interface BoundGroup {
  * from the settings registry by `engineOptions`. */
 export type ServerOptions = EngineOptions;
 
-/** Slots per request in `ServerCallbacks.requestTable` (crates/node/src/driver.rs). */
+/** Every `ServerOptions` field, checked against the addon's at load. */
+const SERVER_OPTION_NAMES = {
+  limitRequestLine: true,
+  limitRequestFields: true,
+  limitRequestFieldSize: true,
+  keepAliveSeconds: true,
+  headerTimeoutSeconds: true,
+  limitRequestBody: true,
+  bodyTimeoutSeconds: true,
+  workerConnections: true,
+} satisfies Record<keyof ServerOptions, true>;
+
+/** Slots per request in `ServerCallbacks.requestTable` (checked against the addon at load). */
 export const REQUEST_STRIDE = 11;
 /** Slot offsets within one request's row; string slots are offsets into `onRequests`' text. */
 export const enum Slot {
@@ -34,6 +48,21 @@ export const enum Slot {
   PeerPort = 9,
   LocalPort = 10,
 }
+
+/** `Slot`'s members by name (a const enum has no runtime names). */
+const SLOT_NAMES = {
+  Conn: Slot.Conn,
+  Flags: Slot.Flags,
+  Method: Slot.Method,
+  UrlStart: Slot.UrlStart,
+  UrlEnd: Slot.UrlEnd,
+  HeadersStart: Slot.HeadersStart,
+  HeadersEnd: Slot.HeadersEnd,
+  PeerIpStart: Slot.PeerIpStart,
+  PeerIpEnd: Slot.PeerIpEnd,
+  PeerPort: Slot.PeerPort,
+  LocalPort: Slot.LocalPort,
+};
 
 export interface ServerCallbacks {
   /** Where the engine writes each batch of requests, `REQUEST_STRIDE` slots per request. */
@@ -51,7 +80,23 @@ export interface ServerCallbacks {
   onPeerShutdown(conn: number): void;
   /** Accepting backs off for a second: out of descriptors or memory. */
   onAcceptPaused(reason: string): void;
+  /** A request was refused with `status` (only while `setTraceRejections(true)`). */
+  onRejected(status: number, reason: string, peerIp: string, peerPort: number): void;
 }
+
+/** Every `ServerCallbacks` member, checked against the addon's at load. */
+const CALLBACK_NAMES = {
+  requestTable: true,
+  onRequests: true,
+  onMethod: true,
+  onBody: true,
+  onBodyEnd: true,
+  onClose: true,
+  onDrain: true,
+  onPeerShutdown: true,
+  onAcceptPaused: true,
+  onRejected: true,
+} satisfies Record<keyof ServerCallbacks, true>;
 
 /** The per-response calls, plain functions bound to one server (cheaper per call than methods). */
 export interface ResponseCalls {
@@ -74,6 +119,10 @@ export interface NativeServer {
   connectionCount(): number;
   /** Connections accepted since start. */
   acceptedCount(): number;
+  /** Requests the engine refused (malformed, over a limit, too slow), by status sent. */
+  rejectedCounts(): Array<{ status: number; count: number }>;
+  /** Reports each refused request to `onRejected` (for --log-level debug). */
+  setTraceRejections(on: boolean): void;
   /** Receives connections other workers hand over, under `name`. */
   enableHandoff(name: string): void;
   /** Per CPU, the handoff name of the worker serving connections arriving there (null: this one). */
@@ -81,8 +130,17 @@ export interface NativeServer {
   close(): void;
 }
 
+/** What the addon says the contract is (crates/node/src/contract.rs). */
+export interface Contract {
+  slots: string[];
+  flags: Record<string, number>;
+  callbacks: string[];
+  serverOptions: string[];
+}
+
 interface Addon {
   checkLlhttp(version: string): void;
+  contract(): Contract;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
   /** New connections of `fd`'s group go to `slots`, picked by the SYN's CPU or at random. */
@@ -98,11 +156,37 @@ interface Addon {
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 
-/** Request flag bits, as crates/node/src/driver.rs sets them. */
+/** Request flag bits (checked against the addon at load). */
 export const FLAG_KEEP_ALIVE = 1;
 export const FLAG_HAS_BODY = 2;
 export const FLAG_EXPECT_CONTINUE = 4;
 export const FLAG_HTTP10 = 8;
+const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10 };
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** How the addon's contract differs from this file's, one entry per part; empty if not. */
+export function contractMismatches(contract: Contract): string[] {
+  const problems: string[] = [];
+  const slots = Object.entries(SLOT_NAMES)
+    .sort(([, a], [, b]) => a - b)
+    .map(([name]) => name);
+  if (!sameList(contract.slots, slots) || contract.slots.length !== REQUEST_STRIDE) {
+    problems.push(`request table slots: addon [${contract.slots.join(', ')}], src/native.ts [${slots.join(', ')}] (stride ${REQUEST_STRIDE})`);
+  }
+  const flags = (f: Record<string, number>): string[] => Object.entries(f).map(([k, v]) => `${k}=${v}`).sort();
+  const lists: Array<[string, string[], string[]]> = [
+    ['request flags', flags(contract.flags), flags(FLAGS)],
+    ['server callbacks', [...contract.callbacks].sort(), Object.keys(CALLBACK_NAMES).sort()],
+    ['ServerOptions fields', [...contract.serverOptions].sort(), Object.keys(SERVER_OPTION_NAMES).sort()],
+  ];
+  for (const [what, addon, ours] of lists) {
+    if (!sameList(addon, ours)) problems.push(`${what}: addon [${addon.join(', ')}], src/native.ts [${ours.join(', ')}]`);
+  }
+  return problems;
+}
 
 let addon: Addon | undefined;
 
@@ -152,6 +236,13 @@ export function native(): Addon {
     loaded.checkLlhttp(process.versions.llhttp ?? 'unknown');
   } catch (err) {
     throw new RwsgiError('RWSGI_ERR_NATIVE', (err as Error).message);
+  }
+  const problems = typeof loaded.contract === 'function' ? contractMismatches(loaded.contract()) : ['the addon exports no contract'];
+  if (problems.length > 0) {
+    throw new RwsgiError(
+      'RWSGI_ERR_NATIVE',
+      `the native addon rwsgi.${platformName()}.node does not match this build's JavaScript (${problems.join('; ')}); rebuild both with \`npm run build\``,
+    );
   }
   addon = loaded;
   return loaded;

@@ -36,6 +36,15 @@ test('a stalled request body gets 408 after --body-timeout', async (t) => {
   t.is(await curl(`${server.url}/ok`), 'ok');
 });
 
+test('a refused request leaves one debug line with the peer, the status and the reason', async (t) => {
+  const server = await serve(t, ROUTES, { args: ['--log-level', 'debug'] });
+  const bad = 'GET /ok HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n';
+  t.deepEqual(statusLines((await raw(server.port, bad)).text), ['HTTP/1.1 400 Bad Request']);
+  const line = /\[DEBUG\] 400 from 127\.0\.0\.1:\d+: HTTP\/1\.1 request needs exactly one Host header\n/;
+  await waitFor(() => line.test(server.log), 5000, 'the debug line');
+  t.is(server.log.match(/ 400 from /g).length, 1);
+});
+
 test('--worker-connections caps open connections; the next waits in the queue, not refused', async (t) => {
   const server = await serve(t, ROUTES, { args: ['--worker-connections', '2', '--keep-alive', '30'] });
   const idle = await openSlow(t, server.port, 2, '');

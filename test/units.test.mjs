@@ -8,6 +8,9 @@ import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
 import { splitAppSpec } from '../dist/apps/load.js';
 import { decodePath, splitTarget } from '../dist/apps/wsgi.js';
 import { encode, LineDecoder } from '../dist/protocol/messages.js';
+import { contractMismatches, native } from '../dist/native.js';
+import { setLogLevel } from '../dist/log.js';
+import { Dispatcher } from '../dist/worker/dispatcher.js';
 
 test('protocol: messages round-trip through the line decoder, split anywhere', (t) => {
   const messages = [
@@ -119,4 +122,32 @@ test('request targets: paths are percent-decoded as UTF-8, queries are not', (t)
   t.deepEqual(splitTarget('http://example.com/x?y'), { path: '/x', query: 'y' });
   t.deepEqual(splitTarget('http://example.com'), { path: '/', query: '' });
   t.deepEqual(splitTarget('*'), { path: '*', query: '' });
+});
+
+test('native: the addon contract is the one src/native.ts was written for; a drift is named', (t) => {
+  const contract = native().contract();
+  t.deepEqual(contractMismatches(contract), []);
+  const drifted = {
+    slots: contract.slots.slice(1),
+    flags: { ...contract.flags, FLAG_HAS_BODY: 16 },
+    callbacks: [...contract.callbacks, 'onSomethingNew'],
+    serverOptions: contract.serverOptions.filter((n) => n !== 'keepAliveSeconds'),
+  };
+  const problems = contractMismatches(drifted);
+  t.is(problems.length, 4);
+  t.regex(problems[0], /^request table slots: addon \[Flags, /);
+  t.regex(problems[1], /^request flags: .*FLAG_HAS_BODY=16/);
+  t.regex(problems[2], /^server callbacks: .*onSomethingNew/);
+  t.regex(problems[3], /^ServerOptions fields: addon \[.*\], src\/native\.ts \[.*keepAliveSeconds/);
+});
+
+test('dispatcher: refused requests are traced at --log-level debug only', (t) => {
+  const traced = [];
+  const server = { responseCalls: () => ({}), setTraceRejections: (on) => traced.push(on) };
+  for (const level of ['info', 'debug', 'warning']) {
+    setLogLevel(level);
+    new Dispatcher(() => {}).attach(server);
+  }
+  setLogLevel('info');
+  t.deepEqual(traced, [false, true, false]);
 });

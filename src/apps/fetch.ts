@@ -7,6 +7,7 @@ import { describe, logger } from '../log.js';
 import { FLAG_HAS_BODY } from '../native.js';
 import type { Exchange } from '../worker/exchange.js';
 import { installLightClasses, LightRequest, LightResponse } from './light.js';
+import { isThenable } from './thenable.js';
 
 export interface FetchApp {
   fetch(request: Request, env: unknown, ctx: ExecutionContext): Response | Promise<Response>;
@@ -181,8 +182,8 @@ export class FetchRunner {
       ex.fail(err);
       return;
     }
-    if (result !== null && typeof (result as Promise<Response>)?.then === 'function') {
-      (result as Promise<Response>).then(
+    if (isThenable<Response>(result)) {
+      result.then(
         (response) => this.deliver(ex, response),
         (err: unknown) => ex.fail(err),
       );

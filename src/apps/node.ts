@@ -9,6 +9,7 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
 import { FLAG_KEEP_ALIVE } from '../native.js';
 import type { Exchange } from '../worker/exchange.js';
+import { isThenable } from './thenable.js';
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown;
 
@@ -110,8 +111,8 @@ export class NodeRunner {
 
     try {
       const result = this.listener(req, response);
-      if (result && typeof (result as PromiseLike<unknown>).then === 'function') {
-        (result as PromiseLike<unknown>).then(undefined, (err: unknown) => ex.fail(err));
+      if (isThenable(result)) {
+        result.then(undefined, (err: unknown) => ex.fail(err));
       }
     } catch (err) {
       ex.fail(err);

@@ -5,6 +5,7 @@
 
 import { logger } from '../log.js';
 import type { Exchange } from '../worker/exchange.js';
+import { isThenable } from './thenable.js';
 
 /** A piece of a request or response body. */
 export type Chunk = string | Uint8Array;
@@ -229,8 +230,8 @@ export class WsgiRunner {
       state.fail(err);
       return;
     }
-    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
-      (result as PromiseLike<unknown>).then(
+    if (isThenable(result)) {
+      result.then(
         (value) => state.finish(value),
         (err: unknown) => state.fail(err),
       );

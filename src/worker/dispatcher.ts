@@ -3,7 +3,7 @@
 
 import type { InFlight } from '../protocol/messages.js';
 import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
-import { logger } from '../log.js';
+import { enabled, logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 import { MeasuredExchange, postRequestCall, type RequestHooks, withPreRequest } from './request-hooks.js';
 
@@ -48,6 +48,8 @@ export class Dispatcher implements ServerCallbacks {
   attach(server: NativeServer): void {
     this.server = server;
     this.calls = server.responseCalls();
+    // One line per refused request is for debugging, not for a server scanners reach.
+    server.setTraceRejections(enabled('debug'));
   }
 
   get inFlightCount(): number {
@@ -152,6 +154,11 @@ export class Dispatcher implements ServerCallbacks {
     if (now - this.lastAcceptWarning < 60_000) return;
     this.lastAcceptWarning = now;
     logger.warning(`Cannot accept connections (${reason}): retrying every second; raise the open-file limit (ulimit -n) or lower --worker-connections`);
+  };
+
+  onRejected = (status: number, reason: string, peerIp: string, peerPort: number): void => {
+    const host = peerIp.includes(':') ? `[${peerIp}]` : peerIp;
+    logger.debug(`${status} from ${host}:${peerPort}: ${reason}`);
   };
 
   onPeerShutdown = (id: number): void => {

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::server::cvt;
+use crate::sys::cvt;
 
 /// The CPUs this process may run on, ascending.
 pub fn allowed_cpus() -> io::Result<Vec<u32>> {

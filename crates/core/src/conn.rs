@@ -1,14 +1,17 @@
 //! One client connection: its parser, the queue of requests awaiting their
-//! responses (answered strictly in order), and the output buffer.
+//! responses (answered strictly in order), the output buffer, and its state
+//! as enums (reading, writing, closing) changed only by named transitions.
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
-use crate::parser::RequestParser;
+use crate::event::Recorder;
+use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
 use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
+use crate::socket::Peer;
 
 /// Output past this many unsent bytes tells the app to wait for `drain`.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -61,56 +64,142 @@ pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
     );
 }
 
-pub struct Conn {
-    pub fd: OwnedFd,
-    pub parser: RequestParser,
-    /// Received bytes not yet parsed (parsing paused).
-    pub inbuf: Vec<u8>,
-    pub out: Vec<u8>,
-    out_pos: usize,
-    /// Requests parsed and handed to the app, oldest first.
-    pub pending: VecDeque<RequestInfo>,
-    /// The body framing of the front request's response, once its head is out.
-    body: Option<BodyEncoder>,
-    pub peer_ip: String,
-    pub peer_port: u16,
-    pub local_port: u16,
-    /// The app has been told of at least one request (so it must hear of the close).
-    pub known_to_app: bool,
-    /// Reading is stopped: the last request closes the connection, or an
-    /// error response is queued.
-    pub read_finished: bool,
-    /// The parser is paused at the pipelining depth.
-    pub parse_paused: bool,
-    /// The app asked to stop reading (request body backpressure).
-    pub app_paused: bool,
-    /// Close once `out` is flushed.
-    pub close_after_flush: bool,
-    /// The client's last request (it asked to close) was read whole, and
-    /// nothing came after it: closing needs no lingering.
-    pub peer_done: bool,
-    /// An error response to write once earlier responses are out.
-    pub queued_error: Option<u16>,
-    pub wants_drain: bool,
-    pub continue_sent: bool,
-    /// Lingering close: write side shut, draining input until this instant.
-    pub linger_until: Option<Instant>,
-    pub head_since: Option<Instant>,
-    pub idle_since: Instant,
-    /// When request bytes last arrived (for the body read timeout).
-    pub last_read: Instant,
-    /// The epoll interest currently registered.
-    pub interest: u32,
+/// Whether more requests are read from the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// Requests are read and parsed (unless paused, see `Paused`).
+    Open,
+    /// No more requests are read. `peer_done`: the client's last request
+    /// (it asked to close) was read whole with nothing after it, so closing
+    /// needs no lingering.
+    Finished { peer_done: bool },
+    /// The input was refused: `status` goes out once the responses ahead
+    /// of it are written, then the connection closes.
+    Refused { status: u16 },
 }
 
+/// Where the front request's response is.
+enum Writing {
+    /// No response has started; `continue_sent`: `100 Continue` is out.
+    Waiting { continue_sent: bool },
+    /// The head is out; the body goes through the encoder.
+    Body(BodyEncoder),
+}
+
+/// How the connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// It stays open after its responses (keep-alive).
+    KeepOpen,
+    /// It closes once the buffered output is flushed.
+    AfterOutput,
+    /// Write side shut; input is drained until the client closes, or
+    /// until this instant.
+    Lingering { until: Instant },
+}
+
+/// Why reading is paused, each reason on its own.
+#[derive(Clone, Copy, Default)]
+struct Paused {
+    /// The pipelining depth is reached.
+    pipeline: bool,
+    /// The app asked (request body backpressure).
+    app: bool,
+}
+
+/// A request the parser refused: answer with `status` (if nothing has
+/// started) and close. `in_body`: the app already has the request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: String,
+    pub in_body: bool,
+}
+
+pub struct Conn {
+    fd: OwnedFd,
+    parser: RequestParser,
+    /// Received bytes not yet parsed (parsing paused).
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Requests parsed and handed to the app, oldest first.
+    pending: VecDeque<RequestInfo>,
+    peer: Peer,
+    reading: Reading,
+    writing: Writing,
+    closing: Closing,
+    paused: Paused,
+    /// The app has been told of at least one request (so it must hear of the close).
+    known_to_app: bool,
+    /// The app was told to wait for `drain`.
+    wants_drain: bool,
+    /// When the request head being received began.
+    head_since: Option<Instant>,
+    idle_since: Instant,
+    /// When request bytes last arrived (for the body read timeout).
+    last_read: Instant,
+    /// The epoll interest currently registered.
+    interest: u32,
+}
+
+/// Parser events for one connection: the request queue is kept here, the
+/// events go to the recorder.
+struct Tracker<'a, 'r> {
+    pending: &'a mut VecDeque<RequestInfo>,
+    head_since: &'a mut Option<Instant>,
+    known_to_app: &'a mut bool,
+    peer: &'a Peer,
+    now: Instant,
+    pause_at: usize,
+    recorder: &'a mut Recorder<'r>,
+}
+
+impl Sink for Tracker<'_, '_> {
+    fn begin(&mut self) {
+        *self.head_since = Some(self.now);
+    }
+
+    fn head(&mut self, head: RequestHead<'_>) {
+        *self.head_since = None;
+        *self.known_to_app = true;
+        self.pending.push_back(RequestInfo {
+            is_head: head.method == "HEAD",
+            http_minor: head.http_minor,
+            keep_alive: head.keep_alive,
+        });
+        self.recorder.request(&head, self.peer);
+    }
+
+    fn body(&mut self, data: &[u8]) {
+        self.recorder.body(data);
+    }
+
+    fn complete(&mut self, had_body: bool) -> bool {
+        if had_body {
+            self.recorder.body_end();
+        }
+        self.pending.len() >= self.pause_at
+    }
+}
+
+/// What one `Conn::receive` got.
+pub enum Received {
+    /// Bytes were added to the unparsed input.
+    Data,
+    /// The client is done sending (FIN).
+    End,
+    /// Nothing now.
+    Nothing,
+    /// The connection failed.
+    Failed,
+}
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
 impl Conn {
-    pub fn new(
-        fd: OwnedFd,
-        parser: RequestParser,
-        peer: (String, u16),
-        local_port: u16,
-        now: Instant,
-    ) -> Self {
+    pub fn new(fd: OwnedFd, parser: RequestParser, peer: Peer, now: Instant) -> Self {
         Conn {
             fd,
             parser,
@@ -118,20 +207,15 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             pending: VecDeque::new(),
-            body: None,
-            peer_ip: peer.0,
-            peer_port: peer.1,
-            local_port,
+            peer,
+            reading: Reading::Open,
+            writing: Writing::Waiting {
+                continue_sent: false,
+            },
+            closing: Closing::KeepOpen,
+            paused: Paused::default(),
             known_to_app: false,
-            read_finished: false,
-            parse_paused: false,
-            app_paused: false,
-            close_after_flush: false,
-            peer_done: false,
-            queued_error: None,
             wants_drain: false,
-            continue_sent: false,
-            linger_until: None,
             head_since: None,
             idle_since: now,
             last_read: now,
@@ -139,16 +223,43 @@ impl Conn {
         }
     }
 
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
     pub fn wants_read(&self) -> bool {
-        self.linger_until.is_some()
-            || !(self.read_finished
-                || self.parse_paused
-                || self.app_paused
-                || self.close_after_flush)
+        match self.closing {
+            Closing::Lingering { .. } => true,
+            Closing::AfterOutput => false,
+            Closing::KeepOpen => {
+                self.reading == Reading::Open && !self.paused.pipeline && !self.paused.app
+            }
+        }
     }
 
     pub fn unsent(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// The epoll interest to register: reading and/or writing.
+    pub fn wanted_interest(&self) -> u32 {
+        let mut want = 0u32;
+        if self.wants_read() {
+            want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        }
+        if self.unsent() > 0 {
+            want |= libc::EPOLLOUT as u32;
+        }
+        want
+    }
+
+    /// Records `want` as registered; false if it already was.
+    pub fn set_interest(&mut self, want: u32) -> bool {
+        std::mem::replace(&mut self.interest, want) != want
     }
 
     pub fn is_idle(&self) -> bool {
@@ -160,11 +271,207 @@ impl Conn {
 
     /// Idle and staying open: another worker could take it over as is.
     pub fn is_movable(&self) -> bool {
-        self.is_idle()
-            && self.linger_until.is_none()
-            && !self.read_finished
-            && !self.close_after_flush
-            && self.queued_error.is_none()
+        self.is_idle() && self.reading == Reading::Open && self.closing == Closing::KeepOpen
+    }
+
+    pub fn is_lingering(&self) -> bool {
+        matches!(self.closing, Closing::Lingering { .. })
+    }
+
+    /// When a lingering close gives up on the client.
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        match self.closing {
+            Closing::Lingering { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// When the request head being received began, if one is.
+    pub fn head_started(&self) -> Option<Instant> {
+        self.head_since
+    }
+
+    /// A request body is being read from the client.
+    pub fn reading_body(&self) -> bool {
+        self.parser.in_body() && self.reading == Reading::Open
+    }
+
+    pub fn last_read(&self) -> Instant {
+        self.last_read
+    }
+
+    pub fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+
+    /// Requests handed to the app and not yet answered.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The app has heard of this connection (and must hear of its close).
+    pub fn known_to_app(&self) -> bool {
+        self.known_to_app
+    }
+
+    /// Whether the app must hear of the close; it will not be told twice.
+    pub fn take_known_to_app(&mut self) -> bool {
+        std::mem::take(&mut self.known_to_app)
+    }
+
+    /// Whether the app waits for `drain`; it will not be told twice.
+    pub fn take_wants_drain(&mut self) -> bool {
+        std::mem::take(&mut self.wants_drain)
+    }
+
+    /// A request cut short by the client's FIN could never complete.
+    pub fn mid_request(&self) -> bool {
+        self.parser.busy()
+    }
+
+    /// Reads what the client sent into the unparsed input.
+    pub fn receive(&mut self, now: Instant) -> Received {
+        let start = self.inbuf.len();
+        self.inbuf.reserve(READ_CHUNK);
+        let spare = self.inbuf.capacity() - start;
+        // recv rather than read: the socket call skips the VFS layer.
+        // SAFETY: reading into the vector's spare capacity, then setting the
+        // length to what the kernel wrote.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.inbuf.as_mut_ptr().add(start).cast(),
+                spare,
+                0,
+            )
+        };
+        match n {
+            0 => Received::End,
+            n if n < 0 => match io::Error::last_os_error().kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Received::Nothing,
+                _ => Received::Failed,
+            },
+            n => {
+                // SAFETY: the kernel initialised n bytes after start.
+                unsafe { self.inbuf.set_len(start + n as usize) };
+                self.last_read = now;
+                Received::Data
+            }
+        }
+    }
+
+    /// While lingering: reads and drops input. False once the client
+    /// closed or the connection failed.
+    pub fn discard_input(&mut self) -> bool {
+        let mut sink = [0u8; 4096];
+        // SAFETY: reading into a local buffer from our socket.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+        !(n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock))
+    }
+
+    /// Runs the parser over the unparsed input, recording what it finds,
+    /// pausing after a request once `pause_at` requests are pending.
+    pub fn parse(
+        &mut self,
+        now: Instant,
+        pause_at: usize,
+        recorder: &mut Recorder<'_>,
+    ) -> Option<Rejection> {
+        if self.inbuf.is_empty() || self.reading != Reading::Open {
+            return None;
+        }
+        let mut tracker = Tracker {
+            pending: &mut self.pending,
+            head_since: &mut self.head_since,
+            known_to_app: &mut self.known_to_app,
+            peer: &self.peer,
+            now,
+            pause_at,
+            recorder,
+        };
+        match self.parser.execute(&self.inbuf, &mut tracker) {
+            Outcome::Consumed => self.inbuf.clear(),
+            Outcome::Paused { consumed } => {
+                self.inbuf.drain(..consumed.min(self.inbuf.len()));
+                self.paused.pipeline = true;
+            }
+            Outcome::Finished { trailing } => {
+                self.inbuf.clear();
+                self.reading = Reading::Finished {
+                    peer_done: !trailing,
+                };
+            }
+            Outcome::Error {
+                status,
+                reason,
+                in_body,
+            } => {
+                return Some(Rejection {
+                    status,
+                    reason,
+                    in_body,
+                })
+            }
+        }
+        None
+    }
+
+    /// Continues parsing paused at the pipelining depth, now that
+    /// responses made room; false if it was not paused.
+    pub fn resume_parsing(&mut self) -> bool {
+        if !self.paused.pipeline {
+            return false;
+        }
+        self.paused.pipeline = false;
+        self.parser.resume();
+        true
+    }
+
+    /// Request-body backpressure from the app.
+    pub fn set_app_paused(&mut self, paused: bool) {
+        self.paused.app = paused;
+    }
+
+    /// No more requests are read (the client is done, or the response
+    /// being written closes the connection).
+    pub fn stop_reading(&mut self) {
+        if self.reading == Reading::Open {
+            self.reading = Reading::Finished { peer_done: false };
+        }
+    }
+
+    /// Stop reading, close once the buffered output is out, and give up
+    /// on the requests still waiting (and any queued error response).
+    pub fn close_after_output(&mut self) {
+        if !matches!(self.reading, Reading::Finished { .. }) {
+            self.reading = Reading::Finished { peer_done: false };
+        }
+        if self.closing == Closing::KeepOpen {
+            self.closing = Closing::AfterOutput;
+        }
+        self.pending.clear();
+    }
+
+    /// The request head being received will not be waited for any longer.
+    pub fn forget_head(&mut self) {
+        self.head_since = None;
+    }
+
+    /// The output is flushed and the connection closes: true if it may
+    /// close at once (the client sends no more), false if it must linger.
+    pub fn closes_now(&self) -> Option<bool> {
+        (self.closing == Closing::AfterOutput)
+            .then(|| self.reading == Reading::Finished { peer_done: true } && self.inbuf.is_empty())
+    }
+
+    /// Shuts the write side and drains input until `until`, so a client
+    /// still sending does not get a reset that would destroy the response
+    /// it has not read yet.
+    pub fn linger(&mut self, until: Instant) {
+        // SAFETY: shutting down our own socket.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+        self.closing = Closing::Lingering { until };
+        self.pending.clear();
     }
 
     fn front(&self) -> Result<RequestInfo, WriteError> {
@@ -181,7 +488,7 @@ impl Conn {
         body_len: Option<u64>,
         draining: bool,
     ) -> Result<(), WriteError> {
-        if self.body.is_some() {
+        if self.response_started() {
             return Err(WriteError::WrongState);
         }
         let mut info = self.front()?;
@@ -203,28 +510,30 @@ impl Conn {
         if let Some(front) = self.pending.front_mut() {
             front.keep_alive = head.keep_alive && !encoder.ends_with_close();
         }
-        self.body = Some(encoder);
+        self.writing = Writing::Body(encoder);
         Ok(())
     }
 
     /// Starts a response the app frames itself; `keep_alive` is what its
     /// head said (`Connection: close` or not).
     pub fn start_raw(&mut self, keep_alive: bool) -> Result<(), WriteError> {
-        if self.body.is_some() {
+        if self.response_started() {
             return Err(WriteError::WrongState);
         }
         let front = self.pending.front_mut().ok_or(WriteError::NoRequest)?;
         front.keep_alive &= keep_alive;
         if !front.keep_alive {
-            self.read_finished = true;
+            self.stop_reading();
         }
-        self.body = Some(BodyEncoder::new(Framing::Raw));
+        self.writing = Writing::Body(BodyEncoder::new(Framing::Raw));
         Ok(())
     }
 
     /// Appends body bytes; false once the app should wait for `drain`.
     pub fn write(&mut self, data: &[u8]) -> Result<bool, WriteError> {
-        let body = self.body.as_mut().ok_or(WriteError::WrongState)?;
+        let Writing::Body(body) = &mut self.writing else {
+            return Err(WriteError::WrongState);
+        };
         if body.write(&mut self.out, data) == Err(BodyError::TooLong) {
             // The declared length is written; the rest cannot be framed.
             self.stop_reading();
@@ -240,21 +549,22 @@ impl Conn {
     /// Ends the front response and moves on to the next request; with none
     /// left, the connection is idle from `now`.
     pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<(), WriteError> {
-        let mut body = self.body.take().ok_or(WriteError::WrongState)?;
+        let waiting = Writing::Waiting {
+            continue_sent: false,
+        };
+        let Writing::Body(mut body) = std::mem::replace(&mut self.writing, waiting) else {
+            return Err(WriteError::WrongState);
+        };
         let finished = body.finish(&mut self.out);
         let info = self.pending.pop_front().ok_or(WriteError::NoRequest)?;
-        self.continue_sent = false;
         if finished.is_err() || !info.keep_alive {
             // A short body cannot be delimited: closing is the only honest end.
-            self.stop_reading();
-            self.close_after_flush = true;
-            self.queued_error = None;
-            self.pending.clear();
+            self.close_after_output();
         } else if self.pending.is_empty() {
             self.idle_since = now;
-            if let Some(status) = self.queued_error.take() {
+            if let Reading::Refused { status } = self.reading {
                 error_response(status, date_line, &mut self.out);
-                self.close_after_flush = true;
+                self.close_after_output();
             }
         }
         Ok(())
@@ -263,40 +573,37 @@ impl Conn {
     /// Answers a request that cannot be parsed: right away if nothing is
     /// pending, else after the responses ahead of it.
     pub fn fail(&mut self, status: u16, date_line: &[u8]) {
-        self.stop_reading();
         self.inbuf.clear();
         if self.pending.is_empty() {
             error_response(status, date_line, &mut self.out);
-            self.close_after_flush = true;
+            self.close_after_output();
         } else {
-            self.queued_error = Some(status);
+            self.reading = Reading::Refused { status };
         }
     }
 
     /// `100 Continue` for the request whose body the app starts reading,
     /// when no earlier response is still being written.
     pub fn send_continue(&mut self) {
-        if !self.continue_sent && self.pending.len() == 1 && self.body.is_none() {
-            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            self.continue_sent = true;
+        if let Writing::Waiting { continue_sent } = &mut self.writing {
+            if !*continue_sent && self.pending.len() == 1 {
+                self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                *continue_sent = true;
+            }
         }
-    }
-
-    pub fn stop_reading(&mut self) {
-        self.read_finished = true;
     }
 
     /// The front request waits for a response that has not started, with
     /// nothing unsent ahead of it: a canned error may go out on the socket.
     pub fn awaits_response(&self) -> bool {
         !self.pending.is_empty()
-            && self.body.is_none()
+            && !self.response_started()
             && self.unsent() == 0
-            && self.linger_until.is_none()
+            && !self.is_lingering()
     }
 
     pub fn response_started(&self) -> bool {
-        self.body.is_some()
+        matches!(self.writing, Writing::Body(_))
     }
 
     /// Sends what is buffered. Ok(true) when everything went out.

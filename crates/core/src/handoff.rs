@@ -2,12 +2,92 @@
 //! goes over a datagram Unix socket (SCM_RIGHTS) bound in the abstract
 //! namespace under a name the arbiter's workers agree on. The receiver
 //! takes only TCP sockets, and only from processes of its own user.
+//! `Handoff` is one worker's end: it receives, and it scans the worker's
+//! connections for idle ones whose packets now arrive on another worker's
+//! CPU (the client thread moved, or connected from a CPU it then left).
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
-use crate::server::cvt;
+use crate::conn::Conn;
+use crate::slab::{Slab, Token};
+use crate::sys::cvt;
+
+/// The timer's period while idle connections may move to other workers.
+pub const HANDOFF_TICK: Duration = Duration::from_millis(100);
+/// Connections looked at per round (bounds the getsockopt calls).
+const SCAN: usize = 256;
+
+/// One worker's end of the handoff: where other workers send it
+/// connections, and where its own connections should go.
+pub struct Handoff {
+    sock: OwnedFd,
+    /// Per CPU, the handoff name of the worker serving connections that
+    /// arrive there, if not this one: idle connections move to it.
+    cpu_owners: Vec<Option<String>>,
+    /// Where the next scan starts.
+    cursor: usize,
+}
+
+impl Handoff {
+    /// Receives connections under `name`.
+    pub fn bind(name: &str) -> io::Result<Handoff> {
+        Ok(Handoff {
+            sock: bind(name)?,
+            cpu_owners: Vec::new(),
+            cursor: 0,
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Per CPU, the worker to serve connections whose packets arrive there
+    /// (None: this one). Empty: connections stay.
+    pub fn set_cpu_owners(&mut self, owners: Vec<Option<String>>) {
+        self.cpu_owners = owners;
+    }
+
+    /// Connections may move: the scan should run every `HANDOFF_TICK`.
+    pub fn is_active(&self) -> bool {
+        !self.cpu_owners.is_empty()
+    }
+
+    /// One handed-over connection, if any is queued.
+    pub fn receive(&self) -> io::Result<Received> {
+        receive(&self.sock)
+    }
+
+    /// Sends the idle connections of the next round of `conns` whose
+    /// packets arrive on another worker's CPU to that worker; returns their
+    /// tokens, for the caller to forget (the socket stays open over there).
+    pub fn send_strays(&mut self, conns: &Slab<Conn>) -> Vec<Token> {
+        let mut moved = Vec::new();
+        if !self.is_active() {
+            return moved;
+        }
+        let count = conns.capacity();
+        let start = self.cursor.min(count);
+        let end = (start + SCAN).min(count);
+        self.cursor = if end == count { 0 } else { end };
+        for (token, conn) in conns.range(start..end) {
+            if !conn.is_movable() {
+                continue;
+            }
+            let fd = conn.raw_fd();
+            let owner = incoming_cpu(fd).and_then(|cpu| self.cpu_owners.get(cpu as usize));
+            if let Some(Some(name)) = owner {
+                if send(self.sock.as_raw_fd(), name, fd).is_ok() {
+                    moved.push(token);
+                }
+            }
+        }
+        moved
+    }
+}
 
 /// An abstract-namespace address: a NUL, then the name.
 fn address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {

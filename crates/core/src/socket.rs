@@ -1,11 +1,14 @@
-//! Listening sockets: one SO_REUSEPORT socket per worker slot and address,
-//! created by the arbiter and inherited by the workers.
+//! Listening sockets (one SO_REUSEPORT socket per worker slot and address,
+//! created by the arbiter and inherited by the workers), and accepting
+//! connections on them with the errno policy that goes with it.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys::owned;
 
 fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -73,6 +76,116 @@ pub fn listener_addr(fd: RawFd) -> io::Result<SocketAddr> {
     addr
 }
 
+/// Who is at the other end of a connection, as the app sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: String,
+    pub port: u16,
+    /// The port the connection arrived on.
+    pub local_port: u16,
+}
+
+impl Peer {
+    /// A connected socket's peer, if it is TCP.
+    pub fn of(fd: &OwnedFd) -> Option<Peer> {
+        let sock = socket2::SockRef::from(fd);
+        let peer = sock.peer_addr().ok()?.as_socket()?;
+        let local = sock.local_addr().ok()?.as_socket()?;
+        Some(Peer {
+            ip: peer.ip().to_string(),
+            port: peer.port(),
+            local_port: local.port(),
+        })
+    }
+
+    /// What a connection that is not TCP (a socketpair in tests) is shown as.
+    pub fn local() -> Peer {
+        Peer {
+            ip: "127.0.0.1".to_string(),
+            port: 1,
+            local_port: 80,
+        }
+    }
+}
+
+fn peer_of(storage: &libc::sockaddr_storage, local_port: u16) -> Peer {
+    let (ip, port) = match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            (ip.to_string(), u16::from_be(sin.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
+            (ip.to_string(), u16::from_be(sin6.sin6_port))
+        }
+        _ => (String::new(), 0),
+    };
+    Peer {
+        ip,
+        port,
+        local_port,
+    }
+}
+
+/// What one `accept` on a listening socket produced.
+pub enum Accepted {
+    /// A new connection (non-blocking, close-on-exec, TCP_NODELAY).
+    Conn(OwnedFd, Peer),
+    /// The queue is empty.
+    Empty,
+    /// This one connection failed (ECONNABORTED and the like): try the next.
+    Skipped,
+    /// The process ran out of descriptors or memory (the errno's name): the
+    /// connection stays queued for when some free up.
+    Exhausted(&'static str),
+}
+
+/// Accepts one connection from `listener`, which listens on `local_port`.
+pub fn accept(listener: RawFd, local_port: u16) -> Accepted {
+    // SAFETY: zeroed sockaddr_storage is a valid out-buffer for accept4.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: listener is a listening socket; storage/len describe a valid buffer.
+    let client = owned(unsafe {
+        libc::accept4(
+            listener,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    });
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::EMFILE) => Accepted::Exhausted("EMFILE"),
+                Some(libc::ENFILE) => Accepted::Exhausted("ENFILE"),
+                Some(libc::ENOBUFS) => Accepted::Exhausted("ENOBUFS"),
+                Some(libc::ENOMEM) => Accepted::Exhausted("ENOMEM"),
+                Some(libc::EAGAIN) => Accepted::Empty,
+                _ => Accepted::Skipped,
+            }
+        }
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: setting an int option on a TCP socket.
+    unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let peer = peer_of(&storage, local_port);
+    Accepted::Conn(client, peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +214,27 @@ mod tests {
         let mut byte = [0u8; 1];
         server.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"x");
+    }
+
+    #[test]
+    fn accept_names_the_peer_and_reports_an_empty_queue() {
+        let (fds, addr) = bind_group("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let fd = fds[0].as_raw_fd();
+        assert!(matches!(accept(fd, addr.port()), Accepted::Empty));
+        let client = TcpStream::connect(addr).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let (conn, peer) = loop {
+            match accept(fd, addr.port()) {
+                Accepted::Conn(conn, peer) => break (conn, peer),
+                _ if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                _ => panic!("no connection accepted"),
+            }
+        };
+        let local = client.local_addr().unwrap();
+        assert_eq!(peer.ip, "127.0.0.1");
+        assert_eq!(peer.port, local.port());
+        assert_eq!(peer.local_port, addr.port());
+        assert_eq!(Peer::of(&conn), Some(peer));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::server::cvt;
+use crate::sys::cvt;
 
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K

@@ -8,23 +8,18 @@
 //! into `text`, one Latin-1 string of the turn's buffer. Per request that
 //! saves a JavaScript call and several N-API values.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use napi::sys;
 use rwsgi_core::{Engine, Event};
 
-/// Request flag bits passed to `onRequest`.
-pub const FLAG_KEEP_ALIVE: u32 = 1;
-pub const FLAG_HAS_BODY: u32 = 2;
-pub const FLAG_EXPECT_CONTINUE: u32 = 4;
-pub const FLAG_HTTP10: u32 = 8;
-
-/// Slots per request in the shared request table, in this order:
-/// conn, flags, method index, url start/end, headers start/end, peer IP
-/// start/end, peer port, local port (offsets index the batch's text).
-pub const REQUEST_STRIDE: usize = 11;
+use crate::contract::{
+    Slot, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_KEEP_ALIVE, REQUEST_STRIDE,
+    TEXT_OFFSETS,
+};
+use crate::js::{check, log_failure};
 
 /// The most text one batch spans (unless one request's head is longer):
 /// strings JavaScript cuts from the text keep all of it alive, so an app
@@ -38,7 +33,8 @@ pub struct RequestTable {
     pub slots: *mut f64,
     /// In requests.
     pub capacity: usize,
-    pub _array: sys::napi_ref,
+    /// Keeps the array (and so its memory) alive while the server is open.
+    pub array: sys::napi_ref,
 }
 
 /// The JavaScript functions the engine's events are delivered to.
@@ -51,12 +47,27 @@ pub struct Callbacks {
     pub on_drain: sys::napi_ref,
     pub on_accept_paused: sys::napi_ref,
     pub on_peer_shutdown: sys::napi_ref,
+    pub on_rejected: sys::napi_ref,
+}
+
+impl Callbacks {
+    fn all(&self) -> [sys::napi_ref; 9] {
+        [
+            self.on_requests,
+            self.on_method,
+            self.on_body,
+            self.on_body_end,
+            self.on_close,
+            self.on_drain,
+            self.on_accept_paused,
+            self.on_peer_shutdown,
+            self.on_rejected,
+        ]
+    }
 }
 
 pub struct Driver {
     pub engine: RefCell<Engine>,
-    /// Argument buffers of the per-response calls (see fast.rs).
-    pub scratch: RefCell<crate::fast::Scratch>,
     pub env: sys::napi_env,
     pub callbacks: Callbacks,
     pub table: RequestTable,
@@ -64,67 +75,70 @@ pub struct Driver {
     pub methods: RefCell<Vec<&'static str>>,
     pub resource: sys::napi_ref,
     pub async_context: sys::napi_async_context,
+    /// The references and the async context are released (see `release`).
+    pub released: Cell<bool>,
 }
 
 struct Napi(sys::napi_env);
 
+/// A value made by N-API, or which call failed.
+type Made = Result<sys::napi_value, String>;
+
 impl Napi {
-    fn deref(&self, r: sys::napi_ref) -> sys::napi_value {
+    fn make(&self, what: &str, f: impl FnOnce(*mut sys::napi_value) -> sys::napi_status) -> Made {
         let mut v = ptr::null_mut();
+        check(f(&mut v), what)?;
+        Ok(v)
+    }
+
+    fn deref(&self, r: sys::napi_ref) -> Made {
         // SAFETY: r is a live reference created on this env.
-        unsafe { sys::napi_get_reference_value(self.0, r, &mut v) };
-        v
+        self.make("napi_get_reference_value", |v| unsafe {
+            sys::napi_get_reference_value(self.0, r, v)
+        })
     }
 
-    fn number(&self, n: f64) -> sys::napi_value {
-        let mut v = ptr::null_mut();
+    fn number(&self, n: f64) -> Made {
         // SAFETY: plain value creation on the JS thread.
-        unsafe { sys::napi_create_double(self.0, n, &mut v) };
-        v
+        self.make("napi_create_double", |v| unsafe {
+            sys::napi_create_double(self.0, n, v)
+        })
     }
 
-    fn latin1(&self, bytes: &[u8]) -> sys::napi_value {
-        let mut v = ptr::null_mut();
+    fn latin1(&self, bytes: &[u8]) -> Made {
         // SAFETY: bytes is a valid buffer of the given length.
-        unsafe {
-            sys::napi_create_string_latin1(
-                self.0,
-                bytes.as_ptr().cast(),
-                bytes.len() as isize,
-                &mut v,
-            )
-        };
-        v
+        self.make("napi_create_string_latin1", |v| unsafe {
+            sys::napi_create_string_latin1(self.0, bytes.as_ptr().cast(), bytes.len() as isize, v)
+        })
     }
 
-    fn buffer(&self, bytes: &[u8]) -> sys::napi_value {
-        let mut v = ptr::null_mut();
+    fn utf8(&self, text: &str) -> Made {
+        // SAFETY: text is a valid UTF-8 buffer of the given length.
+        self.make("napi_create_string_utf8", |v| unsafe {
+            sys::napi_create_string_utf8(self.0, text.as_ptr().cast(), text.len() as isize, v)
+        })
+    }
+
+    fn buffer(&self, bytes: &[u8]) -> Made {
         let mut data = ptr::null_mut();
         // SAFETY: bytes is valid for reads of its length; the copy is owned by JS.
-        unsafe {
-            sys::napi_create_buffer_copy(
-                self.0,
-                bytes.len(),
-                bytes.as_ptr().cast(),
-                &mut data,
-                &mut v,
-            )
-        };
-        v
+        self.make("napi_create_buffer_copy", |v| unsafe {
+            sys::napi_create_buffer_copy(self.0, bytes.len(), bytes.as_ptr().cast(), &mut data, v)
+        })
     }
 
-    fn undefined(&self) -> sys::napi_value {
-        let mut v = ptr::null_mut();
+    fn undefined(&self) -> Made {
         // SAFETY: plain value access on the JS thread.
-        unsafe { sys::napi_get_undefined(self.0, &mut v) };
-        v
+        self.make("napi_get_undefined", |v| unsafe {
+            sys::napi_get_undefined(self.0, v)
+        })
     }
 
     /// Calls `f`; an exception it throws is reported as uncaught, the way
     /// Node reports exceptions from any other I/O callback.
-    fn call(&self, f: sys::napi_ref, args: &[sys::napi_value]) {
-        let func = self.deref(f);
-        let recv = self.undefined();
+    fn call(&self, f: sys::napi_ref, args: &[sys::napi_value]) -> Result<(), String> {
+        let func = self.deref(f)?;
+        let recv = self.undefined()?;
         let mut result = ptr::null_mut();
         // SAFETY: func is a function value; args are live values of this scope.
         let status = unsafe {
@@ -134,10 +148,23 @@ impl Napi {
             let mut err = ptr::null_mut();
             // SAFETY: an exception is pending; clear it before any other call.
             unsafe {
-                sys::napi_get_and_clear_last_exception(self.0, &mut err);
-                sys::napi_fatal_exception(self.0, err);
+                check(
+                    sys::napi_get_and_clear_last_exception(self.0, &mut err),
+                    "napi_get_and_clear_last_exception",
+                )?;
+                check(
+                    sys::napi_fatal_exception(self.0, err),
+                    "napi_fatal_exception",
+                )?;
             }
+            return Ok(());
         }
+        check(status, "napi_call_function")
+    }
+
+    /// Calls `f` with one connection token.
+    fn call_conn(&self, f: sys::napi_ref, conn: u64) -> Result<(), String> {
+        self.call(f, &[self.number(conn as f64)?])
     }
 }
 
@@ -152,20 +179,20 @@ impl Driver {
     /// One loop turn: poll the engine, deliver its events, let promise jobs
     /// run (closing the callback scope), then flush the corked output.
     pub fn turn(&self) {
+        if self.released.get() {
+            return;
+        }
         let napi = Napi(self.env);
         let mut handle_scope = ptr::null_mut();
-        let mut callback_scope = ptr::null_mut();
         // SAFETY: we are on the JS thread, inside a libuv callback.
-        unsafe {
-            sys::napi_open_handle_scope(self.env, &mut handle_scope);
-            let resource = napi.deref(self.resource);
-            sys::napi_open_callback_scope(
-                self.env,
-                resource,
-                self.async_context,
-                &mut callback_scope,
-            );
+        let opened = unsafe { sys::napi_open_handle_scope(self.env, &mut handle_scope) };
+        if let Err(e) = check(opened, "napi_open_handle_scope") {
+            return log_failure(&e);
         }
+        let callback_scope = self.open_callback_scope(&napi).unwrap_or_else(|e| {
+            log_failure(&e);
+            ptr::null_mut()
+        });
         let (events, arena) = match self.engine.try_borrow_mut() {
             Ok(mut engine) => {
                 engine.begin_turn();
@@ -177,8 +204,52 @@ impl Driver {
             }
             Err(_) => (Vec::new(), Vec::new()),
         };
+        if let Err(e) = self.deliver_all(&napi, &events, &arena) {
+            log_failure(&e);
+        }
+        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+            // Give the allocations back for the next turn.
+            let (mut events, mut arena) = (events, arena);
+            if engine.events.is_empty() {
+                events.clear();
+                arena.clear();
+                engine.events = events;
+                engine.arena = arena;
+            }
+        }
+        if !callback_scope.is_null() {
+            // SAFETY: closing the callback scope opened above (promise jobs run now).
+            let closed = unsafe { sys::napi_close_callback_scope(self.env, callback_scope) };
+            if let Err(e) = check(closed, "napi_close_callback_scope") {
+                log_failure(&e);
+            }
+        }
+        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+            engine.end_turn();
+        }
+        // SAFETY: closing the handle scope opened above.
+        let closed = unsafe { sys::napi_close_handle_scope(self.env, handle_scope) };
+        if let Err(e) = check(closed, "napi_close_handle_scope") {
+            log_failure(&e);
+        }
+    }
+
+    fn open_callback_scope(&self, napi: &Napi) -> Result<sys::napi_callback_scope, String> {
+        let resource = napi.deref(self.resource)?;
+        let mut scope = ptr::null_mut();
+        // SAFETY: resource is live in the open handle scope; the context is
+        // alive until `release`, which stops the turns first.
+        let status = unsafe {
+            sys::napi_open_callback_scope(self.env, resource, self.async_context, &mut scope)
+        };
+        check(status, "napi_open_callback_scope")?;
+        Ok(scope)
+    }
+
+    /// Hands the turn's events to JavaScript, runs of requests batched.
+    fn deliver_all(&self, napi: &Napi, events: &[Event], arena: &[u8]) -> Result<(), String> {
         let mut batch = Batch::default();
-        for event in &events {
+        for event in events {
             if let Event::Request {
                 url,
                 headers,
@@ -190,56 +261,35 @@ impl Driver {
                 if batch.count == self.table.capacity
                     || (batch.count > 0 && end - start > BATCH_TEXT_LIMIT)
                 {
-                    self.flush(&napi, &mut batch, &arena);
+                    self.flush(napi, &mut batch, arena)?;
                 }
-                self.record(&napi, &mut batch, event);
+                self.record(napi, &mut batch, event)?;
             } else {
-                self.flush(&napi, &mut batch, &arena);
-                self.deliver(&napi, event, &arena);
+                self.flush(napi, &mut batch, arena)?;
+                self.deliver(napi, event, arena)?;
             }
         }
-        self.flush(&napi, &mut batch, &arena);
-        if let Ok(mut engine) = self.engine.try_borrow_mut() {
-            // Give the allocations back for the next turn.
-            let (mut events, mut arena) = (events, arena);
-            if engine.events.is_empty() {
-                events.clear();
-                arena.clear();
-                engine.events = events;
-                engine.arena = arena;
-            }
-        }
-        // SAFETY: closing the scopes opened above, innermost first.
-        unsafe {
-            sys::napi_close_callback_scope(self.env, callback_scope);
-        }
-        if let Ok(mut engine) = self.engine.try_borrow_mut() {
-            engine.end_turn();
-        }
-        // SAFETY: as above.
-        unsafe {
-            sys::napi_close_handle_scope(self.env, handle_scope);
-        }
+        self.flush(napi, &mut batch, arena)
     }
 
     /// The index JavaScript knows `method` by, telling it of a new one.
-    fn method_index(&self, napi: &Napi, method: &'static str) -> usize {
-        let mut methods = self.methods.borrow_mut();
+    fn method_index(&self, napi: &Napi, method: &'static str) -> Result<usize, String> {
+        let methods = self.methods.borrow();
         if let Some(i) = methods.iter().position(|m| std::ptr::eq(*m, method)) {
-            return i;
+            return Ok(i);
         }
-        methods.push(method);
-        let i = methods.len() - 1;
+        let i = methods.len();
         drop(methods);
         napi.call(
             self.callbacks.on_method,
-            &[napi.number(i as f64), napi.latin1(method.as_bytes())],
-        );
-        i
+            &[napi.number(i as f64)?, napi.latin1(method.as_bytes())?],
+        )?;
+        self.methods.borrow_mut().push(method);
+        Ok(i)
     }
 
     /// Adds one request event to the shared table.
-    fn record(&self, napi: &Napi, batch: &mut Batch, event: &Event) {
+    fn record(&self, napi: &Napi, batch: &mut Batch, event: &Event) -> Result<(), String> {
         let Event::Request {
             conn,
             method,
@@ -254,7 +304,7 @@ impl Driver {
             local_port,
         } = event
         else {
-            return;
+            return Ok(());
         };
         let flags = (if *keep_alive { FLAG_KEEP_ALIVE } else { 0 })
             | (if *has_body { FLAG_HAS_BODY } else { 0 })
@@ -264,21 +314,20 @@ impl Driver {
                 0
             })
             | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
-        let method = self.method_index(napi, method);
+        let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip]);
-        let row = [
-            *conn as f64,
-            f64::from(flags),
-            method as f64,
-            url.start as f64,
-            url.end as f64,
-            headers.start as f64,
-            headers.end as f64,
-            peer_ip.start as f64,
-            peer_ip.end as f64,
-            f64::from(*peer_port),
-            f64::from(*local_port),
-        ];
+        let mut row = [0f64; REQUEST_STRIDE];
+        row[Slot::Conn as usize] = *conn as f64;
+        row[Slot::Flags as usize] = f64::from(flags);
+        row[Slot::Method as usize] = method as f64;
+        row[Slot::UrlStart as usize] = url.start as f64;
+        row[Slot::UrlEnd as usize] = url.end as f64;
+        row[Slot::HeadersStart as usize] = headers.start as f64;
+        row[Slot::HeadersEnd as usize] = headers.end as f64;
+        row[Slot::PeerIpStart as usize] = peer_ip.start as f64;
+        row[Slot::PeerIpEnd as usize] = peer_ip.end as f64;
+        row[Slot::PeerPort as usize] = f64::from(*peer_port);
+        row[Slot::LocalPort as usize] = f64::from(*local_port);
         // SAFETY: count < capacity (checked by the caller), and the table
         // holds capacity * REQUEST_STRIDE slots.
         unsafe {
@@ -289,13 +338,14 @@ impl Driver {
             );
         }
         batch.count += 1;
+        Ok(())
     }
 
     /// Hands the recorded requests to JavaScript, with offsets made
     /// relative to the text passed along.
-    fn flush(&self, napi: &Napi, batch: &mut Batch, arena: &[u8]) {
+    fn flush(&self, napi: &Napi, batch: &mut Batch, arena: &[u8]) -> Result<(), String> {
         if batch.count == 0 {
-            return;
+            return Ok(());
         }
         let base = batch.start as f64;
         // SAFETY: the first count rows were written by `record`.
@@ -303,39 +353,75 @@ impl Driver {
             std::slice::from_raw_parts_mut(self.table.slots, batch.count * REQUEST_STRIDE)
         };
         for row in rows.chunks_exact_mut(REQUEST_STRIDE) {
-            for offset in &mut row[3..9] {
+            for offset in &mut row[TEXT_OFFSETS] {
                 *offset -= base;
             }
         }
         let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
+        let count = batch.count as f64;
+        *batch = Batch::default();
         napi.call(
             self.callbacks.on_requests,
-            &[napi.number(batch.count as f64), napi.latin1(text)],
-        );
-        *batch = Batch::default();
+            &[napi.number(count)?, napi.latin1(text)?],
+        )
     }
 
-    fn deliver(&self, napi: &Napi, event: &Event, arena: &[u8]) {
+    fn deliver(&self, napi: &Napi, event: &Event, arena: &[u8]) -> Result<(), String> {
         let cb = &self.callbacks;
         let bytes = |r: &std::ops::Range<usize>| arena.get(r.clone()).unwrap_or(&[]);
         match event {
             // Batched by `record` and `flush`.
-            Event::Request { .. } => {}
-            Event::Body { conn, data } => {
-                napi.call(
-                    cb.on_body,
-                    &[napi.number(*conn as f64), napi.buffer(bytes(data))],
-                );
-            }
-            Event::BodyEnd { conn } => napi.call(cb.on_body_end, &[napi.number(*conn as f64)]),
-            Event::Closed { conn } => napi.call(cb.on_close, &[napi.number(*conn as f64)]),
-            Event::PeerShutdown { conn } => {
-                napi.call(cb.on_peer_shutdown, &[napi.number(*conn as f64)])
-            }
-            Event::Drain { conn } => napi.call(cb.on_drain, &[napi.number(*conn as f64)]),
+            Event::Request { .. } => Ok(()),
+            Event::Body { conn, data } => napi.call(
+                cb.on_body,
+                &[napi.number(*conn as f64)?, napi.buffer(bytes(data))?],
+            ),
+            Event::BodyEnd { conn } => napi.call_conn(cb.on_body_end, *conn),
+            Event::Closed { conn } => napi.call_conn(cb.on_close, *conn),
+            Event::PeerShutdown { conn } => napi.call_conn(cb.on_peer_shutdown, *conn),
+            Event::Drain { conn } => napi.call_conn(cb.on_drain, *conn),
             Event::AcceptPaused { reason } => {
-                napi.call(cb.on_accept_paused, &[napi.latin1(reason.as_bytes())])
+                napi.call(cb.on_accept_paused, &[napi.latin1(reason.as_bytes())?])
             }
+            Event::Rejected {
+                status,
+                reason,
+                peer_ip,
+                peer_port,
+            } => napi.call(
+                cb.on_rejected,
+                &[
+                    napi.number(f64::from(*status))?,
+                    napi.utf8(reason)?,
+                    napi.latin1(peer_ip.as_bytes())?,
+                    napi.number(f64::from(*peer_port))?,
+                ],
+            ),
+        }
+    }
+
+    /// Deletes the references and destroys the async context: when the
+    /// server closes (its loop watcher already stopped). Idempotent.
+    pub fn release(&self) {
+        if self.released.replace(true) {
+            return;
+        }
+        let refs = self
+            .callbacks
+            .all()
+            .into_iter()
+            .chain([self.table.array, self.resource]);
+        for r in refs {
+            // SAFETY: each reference was created on this env and is deleted once.
+            let status = unsafe { sys::napi_delete_reference(self.env, r) };
+            if let Err(e) = check(status, "napi_delete_reference") {
+                log_failure(&e);
+            }
+        }
+        // SAFETY: the context was made by napi_async_init and is destroyed once.
+        let status = unsafe { sys::napi_async_destroy(self.env, self.async_context) };
+        if let Err(e) = check(status, "napi_async_destroy") {
+            log_failure(&e);
         }
     }
 }

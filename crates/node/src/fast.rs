@@ -5,14 +5,16 @@
 //! straight into reused buffers, which took a visible share of the CPU per
 //! request in the pipelined hello-world profile.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
 use std::rc::Rc;
 
 use napi::sys;
-use rwsgi_core::{HeaderList, WriteError};
+use rwsgi_core::HeaderList;
 
 use crate::driver::Driver;
+use crate::js::{check, on_conn, outcome};
 
 /// Buffers the arguments are decoded into, reused across calls.
 #[derive(Default)]
@@ -38,8 +40,19 @@ const CALLS: [(&str, sys::napi_callback); 4] = [
     ("end", Some(end)),
 ];
 
+/// What each of the calls is bound to: the server's driver and the
+/// argument buffers they share.
+struct Bound {
+    driver: Rc<Driver>,
+    scratch: RefCell<Scratch>,
+}
+
 /// `{ respond, start, write, end }`, each holding the driver alive.
 pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_value, String> {
+    let bound = Rc::new(Bound {
+        driver: Rc::clone(driver),
+        scratch: RefCell::default(),
+    });
     let mut object = ptr::null_mut();
     // SAFETY: plain value creation on the JS thread.
     check(
@@ -47,7 +60,7 @@ pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_va
         "napi_create_object",
     )?;
     for (name, callback) in CALLS {
-        let data = Rc::into_raw(Rc::clone(driver)) as *mut c_void;
+        let data = Rc::into_raw(Rc::clone(&bound)) as *mut c_void;
         let cname = CString::new(name).map_err(|e| e.to_string())?;
         let mut function = ptr::null_mut();
         // SAFETY: `data` is an owned Rc reference, released by `release`
@@ -84,17 +97,9 @@ pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_va
     Ok(object)
 }
 
-fn check(status: sys::napi_status, what: &str) -> Result<(), String> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(format!("{what} failed"))
-    }
-}
-
 unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: `data` came from Rc::into_raw in `functions`, released once.
-    drop(unsafe { Rc::from_raw(data as *const Driver) });
+    drop(unsafe { Rc::from_raw(data as *const Bound) });
 }
 
 /// Runs `body` with the call's driver and arguments; panics and errors
@@ -102,7 +107,7 @@ unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut
 fn call(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-    body: impl FnOnce(&Driver, &Args) -> Result<Reply, String>,
+    body: impl FnOnce(&Bound, &Args) -> Result<Reply, String>,
 ) -> sys::napi_value {
     let mut args: Args = [ptr::null_mut(); 5];
     let mut argc = args.len();
@@ -121,25 +126,31 @@ fn call(
     if status != sys::Status::napi_ok || data.is_null() {
         return throw(env, "rwsgi: bad call");
     }
-    // SAFETY: data is the Rc<Driver> pointer this function was made with,
+    // SAFETY: data is the Rc<Bound> pointer this function was made with,
     // alive until the function's finalizer runs.
-    let driver = unsafe { &*(data as *const Driver) };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(driver, &args)));
+    let bound = unsafe { &*(data as *const Bound) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(bound, &args)));
     let mut result = ptr::null_mut();
     // SAFETY: plain value creation on the JS thread.
-    match outcome {
+    let status = match outcome {
         Ok(Ok(Reply::Bool(b))) => unsafe { sys::napi_get_boolean(env, b, &mut result) },
         Ok(Ok(Reply::Int(n))) => unsafe { sys::napi_create_int32(env, n, &mut result) },
         Ok(Err(message)) => return throw(env, &message),
         Err(_) => return throw(env, "rwsgi: internal error"),
     };
-    result
+    match check(status, "creating the result") {
+        Ok(()) => result,
+        Err(message) => throw(env, &message),
+    }
 }
 
 fn throw(env: sys::napi_env, message: &str) -> sys::napi_value {
     let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
     // SAFETY: text is a NUL-terminated string alive for the call.
-    unsafe { sys::napi_throw_error(env, ptr::null(), text.as_ptr()) };
+    let status = unsafe { sys::napi_throw_error(env, ptr::null(), text.as_ptr()) };
+    if let Err(e) = check(status, "napi_throw_error") {
+        crate::js::log_failure(&format!("{e}: {message}"));
+    }
     ptr::null_mut()
 }
 
@@ -151,10 +162,6 @@ fn number(env: sys::napi_env, value: sys::napi_value) -> Result<f64, String> {
         "a number argument",
     )
     .map(|()| n)
-}
-
-fn token(env: sys::napi_env, value: sys::napi_value) -> Result<u64, String> {
-    number(env, value).map(crate::token)
 }
 
 /// Decodes a JavaScript string as UTF-8 into `buf`: one pass when it fits
@@ -272,15 +279,6 @@ fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Resul
     Err("body chunks must be strings or Uint8Arrays".into())
 }
 
-/// Ok(Some) done, Ok(None) the connection is gone, Err for app mistakes.
-pub fn outcome<T>(r: Result<T, WriteError>) -> Result<Option<T>, String> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(WriteError::Closed) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn head<'a>(
     env: sys::napi_env,
     args: &Args,
@@ -297,10 +295,10 @@ fn head<'a>(
 }
 
 fn with_scratch<T>(
-    driver: &Driver,
+    bound: &Bound,
     f: impl FnOnce(&mut Scratch) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut scratch = driver
+    let mut scratch = bound
         .scratch
         .try_borrow_mut()
         .map_err(|_| "rwsgi engine re-entered".to_string())?;
@@ -309,12 +307,13 @@ fn with_scratch<T>(
 
 /// respond(conn, status, headers, fields, body) -> false if the connection is gone.
 unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |driver, args| {
-        let conn = token(env, args[0])?;
-        with_scratch(driver, |scratch| {
+    call(env, info, |bound, args| {
+        let conn = number(env, args[0])?;
+        with_scratch(bound, |scratch| {
             let (status, list, body_buf) = head(env, args, scratch)?;
             let body = chunk(env, args[4], body_buf)?;
-            let r = driver.engine_mut()?.respond(conn, status, &list, body);
+            let mut engine = bound.driver.engine_mut()?;
+            let r = on_conn(conn, |t| engine.respond(t, status, &list, body));
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
     })
@@ -322,13 +321,14 @@ unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) 
 
 /// start(conn, status, headers, fields, bodyLength) -> false if the connection is gone.
 unsafe extern "C" fn start(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |driver, args| {
-        let conn = token(env, args[0])?;
+    call(env, info, |bound, args| {
+        let conn = number(env, args[0])?;
         let length = number(env, args[4])?;
-        with_scratch(driver, |scratch| {
+        with_scratch(bound, |scratch| {
             let (status, list, _) = head(env, args, scratch)?;
             let length = (length >= 0.0).then_some(length as u64);
-            let r = driver.engine_mut()?.start(conn, status, &list, length);
+            let mut engine = bound.driver.engine_mut()?;
+            let r = on_conn(conn, |t| engine.start(t, status, &list, length));
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
     })
@@ -336,11 +336,12 @@ unsafe extern "C" fn start(env: sys::napi_env, info: sys::napi_callback_info) ->
 
 /// write(conn, chunk) -> 1 written; 0 written, wait for onDrain; -1 connection gone.
 unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |driver, args| {
-        let conn = token(env, args[0])?;
-        with_scratch(driver, |scratch| {
+    call(env, info, |bound, args| {
+        let conn = number(env, args[0])?;
+        with_scratch(bound, |scratch| {
             let data = chunk(env, args[1], &mut scratch.body)?;
-            let r = driver.engine_mut()?.write(conn, data);
+            let mut engine = bound.driver.engine_mut()?;
+            let r = on_conn(conn, |t| engine.write(t, data));
             Ok(Reply::Int(match outcome(r)? {
                 Some(true) => 1,
                 Some(false) => 0,
@@ -352,9 +353,10 @@ unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) ->
 
 /// end(conn) -> false if the connection is gone.
 unsafe extern "C" fn end(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |driver, args| {
-        let conn = token(env, args[0])?;
-        let r = driver.engine_mut()?.end(conn);
+    call(env, info, |bound, args| {
+        let conn = number(env, args[0])?;
+        let mut engine = bound.driver.engine_mut()?;
+        let r = on_conn(conn, |t| engine.end(t));
         Ok(Reply::Bool(outcome(r)?.is_some()))
     })
 }

@@ -1,11 +1,14 @@
 //! The JavaScript surface of rwsgi's engine: type conversion and forwarding
 //! to `rwsgi-core`, nothing else.
 
+mod contract;
 mod driver;
 mod fast;
+mod js;
 mod uv;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::IntoRawFd;
 use std::ptr;
 use std::rc::Rc;
@@ -18,7 +21,9 @@ use rwsgi_core::fatal;
 use rwsgi_core::steering::Spread;
 use rwsgi_core::{Engine, Limits, WriteError};
 
-use driver::{Callbacks, Driver, RequestTable, REQUEST_STRIDE};
+use contract::REQUEST_STRIDE;
+use driver::{Callbacks, Driver, RequestTable};
+use js::{on_conn, token};
 
 /// Refuses an llhttp whose struct layout the binding was not written for.
 #[napi]
@@ -26,6 +31,36 @@ pub fn check_llhttp(version: String) -> Result<()> {
     rwsgi_core::llhttp::check_version(&version).map_err(Error::from_reason)?;
     rwsgi_core::llhttp::api().map_err(Error::from_reason)?;
     Ok(())
+}
+
+/// The contract with src/native.ts (see contract.rs), for it to check at load.
+#[napi(object)]
+pub struct Contract {
+    /// The request table's slot names, in row order.
+    pub slots: Vec<String>,
+    /// Request flag bits by name.
+    pub flags: HashMap<String, u32>,
+    /// The members of `callbacks` the server reads.
+    pub callbacks: Vec<String>,
+    /// The fields of `ServerOptions`, as JavaScript names them.
+    pub server_options: Vec<String>,
+}
+
+#[napi]
+pub fn contract() -> Contract {
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    Contract {
+        slots: names(contract::SLOTS),
+        flags: contract::FLAGS
+            .iter()
+            .map(|&(name, bit)| (name.to_string(), bit))
+            .collect(),
+        callbacks: names(&contract::CALLBACKS),
+        server_options: SERVER_OPTION_FIELDS
+            .iter()
+            .map(|f| contract::js_name(f))
+            .collect(),
+    }
 }
 
 #[napi(object)]
@@ -138,6 +173,34 @@ pub struct ServerOptions {
     pub worker_connections: u32,
 }
 
+/// `ServerOptions`' fields, for `contract()`. The destructuring below
+/// stops compiling when a field is added, renamed or removed and this list
+/// is not.
+const SERVER_OPTION_FIELDS: [&str; 8] = [
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
+    "keep_alive_seconds",
+    "header_timeout_seconds",
+    "limit_request_body",
+    "body_timeout_seconds",
+    "worker_connections",
+];
+
+#[allow(dead_code)]
+fn server_option_fields_are_listed(options: ServerOptions) {
+    let ServerOptions {
+        limit_request_line: _,
+        limit_request_fields: _,
+        limit_request_field_size: _,
+        keep_alive_seconds: _,
+        header_timeout_seconds: _,
+        limit_request_body: _,
+        body_timeout_seconds: _,
+        worker_connections: _,
+    } = options;
+}
+
 fn seconds(name: &str, value: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
         Error::from_reason(format!(
@@ -175,9 +238,7 @@ fn reference(env: sys::napi_env, value: sys::napi_value) -> Result<sys::napi_ref
     let mut r = ptr::null_mut();
     // SAFETY: value is live in the current scope.
     let status = unsafe { sys::napi_create_reference(env, value, 1, &mut r) };
-    if status != sys::Status::napi_ok {
-        return Err(Error::from_reason("napi_create_reference failed"));
-    }
+    js::check(status, "napi_create_reference").map_err(Error::from_reason)?;
     Ok(r)
 }
 
@@ -191,7 +252,7 @@ fn function_ref(env: sys::napi_env, callbacks: &Object, name: &str) -> Result<sy
 /// `callbacks.requestTable`, the Float64Array requests are written into.
 fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable> {
     let table: Unknown = callbacks
-        .get("requestTable")?
+        .get(contract::REQUEST_TABLE)?
         .ok_or_else(|| Error::from_reason("callbacks.requestTable is missing"))?;
     let (data, capacity) = match fast::typed_array(env, table.raw()).map_err(Error::from_reason)? {
         Some((sys::TypedarrayType::float64_array, data, length))
@@ -208,27 +269,27 @@ fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable>
     Ok(RequestTable {
         slots: data.cast(),
         capacity,
-        // Held so the memory outlives the driver.
-        _array: reference(env, table.raw())?,
+        array: reference(env, table.raw())?,
     })
-}
-
-/// A connection token passed from JavaScript as a number.
-pub(crate) fn token(conn: f64) -> u64 {
-    if conn.is_finite() && conn >= 0.0 {
-        conn as u64
-    } else {
-        u64::MAX
-    }
 }
 
 /// Ok(Some) done, Ok(None) the connection is gone, Err for app mistakes.
 fn outcome<T>(r: std::result::Result<T, WriteError>) -> Result<Option<T>> {
-    fast::outcome(r).map_err(Error::from_reason)
+    js::outcome(r).map_err(Error::from_reason)
+}
+
+/// Requests refused with one status, and how many.
+#[napi(object)]
+pub struct RejectedCount {
+    pub status: u32,
+    /// A double: exact up to 2^53.
+    pub count: f64,
 }
 
 /// One worker's HTTP server on its inherited listening sockets.
-/// `callbacks.onAcceptPaused(reason)` hears when accepting backs off.
+/// `callbacks.onAcceptPaused(reason)` hears when accepting backs off, and
+/// `callbacks.onRejected(status, reason, peerIp, peerPort)` of each refused
+/// request while `setTraceRejections(true)`.
 #[napi]
 pub struct NativeServer {
     driver: Rc<Driver>,
@@ -237,9 +298,8 @@ pub struct NativeServer {
 
 #[napi]
 impl NativeServer {
-    /// `callbacks` holds requestTable (a Float64Array, see driver.rs),
-    /// onRequests, onMethod, onBody, onBodyEnd, onClose, onDrain,
-    /// onPeerShutdown and onAcceptPaused.
+    /// `callbacks` holds the members `contract::CALLBACKS` names:
+    /// requestTable (a Float64Array, see driver.rs) and the event callbacks.
     #[napi(constructor)]
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
@@ -253,27 +313,27 @@ impl NativeServer {
         let status = unsafe {
             sys::napi_async_init(raw_env, resource.raw(), name.raw(), &mut async_context)
         };
-        if status != sys::Status::napi_ok {
-            return Err(Error::from_reason("napi_async_init failed"));
-        }
+        js::check(status, "napi_async_init").map_err(Error::from_reason)?;
+        let callback = |name| function_ref(raw_env, &callbacks, name);
         let driver = Rc::new(Driver {
             engine: RefCell::new(engine),
-            scratch: RefCell::default(),
             env: raw_env,
             callbacks: Callbacks {
-                on_requests: function_ref(raw_env, &callbacks, "onRequests")?,
-                on_method: function_ref(raw_env, &callbacks, "onMethod")?,
-                on_body: function_ref(raw_env, &callbacks, "onBody")?,
-                on_body_end: function_ref(raw_env, &callbacks, "onBodyEnd")?,
-                on_close: function_ref(raw_env, &callbacks, "onClose")?,
-                on_drain: function_ref(raw_env, &callbacks, "onDrain")?,
-                on_accept_paused: function_ref(raw_env, &callbacks, "onAcceptPaused")?,
-                on_peer_shutdown: function_ref(raw_env, &callbacks, "onPeerShutdown")?,
+                on_requests: callback(contract::ON_REQUESTS)?,
+                on_method: callback(contract::ON_METHOD)?,
+                on_body: callback(contract::ON_BODY)?,
+                on_body_end: callback(contract::ON_BODY_END)?,
+                on_close: callback(contract::ON_CLOSE)?,
+                on_drain: callback(contract::ON_DRAIN)?,
+                on_accept_paused: callback(contract::ON_ACCEPT_PAUSED)?,
+                on_peer_shutdown: callback(contract::ON_PEER_SHUTDOWN)?,
+                on_rejected: callback(contract::ON_REJECTED)?,
             },
             table: request_table(raw_env, &callbacks)?,
             methods: RefCell::default(),
             resource: reference(raw_env, resource.raw())?,
             async_context,
+            released: Cell::new(false),
         });
         let epoll_fd = driver.engine.borrow().epoll_fd();
         let uv_loop = env.get_uv_event_loop()?;
@@ -281,7 +341,10 @@ impl NativeServer {
         // SAFETY: the driver is reference-counted (stable address) and
         // outlives the poll, which `close` (or drop) stops first.
         let poll = unsafe { uv::Poll::start(uv_loop.cast(), epoll_fd, data, driver::on_readable) }
-            .map_err(Error::from_reason)?;
+            .map_err(|e| {
+                driver.release();
+                Error::from_reason(e)
+            })?;
         Ok(NativeServer {
             driver,
             poll: Some(poll),
@@ -309,26 +372,32 @@ impl NativeServer {
     /// (Node's ServerResponse); `keepAlive` is what that head says.
     #[napi]
     pub fn start_raw(&self, conn: f64, keep_alive: bool) -> Result<bool> {
-        Ok(outcome(self.engine()?.start_raw(token(conn), keep_alive))?.is_some())
+        let mut engine = self.engine()?;
+        Ok(outcome(on_conn(conn, |t| engine.start_raw(t, keep_alive)))?.is_some())
     }
 
     /// Closes `conn` after flushing: for a response that cannot be completed.
     #[napi]
     pub fn abort(&self, conn: f64) -> Result<()> {
-        outcome(self.engine()?.abort(token(conn)))?;
+        let mut engine = self.engine()?;
+        outcome(on_conn(conn, |t| engine.abort(t)))?;
         Ok(())
     }
 
     #[napi]
     pub fn send_continue(&self, conn: f64) -> Result<()> {
-        outcome(self.engine()?.send_continue(token(conn)))?;
+        let mut engine = self.engine()?;
+        outcome(on_conn(conn, |t| engine.send_continue(t)))?;
         Ok(())
     }
 
     /// Pauses (false) or resumes (true) reading request bytes on `conn`.
     #[napi]
     pub fn set_reading(&self, conn: f64, on: bool) -> Result<()> {
-        self.engine()?.set_reading(token(conn), on);
+        let mut engine = self.engine()?;
+        if let Some(t) = token(conn) {
+            engine.set_reading(t, on);
+        }
         Ok(())
     }
 
@@ -367,11 +436,37 @@ impl NativeServer {
         Ok(self.engine()?.accepted_count() as f64)
     }
 
-    /// Stops the server's loop watcher; the process may then exit.
+    /// Requests the engine refused (malformed, over a limit, too slow),
+    /// counted by the status sent.
+    #[napi]
+    pub fn rejected_counts(&self) -> Result<Vec<RejectedCount>> {
+        Ok(self
+            .engine()?
+            .rejected_counts()
+            .iter()
+            .map(|&(status, count)| RejectedCount {
+                status: u32::from(status),
+                count: count as f64,
+            })
+            .collect())
+    }
+
+    /// Whether each refused request is reported to `callbacks.onRejected`
+    /// (for `--log-level debug`: one call per request).
+    #[napi]
+    pub fn set_trace_rejections(&self, on: bool) -> Result<()> {
+        self.engine()?.trace_rejections(on);
+        Ok(())
+    }
+
+    /// Stops the server's loop watcher and releases what it holds in
+    /// JavaScript (the callbacks, the request table, the async context);
+    /// the process may then exit.
     #[napi]
     pub fn close(&mut self) {
         if let Some(poll) = self.poll.take() {
             poll.close();
+            self.driver.release();
         }
     }
 }

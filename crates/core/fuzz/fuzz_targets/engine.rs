@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
 use libfuzzer_sys::fuzz_target;
+use rwsgi_test_llhttp as _;
 use rwsgi_core::{Engine, Event, HeaderList, Limits};
 
 const HEADERS: HeaderList<'static> = HeaderList {
@@ -83,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
     if server.set_nonblocking(true).is_err() || client.set_nonblocking(true).is_err() {
         return;
     }
-    engine.adopt(server.into());
+    if engine.adopt(server.into()).is_err() {
+        return;
+    }
     let mut pos = 0;
     let mut step = 0;
     while pos < input.len() && step < 256 {

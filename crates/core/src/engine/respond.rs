@@ -1,0 +1,133 @@
+//! The engine's response API: what the host calls to answer the front
+//! request of a connection (strictly in order), and the request-side
+//! controls that go with it (100-continue, body backpressure, abort).
+
+use crate::conn::{Conn, WriteError};
+use crate::response::HeaderList;
+use crate::slab::Token;
+
+use super::{publish_waiting, Engine};
+
+impl Engine {
+    fn respond_with<T>(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut Conn, &[u8], bool) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let conn = self
+            .conns
+            .get_mut(token)
+            .filter(|conn| !conn.is_lingering())
+            .ok_or(WriteError::Closed)?;
+        let result = f(conn, self.date.header_line(), self.draining)?;
+        publish_waiting(token, conn);
+        self.mark_dirty(token);
+        Ok(result)
+    }
+
+    /// Starts the front response on `token`. `body_len` is the length of the
+    /// whole body when known up front.
+    pub fn start(
+        &mut self,
+        token: Token,
+        status: &[u8],
+        headers: &HeaderList<'_>,
+        body_len: Option<u64>,
+    ) -> Result<(), WriteError> {
+        let app = self
+            .heads
+            .check(status, headers)
+            .map_err(WriteError::Response)?;
+        self.respond_with(token, |c, date, draining| {
+            c.start(date, status, headers, &app, body_len, draining)
+        })
+    }
+
+    /// Starts the front response on `token` as bytes the app frames itself.
+    pub fn start_raw(&mut self, token: Token, keep_alive: bool) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))
+    }
+
+    /// Appends body bytes; Ok(false) asks the app to wait for `Event::Drain`.
+    pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
+        self.respond_with(token, |c, _, _| c.write(data))
+    }
+
+    /// Completes the front response and moves on to the next request.
+    pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
+        let now = self.now;
+        self.respond_with(token, |c, date, _| c.end(date, now))?;
+        self.resume_parsing(token);
+        Ok(())
+    }
+
+    /// A whole response in one call: head, body, end.
+    pub fn respond(
+        &mut self,
+        token: Token,
+        status: &[u8],
+        headers: &HeaderList<'_>,
+        body: &[u8],
+    ) -> Result<(), WriteError> {
+        // One step, so outside a turn the whole response leaves in one send.
+        let now = self.now;
+        let app = self
+            .heads
+            .check(status, headers)
+            .map_err(WriteError::Response)?;
+        self.respond_with(token, |c, date, draining| {
+            c.start(
+                date,
+                status,
+                headers,
+                &app,
+                Some(body.len() as u64),
+                draining,
+            )?;
+            c.write(body)?;
+            c.end(date, now)
+        })?;
+        self.resume_parsing(token);
+        Ok(())
+    }
+
+    fn resume_parsing(&mut self, token: Token) {
+        let depth = self.limits.pipeline_depth;
+        if self.draining {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.pending() < depth && conn.resume_parsing() {
+            self.resumed.push(token);
+            self.waker.wake();
+        }
+    }
+
+    /// Answers `Expect: 100-continue` once the app reads the body.
+    pub fn send_continue(&mut self, token: Token) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, _| {
+            c.send_continue();
+            Ok(())
+        })
+    }
+
+    /// Request-body backpressure from the app.
+    pub fn set_reading(&mut self, token: Token, on: bool) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.set_app_paused(!on);
+            self.update_interest(token);
+        }
+    }
+
+    /// Gives up on the connection after flushing what is buffered: for an
+    /// app that failed after its response started, so the client sees an
+    /// incomplete response rather than a clean one.
+    pub fn abort(&mut self, token: Token) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, _| {
+            c.close_after_output();
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! The engine's connection state machine without Node: llhttp is compiled
+//! in (rwsgi-test-llhttp), a connection is a socketpair (or a loopback TCP
+//! connection for the accept limit), and the "app" answers from Rust.
+//! Each wait is for a condition, bounded in time.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use rwsgi_core::{Engine, Event, HeaderList, Limits, Token};
+use rwsgi_test_llhttp as _;
+
+const TEXT: HeaderList<'static> = HeaderList {
+    joined: b"Content-Type\0text/plain\0",
+    fields: 1,
+};
+const BOUND: Duration = Duration::from_secs(10);
+
+/// What the test's app does with each request: answer it with its URL, or
+/// hold it (the test answers later).
+#[derive(Clone, Copy, PartialEq)]
+enum App {
+    Echo,
+    Hold,
+}
+
+struct Harness {
+    engine: Engine,
+    app: App,
+    /// Requests delivered so far: (connection, URL).
+    requests: Vec<(Token, String)>,
+    closed: Vec<Token>,
+    rejected: Vec<(u16, String)>,
+}
+
+impl Harness {
+    fn new(limits: Limits, listeners: &[i32]) -> Harness {
+        let engine = Engine::new(listeners, limits).expect("llhttp is linked into the test");
+        Harness {
+            engine,
+            app: App::Echo,
+            requests: Vec::new(),
+            closed: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    /// A client connected over a socketpair.
+    fn connect(&mut self) -> UnixStream {
+        let (server, client) = UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        self.engine.adopt(server.into()).unwrap();
+        client
+    }
+
+    /// One host turn: poll, deliver the events to the app, flush.
+    fn turn(&mut self) {
+        self.engine.begin_turn();
+        self.engine.poll();
+        let events = std::mem::take(&mut self.engine.events);
+        let arena = std::mem::take(&mut self.engine.arena);
+        for event in events {
+            match event {
+                Event::Request { conn, url, .. } => {
+                    let url = String::from_utf8_lossy(&arena[url]).into_owned();
+                    if self.app == App::Echo {
+                        self.engine
+                            .respond(conn, b"200 OK", &TEXT, url.as_bytes())
+                            .unwrap();
+                    }
+                    self.requests.push((conn, url));
+                }
+                Event::Closed { conn } => self.closed.push(conn),
+                Event::Rejected { status, reason, .. } => self.rejected.push((status, reason)),
+                _ => {}
+            }
+        }
+        self.engine.end_turn();
+    }
+
+    /// Runs turns until `done` holds; panics after `BOUND`.
+    fn until(&mut self, what: &str, mut done: impl FnMut(&mut Harness) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.turn();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Runs turns, collecting what the client receives, until it holds
+    /// `count` responses (or the connection closes, if `until_eof`).
+    fn read(
+        &mut self,
+        client: &mut impl Read,
+        what: &str,
+        until: impl Fn(&str, bool) -> bool,
+    ) -> String {
+        let mut got = Vec::new();
+        let mut eof = false;
+        self.until(what, |_| {
+            let mut buf = [0u8; 4096];
+            loop {
+                match client.read(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            until(&String::from_utf8_lossy(&got), eof)
+        });
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn responses(&mut self, client: &mut impl Read, count: usize) -> String {
+        self.read(client, "responses", |text, _| {
+            text.matches("HTTP/1.1 ").count() >= count
+        })
+    }
+
+    fn until_closed(&mut self, client: &mut impl Read) -> String {
+        self.read(client, "the close", |_, eof| eof)
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// The bodies of the responses in `text`, in order.
+fn bodies(text: &str) -> Vec<&str> {
+    text.split("HTTP/1.1 ")
+        .skip(1)
+        .map(|r| r.split_once("\r\n\r\n").map_or("", |(_, body)| body))
+        .collect()
+}
+
+#[test]
+fn keep_alive_serves_one_request_after_another() {
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut client = h.connect();
+    client.write_all(get("/one").as_bytes()).unwrap();
+    let first = h.responses(&mut client, 1);
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(!first.contains("Connection: close"), "{first}");
+    client.write_all(get("/two").as_bytes()).unwrap();
+    let second = h.responses(&mut client, 1);
+    assert_eq!(bodies(&second), ["/two"]);
+    assert_eq!(h.engine.connection_count(), 1);
+}
+
+#[test]
+fn pipelined_responses_keep_request_order_and_depth() {
+    let limits = Limits {
+        pipeline_depth: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits, &[]);
+    h.app = App::Hold;
+    let mut client = h.connect();
+    let all: String = ["/a", "/b", "/c", "/d"].map(get).concat();
+    client.write_all(all.as_bytes()).unwrap();
+    h.until("two requests", |h| h.requests.len() == 2);
+    // The depth is reached: nothing more is parsed until a response is out.
+    for _ in 0..20 {
+        h.turn();
+    }
+    assert_eq!(h.requests.len(), 2);
+    let mut answered = 0;
+    h.until("all four answered", |h| {
+        while answered < h.requests.len() {
+            let (conn, url) = h.requests[answered].clone();
+            h.engine
+                .respond(conn, b"200 OK", &TEXT, url.as_bytes())
+                .unwrap();
+            answered += 1;
+        }
+        answered == 4
+    });
+    let text = h.responses(&mut client, 4);
+    assert_eq!(bodies(&text), ["/a", "/b", "/c", "/d"]);
+}
+
+#[test]
+fn connection_close_ends_the_connection_and_runs_nothing_after_it() {
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut client = h.connect();
+    let closing = "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    client
+        .write_all(format!("{closing}{}", get("/never")).as_bytes())
+        .unwrap();
+    let text = h.until_closed(&mut client);
+    assert_eq!(bodies(&text), ["/last"]);
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    assert_eq!(h.requests.len(), 1);
+    h.until("the slot to free", |h| h.engine.connection_count() == 0);
+}
+
+/// Sends `request` and expects exactly one canned `status` and a close.
+fn refused(limits: Limits, request: &[u8], status: &str) -> Harness {
+    let mut h = Harness::new(limits, &[]);
+    h.engine.trace_rejections(true);
+    let mut client = h.connect();
+    client.write_all(request).unwrap();
+    let text = h.until_closed(&mut client);
+    assert!(
+        text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    h
+}
+
+#[test]
+fn each_size_limit_has_its_status() {
+    let small = Limits {
+        request_line: 64,
+        header_fields: 3,
+        field_size: 64,
+        max_body: 8,
+        ..Limits::default()
+    };
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
+    refused(small.clone(), long_url.as_bytes(), "414 URI Too Long");
+    let many = "GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+    refused(
+        small.clone(),
+        many.as_bytes(),
+        "431 Request Header Fields Too Large",
+    );
+    let wide = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n",
+        "v".repeat(100)
+    );
+    refused(
+        small.clone(),
+        wide.as_bytes(),
+        "431 Request Header Fields Too Large",
+    );
+    let big = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n123456789";
+    refused(small, big.as_bytes(), "413 Content Too Large");
+}
+
+#[test]
+fn a_rejection_is_counted_and_traced_with_the_parsers_reason() {
+    let bad = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+    let h = refused(Limits::default(), bad, "400 Bad Request");
+    assert_eq!(h.engine.rejected_counts(), [(400, 1)]);
+    assert_eq!(
+        h.rejected,
+        [(
+            400,
+            "HTTP/1.1 request needs exactly one Host header".to_string()
+        )]
+    );
+    let untraced = {
+        let mut h = Harness::new(Limits::default(), &[]);
+        let mut client = h.connect();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        h.until_closed(&mut client);
+        h
+    };
+    assert_eq!(untraced.engine.rejected_counts(), [(400, 1)]);
+    assert!(untraced.rejected.is_empty());
+}
+
+fn one_second() -> Limits {
+    Limits {
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        keep_alive: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn a_slow_request_head_gets_408() {
+    let h = refused(one_second(), b"GET / HTTP/1.1\r\nHo", "408 Request Timeout");
+    assert_eq!(h.engine.rejected_counts(), [(408, 1)]);
+}
+
+#[test]
+fn a_stalled_body_gets_408_and_the_app_hears_of_the_close() {
+    let mut h = Harness::new(one_second(), &[]);
+    h.app = App::Hold;
+    let mut client = h.connect();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let text = h.until_closed(&mut client);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert_eq!(h.requests.len(), 1);
+    assert_eq!(h.closed, [h.requests[0].0]);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_closes_after_the_timeout() {
+    let mut h = Harness::new(one_second(), &[]);
+    let mut client = h.connect();
+    client.write_all(get("/").as_bytes()).unwrap();
+    h.responses(&mut client, 1);
+    let idle = Instant::now();
+    let rest = h.until_closed(&mut client);
+    assert!(rest.is_empty(), "{rest}");
+    assert!(idle.elapsed() >= Duration::from_millis(900));
+    assert_eq!(h.engine.connection_count(), 0);
+}
+
+#[test]
+fn draining_closes_after_one_more_response() {
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut client = h.connect();
+    client.write_all(get("/before").as_bytes()).unwrap();
+    let before = h.responses(&mut client, 1);
+    assert!(!before.contains("Connection: close"), "{before}");
+    h.engine.drain();
+    client
+        .write_all(format!("{}{}", get("/last"), get("/never")).as_bytes())
+        .unwrap();
+    let last = h.until_closed(&mut client);
+    assert_eq!(bodies(&last), ["/last"]);
+    assert!(last.contains("Connection: close\r\n"), "{last}");
+    assert_eq!(h.requests.len(), 2);
+}
+
+#[test]
+fn the_connection_cap_pauses_accepting_until_one_closes() {
+    let (fds, addr) =
+        rwsgi_core::socket::bind_group("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits, &[fds[0].as_raw_fd()]);
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.set_nonblocking(true).unwrap();
+    first.write_all(get("/first").as_bytes()).unwrap();
+    h.responses(&mut first, 1);
+    let mut second = TcpStream::connect(addr).unwrap();
+    second.set_nonblocking(true).unwrap();
+    second.write_all(get("/second").as_bytes()).unwrap();
+    for _ in 0..20 {
+        h.turn();
+    }
+    assert_eq!(h.engine.connection_count(), 1);
+    assert_eq!(h.requests.len(), 1);
+    drop(first);
+    let text = h.responses(&mut second, 1);
+    assert_eq!(bodies(&text), ["/second"]);
+    assert_eq!(h.engine.accepted_count(), 2);
+}
