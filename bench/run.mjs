@@ -288,7 +288,7 @@ try {
   writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(summary, null, 2)}\n`);
   writeFileSync(join(outDir, 'latest.md'), md);
   const chart = spawnSync('python3', [join(BENCH, 'chart.py'), join(outDir, 'latest.json'), join(outDir, 'latest.png')], { stdio: 'inherit' });
-  if (chart.status !== 0) console.error('no chart (python3 with matplotlib needed)');
+  if (chart.status !== 0) console.error('no chart: python3 with matplotlib is needed (bash bench/install-peers.sh installs it)');
   console.log(md);
 } finally {
   for (const child of running) child.kill('SIGTERM');
