@@ -11,4 +11,6 @@ python3 -m pip install --quiet gunicorn matplotlib
 # uWebSockets.js: the official builds are on GitHub only; this registry copy of
 # v20.30 carries the same binaries (v20.5x builds need glibc 2.38, newer than
 # Debian 12 has).
-npm install --no-save --prefix peers bun@1 @trufflesuite/uws-js-unofficial@20.30.0-unofficial.0
+# @hono/node-server: Hono on its own Node server, the peer of rwsgi-hono (it
+# resolves hono from the project's devDependencies).
+npm install --no-save --prefix peers bun@1 @trufflesuite/uws-js-unofficial@20.30.0-unofficial.0 @hono/node-server@1

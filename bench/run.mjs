@@ -1,6 +1,6 @@
 // rwsgi side by side with its peers, one run, interleaved rounds (A B C ... A B C ...),
 // median of each. Usage:
-//   node bench/run.mjs [--peers rwsgi,rwsgi-hono,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
+//   node bench/run.mjs [--peers rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
 //                      [--loadgen wrk|rwsgi-load] [--before DIR]
@@ -26,7 +26,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
 const { values } = parseArgs({
   options: {
-    peers: { type: 'string', default: 'rwsgi,rwsgi-hono,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
+    peers: { type: 'string', default: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
     scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
     workers: { type: 'string', default: '2' },
     pin: { type: 'boolean', default: false },
@@ -44,6 +44,7 @@ const workers = values.pin ? 1 : Number(values.workers);
 const express = values.app === 'express';
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const honoServerInstalled = existsSync(join(BENCH, 'peers/node_modules/@hono/node-server'));
 const uwsInstalled = existsSync(join(BENCH, 'peers/node_modules/@trufflesuite/uws-js-unofficial'));
 const bunPath = [join(BENCH, 'peers/node_modules/.bin/bun')].find(existsSync) ?? (has('bun') ? 'bun' : null);
 
@@ -90,6 +91,13 @@ const PEERS = {
     express
       ? { skip: 'not an Express peer' }
       : { cmd: [process.execPath, 'dist/cli/main.js', 'serve', 'bench/apps/hono-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'], bindArg: true },
+  // The same Hono app on @hono/node-server (bench/install-peers.sh), node:cluster.
+  'hono-node-cluster': () =>
+    express
+      ? { skip: 'not an Express peer' }
+      : honoServerInstalled
+        ? { cmd: [process.execPath, 'bench/peers/hono-node-cluster.mjs'] }
+        : { skip: '@hono/node-server not installed (bench/install-peers.sh)' },
   'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'bench/apps/express-app.js' } : {} }),
   'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
   nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
