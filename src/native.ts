@@ -119,6 +119,8 @@ export interface NativeServer {
   connectionCount(): number;
   /** Connections accepted since start. */
   acceptedCount(): number;
+  /** Idle connections handed to other workers, and received from them, since start. */
+  handoffCounts(): [number, number];
   /** Requests the engine refused (malformed, over a limit, too slow), by status sent. */
   rejectedCounts(): Array<{ status: number; count: number }>;
   /** Reports each refused request to `onRejected` (for --log-level debug). */

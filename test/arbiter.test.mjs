@@ -90,6 +90,8 @@ print(first, now, pid())
   const [first, moved, after] = out.trim().split(' ').map(Number);
   t.not(moved, first, 'served by the other worker once the client runs on CPU 1');
   t.is(after, moved, 'and it stays there');
+  await waitFor(() => new RegExp(`\\[${first}\\] \\[DEBUG\\] Handed 1 idle connections to other workers, received 0`).test(server.log), 5000, 'the handoff counted');
+  await waitFor(() => new RegExp(`\\[${moved}\\] \\[DEBUG\\] Handed 0 idle connections to other workers, received 1`).test(server.log), 5000, 'and its arrival');
   t.deepEqual([first, moved].sort(), workerPids(server.log).sort());
 });
 

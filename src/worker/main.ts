@@ -11,7 +11,7 @@ import type { Exchange } from './exchange.js';
 import { heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, RwsgiError } from '../errors.js';
 import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
-import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
+import { describe, enabled, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink } from './link.js';
@@ -154,12 +154,22 @@ async function main(): Promise<void> {
   }
 
   let expected = performance.now() + hbMs;
+  // Handoffs cost both workers a wake-up: each heartbeat says how many there were.
+  let handoffs: [number, number] = [0, 0];
+  const traceHandoffs = (): void => {
+    const [sent, received] = server.handoffCounts();
+    if (sent !== handoffs[0] || received !== handoffs[1]) {
+      logger.debug(`Handed ${sent - handoffs[0]} idle connections to other workers, received ${received - handoffs[1]}`);
+      handoffs = [sent, received];
+    }
+  };
   const heartbeat = setInterval(() => {
     const now = performance.now();
     lagMs = Math.max(0, now - expected);
     expected = now + hbMs;
     addon.beat();
     report();
+    if (enabled('debug')) traceHandoffs();
   }, hbMs);
   addon.watchParent(3 * hbMs);
   if (config.requestTimeout > 0) {

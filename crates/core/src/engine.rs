@@ -171,6 +171,11 @@ impl Engine {
     }
 
     /// Connections accepted since start.
+    /// Connections handed to other workers and received from them.
+    pub fn handoff_counts(&self) -> (u64, u64) {
+        self.handoff.as_ref().map_or((0, 0), Handoff::counts)
+    }
+
     pub fn accepted_count(&self) -> u64 {
         self.accepted
     }
@@ -283,6 +288,9 @@ impl Engine {
             match handoff.receive() {
                 Ok(handoff::Received::Conn(fd)) => {
                     if let Ok(token) = self.adopt(fd) {
+                        if let Some(handoff) = &mut self.handoff {
+                            handoff.arrived(token, self.now);
+                        }
                         // A request may be queued already.
                         self.read(token);
                     }
@@ -302,7 +310,7 @@ impl Engine {
         let Some(handoff) = &mut self.handoff else {
             return;
         };
-        for token in handoff.send_strays(&self.conns) {
+        for token in handoff.send_strays(&self.conns, self.now) {
             if let Some(conn) = self.conns.get_mut(token) {
                 // The other worker holds the socket open: leave epoll explicitly.
                 let _ = self.epoll.delete(conn.raw_fd());

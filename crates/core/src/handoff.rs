@@ -6,10 +6,11 @@
 //! connections for idle ones whose packets now arrive on another worker's
 //! CPU (the client thread moved, or connected from a CPU it then left).
 
+use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::slab::{Slab, Token};
@@ -19,6 +20,14 @@ use crate::sys::cvt;
 pub const HANDOFF_TICK: Duration = Duration::from_millis(100);
 /// Connections looked at per round (bounds the getsockopt calls).
 const SCAN: usize = 256;
+/// A connection moves only once its packets have kept arriving on the
+/// other worker's CPU this long: a client thread the scheduler bounces
+/// between CPUs is not chased back and forth (each move costs both
+/// workers a wake-up and the connection a cold cache).
+pub const STAY_BEFORE_MOVE: Duration = Duration::from_millis(500);
+/// A connection that just arrived from another worker stays at least this
+/// long, whatever its packets do meanwhile.
+pub const SETTLE_AFTER_MOVE: Duration = Duration::from_secs(2);
 
 /// One worker's end of the handoff: where other workers send it
 /// connections, and where its own connections should go.
@@ -29,6 +38,13 @@ pub struct Handoff {
     cpu_owners: Vec<Option<String>>,
     /// Where the next scan starts.
     cursor: usize,
+    /// Idle connections seen arriving on another owner's CPU: which CPU,
+    /// since when. Entries of connections that stopped straying are dropped.
+    straying: HashMap<Token, (u32, Instant)>,
+    /// Connections received from other workers, and when.
+    arrived: HashMap<Token, Instant>,
+    sent: u64,
+    received: u64,
 }
 
 impl Handoff {
@@ -38,6 +54,10 @@ impl Handoff {
             sock: bind(name)?,
             cpu_owners: Vec::new(),
             cursor: 0,
+            straying: HashMap::new(),
+            arrived: HashMap::new(),
+            sent: 0,
+            received: 0,
         })
     }
 
@@ -61,10 +81,22 @@ impl Handoff {
         receive(&self.sock)
     }
 
+    /// `token` is a connection received from another worker at `now`.
+    pub fn arrived(&mut self, token: Token, now: Instant) {
+        self.received += 1;
+        self.arrived.insert(token, now);
+    }
+
+    /// Connections handed to other workers, and received from them.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.sent, self.received)
+    }
+
     /// Sends the idle connections of the next round of `conns` whose
-    /// packets arrive on another worker's CPU to that worker; returns their
-    /// tokens, for the caller to forget (the socket stays open over there).
-    pub fn send_strays(&mut self, conns: &Slab<Conn>) -> Vec<Token> {
+    /// packets have kept arriving on another worker's CPU for
+    /// `STAY_BEFORE_MOVE` to that worker; returns their tokens, for the
+    /// caller to forget (the socket stays open over there).
+    pub fn send_strays(&mut self, conns: &Slab<Conn>, now: Instant) -> Vec<Token> {
         let mut moved = Vec::new();
         if !self.is_active() {
             return moved;
@@ -73,17 +105,43 @@ impl Handoff {
         let start = self.cursor.min(count);
         let end = (start + SCAN).min(count);
         self.cursor = if end == count { 0 } else { end };
+        self.arrived
+            .retain(|_, at| now.saturating_duration_since(*at) < SETTLE_AFTER_MOVE);
         for (token, conn) in conns.range(start..end) {
-            if !conn.is_movable() {
+            let stray = conn
+                .is_movable()
+                .then(|| incoming_cpu(conn.raw_fd()))
+                .flatten()
+                .filter(|&cpu| matches!(self.cpu_owners.get(cpu as usize), Some(Some(_))));
+            let Some(cpu) = stray else {
+                self.straying.remove(&token);
+                continue;
+            };
+            let since = match self.straying.get(&token) {
+                Some(&(seen, since)) if seen == cpu => since,
+                _ => {
+                    self.straying.insert(token, (cpu, now));
+                    continue;
+                }
+            };
+            if now.saturating_duration_since(since) < STAY_BEFORE_MOVE
+                || self.arrived.contains_key(&token)
+            {
                 continue;
             }
-            let fd = conn.raw_fd();
-            let owner = incoming_cpu(fd).and_then(|cpu| self.cpu_owners.get(cpu as usize));
-            if let Some(Some(name)) = owner {
-                if send(self.sock.as_raw_fd(), name, fd).is_ok() {
-                    moved.push(token);
-                }
+            let Some(Some(name)) = self.cpu_owners.get(cpu as usize) else {
+                continue;
+            };
+            if send(self.sock.as_raw_fd(), name, conn.raw_fd()).is_ok() {
+                self.straying.remove(&token);
+                self.sent += 1;
+                moved.push(token);
             }
+        }
+        // Tokens of connections closed meanwhile (the slab hands out new
+        // generations, so a stale entry can never match a new connection).
+        if self.cursor == 0 {
+            self.straying.retain(|&token, _| conns.get(token).is_some());
         }
         moved
     }

@@ -57,13 +57,22 @@ impl<T> Slab<T> {
         token_of(index, slot.generation)
     }
 
+    /// The slot index `token` names, if it is still the slot's generation.
+    fn live_index(&self, token: Token) -> Option<usize> {
+        let index = index_of(token);
+        let slot = self.slots.get(index)?;
+        (u64::from(slot.generation) == token >> 32).then_some(index)
+    }
+
+    /// The value `token` names, if it is still that one.
+    pub fn get(&self, token: Token) -> Option<&T> {
+        self.slots[self.live_index(token)?].value.as_ref()
+    }
+
     /// The value `token` names, if it is still that one.
     pub fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let slot = self.slots.get_mut(index_of(token))?;
-        if u64::from(slot.generation) != token >> 32 {
-            return None;
-        }
-        slot.value.as_mut()
+        let index = self.live_index(token)?;
+        self.slots[index].value.as_mut()
     }
 
     /// Takes the value out; its token is stale from now on.

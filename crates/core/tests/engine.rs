@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use rwsgi_core::{Engine, Event, HeaderList, Limits, Token};
+use rwsgi_core::{handoff, Engine, Event, HeaderList, Limits, Token};
 use rwsgi_test_llhttp as _;
 
 const TEXT: HeaderList<'static> = HeaderList {
@@ -362,4 +362,107 @@ fn the_connection_cap_pauses_accepting_until_one_closes() {
     let text = h.responses(&mut second, 1);
     assert_eq!(bodies(&text), ["/second"]);
     assert_eq!(h.engine.accepted_count(), 2);
+}
+
+/// Runs the calling thread on `cpu` only: on loopback, the packets it
+/// sends arrive on that CPU (what SO_INCOMING_CPU reports).
+fn run_on(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays in bounds.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+#[test]
+fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
+    if !two_cpus() {
+        return;
+    }
+    let name = |tag: &str| format!("rwsgi-test-{}-{tag}", std::process::id());
+    // Worker a serves CPU 0, worker b CPU 1.
+    let mut a = Harness::new(Limits::default(), &[]);
+    let mut b = Harness::new(Limits::default(), &[]);
+    a.engine.enable_handoff(&name("a")).unwrap();
+    b.engine.enable_handoff(&name("b")).unwrap();
+    a.engine.set_cpu_owners(vec![None, Some(name("b"))]);
+    b.engine.set_cpu_owners(vec![Some(name("a")), None]);
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    run_on(1);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    a.engine.adopt(server_side.into()).unwrap();
+    client.write_all(get("/one").as_bytes()).unwrap();
+    a.responses(&mut client, 1);
+    // Idle, its packets on CPU 1: it moves to b, but only after staying there.
+    let idle_since = Instant::now();
+    let deadline = idle_since + BOUND;
+    while b.engine.handoff_counts().1 == 0 {
+        assert!(Instant::now() < deadline, "never handed to b");
+        a.turn();
+        b.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let moved_at = Instant::now();
+    assert!(moved_at - idle_since >= handoff::STAY_BEFORE_MOVE);
+    assert_eq!(a.engine.handoff_counts(), (1, 0));
+    client.write_all(get("/two").as_bytes()).unwrap();
+    b.responses(&mut client, 1);
+    assert_eq!(b.requests.last().map(|r| r.1.as_str()), Some("/two"));
+
+    // The client moves at once to CPU 0 (a's): the connection goes back to
+    // a only once it has settled at b.
+    run_on(0);
+    client.write_all(get("/three").as_bytes()).unwrap();
+    b.responses(&mut client, 1);
+    while a.engine.handoff_counts().1 == 0 {
+        assert!(Instant::now() < deadline, "never handed back to a");
+        a.turn();
+        b.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(Instant::now() - moved_at >= handoff::SETTLE_AFTER_MOVE);
+    assert_eq!(b.engine.handoff_counts(), (1, 1));
+}
+
+#[test]
+fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
+    if !two_cpus() {
+        return;
+    }
+    let name = |tag: &str| format!("rwsgi-test-{}-{tag}", std::process::id());
+    let mut a = Harness::new(Limits::default(), &[]);
+    a.engine.enable_handoff(&name("bounce-a")).unwrap();
+    let _b = handoff::bind(&name("bounce-b")).unwrap();
+    a.engine.set_cpu_owners(vec![None, Some(name("bounce-b"))]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    a.engine.adopt(server_side.into()).unwrap();
+    // A request every 150 ms from alternating CPUs, for 1.5 s.
+    for i in 0..10 {
+        run_on(i % 2);
+        client.write_all(get("/bounce").as_bytes()).unwrap();
+        a.responses(&mut client, 1);
+        let until = Instant::now() + Duration::from_millis(150);
+        while Instant::now() < until {
+            a.turn();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(a.requests.len(), 10, "every request answered by a");
+    assert_eq!(a.engine.handoff_counts(), (0, 0), "never moved");
 }

@@ -430,6 +430,14 @@ impl NativeServer {
         Ok(())
     }
 
+    /// `[sent, received]`: idle connections handed to other workers and
+    /// received from them since start.
+    #[napi]
+    pub fn handoff_counts(&self) -> Result<Vec<f64>> {
+        let (sent, received) = self.engine()?.handoff_counts();
+        Ok(vec![sent as f64, received as f64])
+    }
+
     /// Connections accepted since start (a double: exact up to 2^53).
     #[napi]
     pub fn accepted_count(&self) -> Result<f64> {
