@@ -82,6 +82,8 @@ export interface ServerCallbacks {
   onAcceptPaused(reason: string): void;
   /** A request was refused with `status` (only while `setTraceRejections(true)`). */
   onRejected(status: number, reason: string, peerIp: string, peerPort: number): void;
+  /** The worker became full (1: at --worker-connections, or out of descriptors) or has room again (0). */
+  onCapacity(full: number): void;
 }
 
 /** Every `ServerCallbacks` member, checked against the addon's at load. */
@@ -96,6 +98,7 @@ const CALLBACK_NAMES = {
   onPeerShutdown: true,
   onAcceptPaused: true,
   onRejected: true,
+  onCapacity: true,
 } satisfies Record<keyof ServerCallbacks, true>;
 
 /** The per-response calls, plain functions bound to one server (cheaper per call than methods). */
@@ -151,6 +154,8 @@ interface Addon {
   allowedCpus(): number[];
   /** Lets process `pid`'s main thread run on `cpus` only. */
   setAffinity(pid: number, cpus: number[]): void;
+  /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
+  passQueued(fd: number, to: string, max: number): number;
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;

@@ -11,7 +11,7 @@ import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
-import type { WorkerMessage } from '../protocol/messages.js';
+import { handoffName, type WorkerMessage } from '../protocol/messages.js';
 import { socketAddress } from '../settings/bind.js';
 import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settings/hooks.js';
 import type { Resolved } from '../settings/resolve.js';
@@ -21,6 +21,8 @@ import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
 const TICK_MS = 100;
+/** Queued connections passed from a full worker's socket per tick and socket. */
+const QUEUE_PASS_MAX = 256;
 const QUICK_STOP_MS = 2000;
 const ABORT_GRACE_MS = 1000;
 /** A retiring slot gets no new connections for this long before its worker drains. */
@@ -331,6 +333,10 @@ export class Arbiter {
       case 'boot-error':
         w.bootError = message.reason;
         break;
+      case 'capacity':
+        w.full = message.full;
+        logger.debug(`Worker (pid:${w.pid}) ${w.full ? 'is full: new connections go to the others' : 'has room again'}`);
+        break;
     }
     this.reconcile();
   };
@@ -407,9 +413,10 @@ export class Arbiter {
       return;
     }
     this.manageWorkers(now);
-    const healthy = this.healthySlots(now);
-    this.steer(healthy);
-    this.pin(healthy);
+    const steered = this.roomySlots(this.healthySlots(now));
+    this.steer(steered);
+    this.pin(steered);
+    this.passQueued(steered);
   }
 
   /** Kills workers whose heartbeat stopped or that never booted. */
@@ -512,6 +519,31 @@ export class Arbiter {
           this.workers.some((w) => w.slot === slot.index && w.state === 'ready' && now - w.lastBeat <= lateMs),
       )
       .map((slot) => slot.index);
+  }
+
+  /** The healthy slots whose worker has room; all healthy ones if none has. */
+  private roomySlots(healthy: number[]): number[] {
+    const full = new Set(this.workers.filter((w) => w.full && w.state === 'ready').map((w) => w.slot));
+    const roomy = healthy.filter((slot) => !full.has(slot));
+    return roomy.length > 0 ? roomy : healthy;
+  }
+
+  /** Connections already queued on a full worker's sockets go to a worker
+   * with room, rather than wait there (bounded per tick). */
+  private passQueued(steered: number[]): void {
+    const target = this.workers.find((w) => w.state === 'ready' && !w.full && steered.includes(w.slot));
+    if (!target) return;
+    for (const w of this.workers) {
+      if (!w.full || w.state !== 'ready' || steered.includes(w.slot)) continue;
+      for (const fd of this.slots[w.slot]?.fds ?? []) {
+        try {
+          const passed = native().passQueued(fd, handoffName(process.pid, target.pid), QUEUE_PASS_MAX);
+          if (passed > 0) logger.debug(`Passed ${passed} connections queued for full worker ${w.pid} to worker ${target.pid}`);
+        } catch (err) {
+          logger.warning(`cannot pass queued connections: ${(err as Error).message}`);
+        }
+      }
+    }
   }
 
   /** New connections go only to the healthy slots. */

@@ -33,6 +33,8 @@ export class WorkerProcess {
   /** When to SIGKILL it if it is still there (draining or aborting). */
   killAt = Infinity;
   exited = false;
+  /** At --worker-connections or out of descriptors, as it last said. */
+  full = false;
   /** The last signal the arbiter sent it. */
   signalled: NodeJS.Signals | null = null;
   /** Why the arbiter ended it, once it decided to (null: it was not asked to go). */

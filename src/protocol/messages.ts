@@ -22,7 +22,9 @@ export type WorkerMessage =
       lagMs: number;
       rss: number;
     }
-  | { type: 'boot-error'; reason: string };
+  | { type: 'boot-error'; reason: string }
+  /** At --worker-connections or out of descriptors (full), or below nine tenths again. */
+  | { type: 'capacity'; full: boolean };
 
 export type ArbiterMessage =
   | { type: 'stop'; graceful: boolean; deadlineMs: number }
@@ -36,7 +38,7 @@ export function encode(message: Message): string {
   return `${JSON.stringify(message)}\n`;
 }
 
-const TYPES = new Set(['ready', 'hb', 'boot-error', 'stop', 'owners']);
+const TYPES = new Set(['ready', 'hb', 'boot-error', 'capacity', 'stop', 'owners']);
 
 /** The abstract socket name a worker receives handed-off connections at. */
 export function handoffName(arbiterPid: number, workerPid: number): string {

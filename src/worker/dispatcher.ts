@@ -156,6 +156,13 @@ export class Dispatcher implements ServerCallbacks {
     logger.warning(`Cannot accept connections (${reason}): retrying every second; raise the open-file limit (ulimit -n) or lower --worker-connections`);
   };
 
+  /** Set by the worker: tells the arbiter at once, so it steers around a full worker. */
+  capacityChanged: (full: boolean) => void = () => {};
+
+  onCapacity = (full: number): void => {
+    this.capacityChanged(full === 1);
+  };
+
   onRejected = (status: number, reason: string, peerIp: string, peerPort: number): void => {
     const host = peerIp.includes(':') ? `[${peerIp}]` : peerIp;
     logger.debug(`${status} from ${host}:${peerPort}: ${reason}`);

@@ -146,6 +146,7 @@ async function main(): Promise<void> {
   const addon = native();
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
+  dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));
     link.onOwners((pids) => server.setCpuOwners(ownerNames(pids)));

@@ -51,6 +51,9 @@ pub struct Engine {
     /// Where other workers hand this one connections, and where its idle
     /// connections go when their packets arrive on another worker's CPU.
     handoff: Option<Handoff>,
+    /// At its connection cap, or out of descriptors: told to the host, so
+    /// the arbiter steers new connections elsewhere (see `report_capacity`).
+    full: bool,
     /// When the timer's once-a-second work (Date, timeouts) is next due.
     next_second: Instant,
     /// Listening sockets are in the epoll set.
@@ -96,6 +99,7 @@ impl Engine {
             waker: Waker::new()?,
             listeners: Vec::new(),
             handoff: None,
+            full: false,
             next_second: Instant::now(),
             accepting: false,
             draining: false,
@@ -210,6 +214,8 @@ impl Engine {
         self.flushing_turn = false;
         self.dirty = dirty;
         self.dirty.clear();
+        // Connections the app's responses closed may have made room.
+        self.report_capacity();
         if !self.events.is_empty() {
             self.waker.wake();
         }
@@ -237,6 +243,28 @@ impl Engine {
                 }
                 token => self.on_conn_ready(token, flags),
             }
+        }
+        self.report_capacity();
+    }
+
+    /// Raises `Event::Capacity` when the worker becomes full (at
+    /// `max_connections`, or accepting paused for lack of descriptors) or
+    /// has room again, with hysteresis: room again only below nine tenths
+    /// of the cap, so a worker near it does not flap in and out.
+    fn report_capacity(&mut self) {
+        let cap = self.limits.max_connections;
+        let count = self.connection_count();
+        let exhausted = self.accept_retry_at.is_some();
+        let full = exhausted
+            || if self.full {
+                count > cap.saturating_sub((cap / 10).max(1))
+            } else {
+                count >= cap
+            };
+        if full != self.full {
+            self.full = full;
+            self.events.push(Event::Capacity { full });
+            self.wake_for_events();
         }
     }
 

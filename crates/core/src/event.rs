@@ -51,6 +51,11 @@ pub enum Event {
     AcceptPaused {
         reason: &'static str,
     },
+    /// The worker became full (at its connection cap, or out of
+    /// descriptors), or has room again.
+    Capacity {
+        full: bool,
+    },
     /// The engine refused a request with `status` (only while rejections
     /// are traced, see `Engine::trace_rejections`).
     Rejected {

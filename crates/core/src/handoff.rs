@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::slab::{Slab, Token};
+use crate::socket::{self, Accepted};
 use crate::sys::cvt;
 
 /// The timer's period while idle connections may move to other workers.
@@ -147,6 +148,78 @@ impl Handoff {
     }
 }
 
+/// How long passing one queued connection may wait for the receiver.
+const PASS_WAIT_US: libc::suseconds_t = 200_000;
+
+/// What a connection that could not be passed on gets before it closes.
+const UNAVAILABLE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/// Accepts up to `max` connections queued on `listener` and sends each to
+/// the worker receiving under `to`: how the arbiter empties the queue of a
+/// slot whose worker is full, so those clients need not wait for room
+/// there. Returns how many were passed on. Each waits at most
+/// `PASS_WAIT_US` for the receiver; one it does not take gets a 503 rather
+/// than a reset, and passing stops there (the arbiter is never held long).
+pub fn pass_queued(listener: RawFd, to: &str, max: usize) -> io::Result<usize> {
+    // SAFETY: plain socket creation; the result is owned at once.
+    let via = unsafe {
+        OwnedFd::from_raw_fd(cvt(libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?)
+    };
+    // The receiver's queue is short (net.unix.max_dgram_qlen, often 10):
+    // wait for it to take each connection, briefly.
+    let wait = libc::timeval {
+        tv_sec: 0,
+        tv_usec: PASS_WAIT_US,
+    };
+    // SAFETY: setting a timeval option on our socket; reading and setting
+    // the status flags of a descriptor we were given.
+    unsafe {
+        cvt(libc::setsockopt(
+            via.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&wait as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        ))?;
+        let flags = cvt(libc::fcntl(listener, libc::F_GETFL))?;
+        cvt(libc::fcntl(
+            listener,
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        ))?;
+    }
+    let mut passed = 0;
+    while passed < max {
+        match socket::accept(listener, 0) {
+            Accepted::Conn(conn, _) => {
+                if send(via.as_raw_fd(), to, conn.as_raw_fd()).is_ok() {
+                    passed += 1;
+                } else {
+                    // The receiver is not taking them (hung, or gone): this one
+                    // gets an answer, the rest stay queued for their worker.
+                    // SAFETY: a write to our own connected socket.
+                    unsafe {
+                        libc::write(
+                            conn.as_raw_fd(),
+                            UNAVAILABLE.as_ptr().cast(),
+                            UNAVAILABLE.len(),
+                        )
+                    };
+                    break;
+                }
+            }
+            Accepted::Skipped => {}
+            Accepted::Empty | Accepted::Exhausted(_) => break,
+        }
+    }
+    Ok(passed)
+}
+
 /// An abstract-namespace address: a NUL, then the name.
 fn address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: a zeroed sockaddr_un is valid (an empty path).
@@ -241,7 +314,10 @@ fn header(byte: &mut [u8; 1], iov: &mut libc::iovec, control: &mut [u64]) -> lib
     msg
 }
 
-/// Sends `conn` to the socket bound to `to`, through `via` (any datagram socket).
+/// Sends `conn` to the socket bound to `to`, through `via` (any datagram
+/// socket): at once or not at all if `via` is non-blocking (a worker's own
+/// socket), else waiting for room in the receiver's queue up to `via`'s
+/// send timeout.
 pub fn send(via: RawFd, to: &str, conn: RawFd) -> io::Result<()> {
     let (mut addr, len) = address(to)?;
     let (mut byte, mut iov) = ([0u8; 1], empty_iov());
@@ -261,7 +337,7 @@ pub fn send(via: RawFd, to: &str, conn: RawFd) -> io::Result<()> {
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), conn);
     }
     // SAFETY: msg describes valid buffers.
-    let sent = unsafe { libc::sendmsg(via, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmsg(via, &msg, libc::MSG_NOSIGNAL) };
     cvt(sent as libc::c_int).map(|_| ())
 }
 
@@ -365,6 +441,25 @@ mod tests {
         client.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"pong");
         assert!(matches!(receive(&receiver).unwrap(), Received::Empty));
+    }
+
+    #[test]
+    fn queued_connections_are_passed_on_up_to_the_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let clients: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(listener.local_addr().unwrap()).unwrap())
+            .collect();
+        let receiver = bind(&name("queued")).unwrap();
+        assert_eq!(pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(), 2);
+        for _ in 0..2 {
+            assert!(matches!(receive(&receiver).unwrap(), Received::Conn(_)));
+        }
+        assert!(matches!(receive(&receiver).unwrap(), Received::Empty));
+        // The third is still queued on the listener, for its own worker.
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_ok());
+        assert_eq!(pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(), 0);
+        drop(clients);
     }
 
     #[test]

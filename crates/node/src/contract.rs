@@ -68,8 +68,9 @@ pub const ON_DRAIN: &str = "onDrain";
 pub const ON_PEER_SHUTDOWN: &str = "onPeerShutdown";
 pub const ON_ACCEPT_PAUSED: &str = "onAcceptPaused";
 pub const ON_REJECTED: &str = "onRejected";
+pub const ON_CAPACITY: &str = "onCapacity";
 
-pub const CALLBACKS: [&str; 10] = [
+pub const CALLBACKS: [&str; 11] = [
     REQUEST_TABLE,
     ON_REQUESTS,
     ON_METHOD,
@@ -80,6 +81,7 @@ pub const CALLBACKS: [&str; 10] = [
     ON_PEER_SHUTDOWN,
     ON_ACCEPT_PAUSED,
     ON_REJECTED,
+    ON_CAPACITY,
 ];
 
 /// A Rust field name as napi-rs shows it to JavaScript (camelCase).

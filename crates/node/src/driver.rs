@@ -48,10 +48,11 @@ pub struct Callbacks {
     pub on_accept_paused: sys::napi_ref,
     pub on_peer_shutdown: sys::napi_ref,
     pub on_rejected: sys::napi_ref,
+    pub on_capacity: sys::napi_ref,
 }
 
 impl Callbacks {
-    fn all(&self) -> [sys::napi_ref; 9] {
+    fn all(&self) -> [sys::napi_ref; 10] {
         [
             self.on_requests,
             self.on_method,
@@ -62,6 +63,7 @@ impl Callbacks {
             self.on_accept_paused,
             self.on_peer_shutdown,
             self.on_rejected,
+            self.on_capacity,
         ]
     }
 }
@@ -382,6 +384,9 @@ impl Driver {
             Event::Drain { conn } => napi.call_conn(cb.on_drain, *conn),
             Event::AcceptPaused { reason } => {
                 napi.call(cb.on_accept_paused, &[napi.latin1(reason.as_bytes())?])
+            }
+            Event::Capacity { full } => {
+                napi.call(cb.on_capacity, &[napi.number(f64::from(u8::from(*full)))?])
             }
             Event::Rejected {
                 status,

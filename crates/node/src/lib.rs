@@ -126,6 +126,16 @@ pub fn set_affinity(pid: i32, cpus: Vec<u32>) -> Result<()> {
     rwsgi_core::affinity::set_affinity(pid, &cpus).map_err(|e| Error::from_reason(e.to_string()))
 }
 
+/// Passes up to `max` connections queued on listening socket `fd` to the
+/// worker receiving handoffs under `to` (a full worker's queue); returns
+/// how many.
+#[napi]
+pub fn pass_queued(fd: i32, to: String, max: u32) -> Result<u32> {
+    rwsgi_core::handoff::pass_queued(fd, &to, max as usize)
+        .map(|n| n as u32)
+        .map_err(|e| Error::from_reason(format!("cannot pass queued connections: {e}")))
+}
+
 /// From now on a fatal signal ends this process with a CRITICAL line and a
 /// native backtrace written to `logFd` (see rwsgi_core::fatal). Called
 /// again when the error log is reopened.
@@ -287,7 +297,8 @@ pub struct RejectedCount {
 }
 
 /// One worker's HTTP server on its inherited listening sockets.
-/// `callbacks.onAcceptPaused(reason)` hears when accepting backs off, and
+/// `callbacks.onAcceptPaused(reason)` hears when accepting backs off,
+/// `callbacks.onCapacity(full)` when the worker becomes full or has room, and
 /// `callbacks.onRejected(status, reason, peerIp, peerPort)` of each refused
 /// request while `setTraceRejections(true)`.
 #[napi]
@@ -326,6 +337,7 @@ impl NativeServer {
                 on_close: callback(contract::ON_CLOSE)?,
                 on_drain: callback(contract::ON_DRAIN)?,
                 on_accept_paused: callback(contract::ON_ACCEPT_PAUSED)?,
+                on_capacity: callback(contract::ON_CAPACITY)?,
                 on_peer_shutdown: callback(contract::ON_PEER_SHUTDOWN)?,
                 on_rejected: callback(contract::ON_REJECTED)?,
             },
