@@ -143,6 +143,8 @@ interface Addon {
   contract(): Contract;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
+  /** A Unix listening socket all workers share; a stale file is replaced, a live one refused. */
+  bindUnix(path: string, backlog: number): number;
   /** New connections of `fd`'s group go to `slots`, picked by the SYN's CPU or at random. */
   steer(fd: number, slots: number[], groupSize: number, byCpu: boolean): void;
   /** The CPUs this process may run on. */

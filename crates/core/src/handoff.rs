@@ -78,6 +78,10 @@ impl Handoff {
                 continue;
             }
             let fd = conn.raw_fd();
+            // The receiver takes TCP only: a Unix connection stays here.
+            if !is_tcp(fd) {
+                continue;
+            }
             let owner = incoming_cpu(fd).and_then(|cpu| self.cpu_owners.get(cpu as usize));
             if let Some(Some(name)) = owner {
                 if send(self.sock.as_raw_fd(), name, fd).is_ok() {
