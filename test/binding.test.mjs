@@ -105,3 +105,40 @@ test('unix: with no path is a config error', async (t) => {
   t.is(r.code, 3);
   t.regex(r.out, /bind/);
 });
+
+test('-b fd://N serves a listening socket the parent passed in', async (t) => {
+  const { createServer } = await import('node:net');
+  const listening = createServer();
+  await new Promise((resolve) => listening.listen(0, '127.0.0.1', resolve));
+  const { port } = listening.address();
+  const child = spawn(process.execPath, [CLI, 'serve', PEER, '-w', '2', '--log-level', 'debug', '-b', 'fd://3'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe', listening._handle.fd],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => (log += d));
+  child.stdout.on('data', (d) => (log += d));
+  const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+  // The child has its own copy; the test's must not take connections.
+  listening.close();
+  await waitFor(() => (log.match(/Worker ready/g) ?? []).length >= 2, 15_000, 'workers ready');
+  t.regex(log, /Listening at: fd:\/\/3/);
+  const out = await python(
+    `
+import http.client
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+c.request('GET', '/'); print(c.getresponse().read().decode())
+`,
+    port,
+  );
+  t.regex(out.trim(), /^\d+ \[127\.0\.0\.1\] \[\d+\]$/);
+  child.kill('SIGTERM');
+  t.is(await exited, 0);
+});
+
+test('-b fd://N on a descriptor that is not a socket is refused with exit 3', async (t) => {
+  const r = await rwsgi(['serve', PEER, '-b', 'fd://57'], { ms: 20_000 });
+  t.is(r.code, 3);
+  t.regex(r.out, /fd 57 is not an open socket/);
+});

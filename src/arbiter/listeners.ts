@@ -3,14 +3,14 @@
 // the arbiter steers; a Unix bind is one socket every slot shares (the
 // kernel does not balance Unix sockets), accepted with EPOLLEXCLUSIVE.
 
-import { closeSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, unlinkSync } from 'node:fs';
 import { EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { native } from '../native.js';
-import { socketAddress, unixPath } from '../settings/bind.js';
+import { inheritedFd, socketAddress, unixPath } from '../settings/bind.js';
 
 export interface Listener {
   bind: string;
-  /** `host:port`, or `unix:PATH`. */
+  /** `host:port`, `unix:PATH` or `fd://N`. */
   address: string;
   /** The one socket all slots share, or null for a per-slot group. */
   shared: number | null;
@@ -29,6 +29,17 @@ const bindError = (bind: string, err: unknown): RwsgiError =>
 
 /** Listens at `bind` for `slots` worker slots; the caller owns the sockets. */
 export async function openListener(bind: string, slots: number, backlog: number, umask: number): Promise<Opened> {
+  const inherited = inheritedFd(bind);
+  if (inherited !== null) {
+    let socket = false;
+    try {
+      socket = fstatSync(inherited).isSocket();
+    } catch {
+      // Not open: said below.
+    }
+    if (!socket) throw bindError(bind, new Error(`fd ${inherited} is not an open socket this process inherited`));
+    return { listener: { bind, address: bind, shared: inherited, path: null }, fds: Array.from({ length: slots }, () => inherited) };
+  }
   const path = unixPath(bind);
   if (path !== null) {
     const old = process.umask(umask);
@@ -77,4 +88,4 @@ export function closeListener(listener: Listener): void {
 }
 
 /** How a log line names the address. */
-export const url = (l: Listener): string => (l.path === null ? `http://${l.address}` : l.address);
+export const url = (l: Listener): string => (l.shared === null ? `http://${l.address}` : l.address);

@@ -1,5 +1,5 @@
 // Listening addresses as people write them: `HOST:PORT`, `[V6]:PORT`,
-// `HOST`, `:PORT` or `unix:PATH`.
+// `HOST`, `:PORT`, `unix:PATH` or `fd://N`.
 
 import { lookup } from 'node:dns/promises';
 import { EXIT_CONFIG, RwsgiError } from '../errors.js';
@@ -9,6 +9,12 @@ export const DEFAULT_PORT = 8000;
 /** The path of a `unix:PATH` bind, else null. */
 export function unixPath(bind: string): string | null {
   return bind.startsWith('unix:') ? bind.slice('unix:'.length) : null;
+}
+
+/** The descriptor of an `fd://N` bind (a listening socket inherited on N), else null. */
+export function inheritedFd(bind: string): number | null {
+  const m = /^fd:\/\/(\d+)$/.exec(bind);
+  return m ? Number(m[1]) : null;
 }
 
 /** Splits a bind; the port defaults to 8000, an empty host is 0.0.0.0.
