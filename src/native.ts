@@ -148,12 +148,16 @@ interface Addon {
   contract(): Contract;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
+  /** A Unix listening socket all workers share; a stale file is replaced, a live one refused. */
+  bindUnix(path: string, backlog: number): number;
   /** New connections of `fd`'s group go to `slots`, picked by the SYN's CPU or at random. */
   steer(fd: number, slots: number[], groupSize: number, byCpu: boolean): void;
   /** The CPUs this process may run on. */
   allowedCpus(): number[];
   /** Lets process `pid`'s main thread run on `cpus` only. */
   setAffinity(pid: number, cpus: number[]): void;
+  /** Whether `fd` is a listening socket. */
+  isListening(fd: number): boolean;
   /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
   passQueued(fd: number, to: string, max: number): number;
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */

@@ -1,22 +1,22 @@
 // The arbiter: binds one SO_REUSEPORT socket per worker slot and address
-// and keeps them for its lifetime; runs one worker per slot (fd 3 = pipe,
+// (or one shared Unix socket, see listeners.ts) and keeps them for its lifetime; runs one worker per slot (fd 3 = pipe,
 // fds 4.. = the slot's sockets). Policy is one reconcile step run after
 // every event and on a short tick: signals and messages only change the
 // wanted state (slot count, code generation, stopping); `reconcile` kills
 // what timed out, starts and drains workers until the actual state matches,
 // and steers new connections to the healthy slots.
 
-import { existsSync, readFileSync, unlinkSync, writeFileSync, closeSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { handoffName, type WorkerMessage } from '../protocol/messages.js';
-import { socketAddress } from '../settings/bind.js';
 import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settings/hooks.js';
 import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
+import { closeListener, closeSlotSocket, type Listener, type Opened, openListener, slotSocket, url } from './listeners.js';
 import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -30,11 +30,6 @@ const RETIRE_SETTLE_MS = 200;
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type Signal = (typeof SIGNALS)[number];
-
-interface Listener {
-  bind: string;
-  address: string;
-}
 
 interface Slot {
   index: number;
@@ -162,23 +157,15 @@ export class Arbiter {
     for (const bind of this.config.bind) this.addListener(await this.listen(bind));
   }
 
-  /** One socket per slot at `bind`; the caller owns them. */
-  private async listen(bind: string): Promise<{ listener: Listener; fds: number[] }> {
-    const requested = await socketAddress(bind);
-    let group;
-    try {
-      group = native().bindListeners(requested, this.slots.length, this.config.backlog);
-    } catch (err) {
-      throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at ${bind}: ${(err as Error).message}`, EXIT_CONFIG);
-    }
-    const host = group.host.includes(':') ? `[${group.host}]` : group.host;
-    return { listener: { bind, address: `${host}:${group.port}` }, fds: group.fds };
+  /** The sockets of each slot at `bind`; the caller owns them. */
+  private listen(bind: string): Promise<Opened> {
+    return openListener(bind, this.slots.length, this.config.backlog, this.config.umask);
   }
 
-  private addListener({ listener, fds }: { listener: Listener; fds: number[] }): void {
+  private addListener({ listener, fds }: Opened): void {
     fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
     this.listeners.push(listener);
-    logger.info(`Listening at: http://${listener.address} (${process.pid})`);
+    logger.info(`Listening at: ${url(listener)} (${process.pid})`);
   }
 
   /** HUP with other binds: listens at the new ones and closes the removed
@@ -189,18 +176,22 @@ export class Arbiter {
   private async rebind(wanted: string[]): Promise<void> {
     const added = wanted.filter((b, i) => wanted.indexOf(b) === i && !this.listeners.some((l) => l.bind === b));
     const removed = this.listeners.filter((l) => !wanted.includes(l.bind));
-    const opened: { listener: Listener; fds: number[] }[] = [];
+    const opened: Opened[] = [];
     try {
       for (const bind of added) opened.push(await this.listen(bind));
     } catch (err) {
-      for (const o of opened) for (const fd of o.fds) closeSync(fd);
+      for (const o of opened) {
+        for (const fd of o.fds) closeSlotSocket(o.listener, fd);
+        closeListener(o.listener);
+      }
       throw err;
     }
     for (const listener of removed) {
       const i = this.listeners.indexOf(listener);
-      for (const slot of this.slots) for (const fd of slot.fds.splice(i, 1)) closeSync(fd);
+      for (const slot of this.slots) for (const fd of slot.fds.splice(i, 1)) closeSlotSocket(listener, fd);
+      closeListener(listener);
       this.listeners.splice(i, 1);
-      logger.info(`Stopped listening at: http://${listener.address}`);
+      logger.info(`Stopped listening at: ${url(listener)}`);
     }
     for (const o of opened) this.addListener(o);
     // Steer the new sockets' groups too.
@@ -492,8 +483,7 @@ export class Arbiter {
   }
 
   private addSlot(): void {
-    const addon = native();
-    const fds = this.listeners.map((l) => addon.joinListeners(l.address, this.config.backlog));
+    const fds = this.listeners.map((l) => slotSocket(l, this.config.backlog));
     this.slots.push(this.newSlot(this.slots.length, fds));
   }
 
@@ -504,9 +494,13 @@ export class Arbiter {
     for (const w of mine) w.drain(this.config.gracefulTimeout * 1000, now, 'scale-down');
     const last = this.slots[this.slots.length - 1];
     if (mine.length === 0 && last === slot) {
-      for (const fd of slot.fds) closeSync(fd);
+      this.closeSlot(slot);
       this.slots.pop();
     }
+  }
+
+  private closeSlot(slot: Slot): void {
+    slot.fds.forEach((fd, i) => closeSlotSocket(this.listeners[i], fd));
   }
 
   /** Slots with a ready, punctual worker. */
@@ -555,7 +549,8 @@ export class Arbiter {
     const addon = native();
     for (let i = 0; i < this.listeners.length; i++) {
       const fd = this.slots[0]?.fds[i];
-      if (fd === undefined) continue;
+      // A shared socket has no group to steer: every worker accepts from it.
+      if (fd === undefined || this.listeners[i]?.shared !== null) continue;
       try {
         addon.steer(fd, healthy, this.slots.length, byCpu);
       } catch (err) {
@@ -596,7 +591,8 @@ export class Arbiter {
     if (this.tick === null) return;
     clearInterval(this.tick);
     this.tick = null;
-    for (const slot of this.slots) for (const fd of slot.fds) closeSync(fd);
+    for (const slot of this.slots) this.closeSlot(slot);
+    for (const listener of this.listeners) closeListener(listener);
     this.removePidfile();
     logger.info('Shutting down: Master');
     const { onExit } = this.config;

@@ -1,14 +1,26 @@
 // Listening addresses as people write them: `HOST:PORT`, `[V6]:PORT`,
-// `HOST` or `:PORT`.
+// `HOST`, `:PORT`, `unix:PATH` or `fd://N`.
 
 import { lookup } from 'node:dns/promises';
 import { EXIT_CONFIG, RwsgiError } from '../errors.js';
 
 export const DEFAULT_PORT = 8000;
 
+/** The path of a `unix:PATH` bind, else null. */
+export function unixPath(bind: string): string | null {
+  return bind.startsWith('unix:') ? bind.slice('unix:'.length) : null;
+}
+
+/** The descriptor of an `fd://N` bind (a listening socket inherited on N), else null. */
+export function inheritedFd(bind: string): number | null {
+  const m = /^fd:\/\/(\d+)$/.exec(bind);
+  return m ? Number(m[1]) : null;
+}
+
 /** Splits a bind; the port defaults to 8000, an empty host is 0.0.0.0.
  * Throws on anything else. */
 export function parseBind(bind: string): { host: string; port: number } {
+  if (unixPath(bind) === '') throw new Error(`--bind '${bind}' names no socket path (unix:/run/app.sock)`);
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(bind) ?? /^([^:[\]]*)(?::(\d+))?$/.exec(bind);
   const port = m?.[2] === undefined ? DEFAULT_PORT : Number(m[2]);
   if (!m || port > 65535) throw new Error(`--bind '${bind}' is not HOST:PORT (IPv6 as [::1]:8000)`);

@@ -3,7 +3,7 @@
 // and how it says what is allowed when a value is not.
 
 import { resolve } from 'node:path';
-import { parseBind } from './bind.js';
+import { inheritedFd, parseBind, unixPath } from './bind.js';
 
 export const SECTIONS = [
   'Application',
@@ -164,7 +164,7 @@ export function binds(o: Options<string[]>): Setting<string[], string | string[]
   const one = (v: unknown): string => {
     if (typeof v !== 'string') throw new Invalid('HOST:PORT, or a list of them');
     try {
-      parseBind(v);
+      if ((unixPath(v) === null || unixPath(v) === '') && inheritedFd(v) === null) parseBind(v);
     } catch {
       throw new Invalid('HOST:PORT', (label) => `${label} '${v}' is not HOST:PORT (IPv6 as [::1]:8000; port 0-65535)`);
     }

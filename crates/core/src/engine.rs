@@ -19,7 +19,7 @@ use crate::limits::Limits;
 use crate::parser::RequestParser;
 use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
-use crate::socket::{self, listener_addr, Accepted, Peer};
+use crate::socket::{self, listener_port, Accepted, Peer};
 use crate::sys::{cvt, Epoll, Ready, Timer, Waker};
 use crate::timeouts::{self, Expired, TICK};
 
@@ -120,7 +120,7 @@ impl Engine {
             flushing_turn: false,
         };
         for &fd in listen_fds {
-            let port = listener_addr(fd)?.port();
+            let port = listener_port(fd)?;
             // SAFETY: fd is an open socket handed to this process.
             cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR) })?;
             engine.listeners.push(Listener { fd, port });
@@ -149,10 +149,13 @@ impl Engine {
         if on == self.accepting {
             return;
         }
+        // EPOLLEXCLUSIVE: a socket all workers share (Unix) wakes one of
+        // them per connection, not all; a worker's own SO_REUSEPORT socket
+        // is in its epoll alone, where the flag changes nothing.
+        let interest = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
         for (i, l) in self.listeners.iter().enumerate() {
             let _ = if on {
-                self.epoll
-                    .add(l.fd, libc::EPOLLIN as u32, LISTENER_TAG | i as u64)
+                self.epoll.add(l.fd, interest, LISTENER_TAG | i as u64)
             } else {
                 self.epoll.delete(l.fd)
             };

@@ -109,8 +109,8 @@ impl Handoff {
         self.arrived
             .retain(|_, at| now.saturating_duration_since(*at) < SETTLE_AFTER_MOVE);
         for (token, conn) in conns.range(start..end) {
-            let stray = conn
-                .is_movable()
+            // The receiver takes TCP only: a Unix connection stays here.
+            let stray = (conn.is_movable() && is_tcp(conn.raw_fd()))
                 .then(|| incoming_cpu(conn.raw_fd()))
                 .flatten()
                 .filter(|&cpu| matches!(self.cpu_owners.get(cpu as usize), Some(Some(_))));

@@ -1,10 +1,14 @@
 //! Listening sockets (one SO_REUSEPORT socket per worker slot and address,
-//! created by the arbiter and inherited by the workers), and accepting
-//! connections on them with the errno policy that goes with it.
+//! or one Unix socket all workers share, created by the arbiter and
+//! inherited by the workers), and accepting connections on them with the
+//! errno policy that goes with it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -66,14 +70,50 @@ pub fn join_group(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     reuseport_listener(addr, backlog).map(OwnedFd::from)
 }
 
-/// The local address of an inherited listening socket, checking it is one.
-pub fn listener_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    // SAFETY: the listener is only borrowed: into_raw_fd below gives it back
-    // without closing it.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let addr = listener.local_addr();
-    let _ = listener.into_raw_fd();
-    addr
+/// The port an inherited listening socket listens on; 0 for a Unix socket.
+pub fn listener_port(fd: RawFd) -> io::Result<u16> {
+    // SAFETY: fd is an open descriptor of this process for this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let local = sock.local_addr()?;
+    Ok(local.as_socket().map_or(0, |a| a.port()))
+}
+
+/// Whether `fd` is a listening socket (SO_ACCEPTCONN): an inherited
+/// descriptor (`fd://N`) that is not would make accept fail forever.
+pub fn is_listening(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: fd is an open descriptor of this process for this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).is_listener()
+}
+
+/// A Unix stream socket at `path`, its mode what the process umask leaves.
+/// A socket file nobody answers on (left by a crash) is replaced; one a
+/// live server answers on, or a path that is not a socket, is an error.
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another server is listening on this socket",
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+            Err(e) => return Err(e),
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(backlog)?;
+    Ok(OwnedFd::from(socket))
 }
 
 /// Who is at the other end of a connection, as the app sees it.
@@ -172,7 +212,7 @@ pub fn accept(listener: RawFd, local_port: u16) -> Accepted {
         }
     };
     let one: libc::c_int = 1;
-    // SAFETY: setting an int option on a TCP socket.
+    // SAFETY: setting an int option on a socket (a Unix one refuses it, harmlessly).
     unsafe {
         libc::setsockopt(
             client.as_raw_fd(),
@@ -190,7 +230,7 @@ pub fn accept(listener: RawFd, local_port: u16) -> Accepted {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::TcpStream;
+    use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
     #[test]
@@ -199,7 +239,7 @@ mod tests {
         assert_eq!(fds.len(), 3);
         assert_ne!(addr.port(), 0);
         for fd in &fds {
-            assert_eq!(listener_addr(fd.as_raw_fd()).unwrap(), addr);
+            assert_eq!(listener_port(fd.as_raw_fd()).unwrap(), addr.port());
         }
     }
 
@@ -247,6 +287,31 @@ mod tests {
             // Machines without IPv6 loopback cannot run this check.
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL)),
         }
+    }
+
+    #[test]
+    fn unix_socket_replaces_a_stale_file_and_refuses_a_live_one() {
+        let dir = std::env::temp_dir().join(format!("rwsgi-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        // A stale file: bound, then its socket closed.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let live = bind_unix(&path, 16).unwrap();
+        assert_eq!(listener_port(live.as_raw_fd()).unwrap(), 0);
+        let err = bind_unix(&path, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let client = UnixStream::connect(&path).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let peer = loop {
+            match accept(live.as_raw_fd(), 0) {
+                Accepted::Conn(_, peer) => break peer,
+                _ if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                _ => panic!("no connection accepted"),
+            }
+        };
+        assert_eq!(peer.ip, "");
+        drop(client);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

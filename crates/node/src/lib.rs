@@ -91,6 +91,15 @@ pub fn bind_listeners(address: String, count: u32, backlog: i32) -> Result<Bound
     })
 }
 
+/// A Unix stream listening socket at `path` that all workers share (see
+/// `socket::bind_unix` for stale and live files). The caller owns it.
+#[napi]
+pub fn bind_unix(path: String, backlog: i32) -> Result<i32> {
+    let fd = rwsgi_core::socket::bind_unix(std::path::Path::new(&path), backlog)
+        .map_err(|e| Error::from_reason(format!("{path}: {e}")))?;
+    Ok(fd.into_raw_fd())
+}
+
 /// Adds one socket to this process's own group at `address` (an exact
 /// port), for a new worker slot.
 #[napi]
@@ -134,6 +143,12 @@ pub fn pass_queued(fd: i32, to: String, max: u32) -> Result<u32> {
     rwsgi_core::handoff::pass_queued(fd, &to, max as usize)
         .map(|n| n as u32)
         .map_err(|e| Error::from_reason(format!("cannot pass queued connections: {e}")))
+}
+
+/// Whether `fd` is a listening socket.
+#[napi]
+pub fn is_listening(fd: i32) -> Result<bool> {
+    rwsgi_core::socket::is_listening(fd).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 /// From now on a fatal signal ends this process with a CRITICAL line and a
