@@ -17,6 +17,7 @@ import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settin
 import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
+import { appDirectory, Reloader } from './reload.js';
 import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -68,6 +69,7 @@ export class Arbiter {
   private finished: (code: number) => void = () => {};
   private hbMs: number;
   private readonly spread: Spread;
+  private reloader: Reloader | null = null;
 
   private config: Config;
   /** The config file the settings came from, for the workers' hooks. */
@@ -128,6 +130,7 @@ export class Arbiter {
       });
     }
     this.tick = setInterval(() => this.reconcile(), TICK_MS);
+    this.watchCode();
     this.reconcile();
     return new Promise((resolve) => {
       this.finished = resolve;
@@ -241,6 +244,19 @@ export class Arbiter {
     }
   }
 
+  /** --reload: an edit settled is a HUP (settings and code). */
+  private watchCode(): void {
+    const { reload, reloadExtraFiles, app } = this.config;
+    if (!reload || app === null) return;
+    this.reloader = new Reloader(appDirectory(app), reloadExtraFiles, (files) => {
+      if (this.stopping) return;
+      const more = files.length > 1 ? ` (and ${files.length - 1} more)` : '';
+      logger.info(`Reload: ${files[0]}${more} changed`);
+      void this.reload();
+    });
+    this.reloader.start();
+  }
+
   private setWanted(count: number): void {
     const old = this.wantedCount;
     this.wantedCount = count;
@@ -276,7 +292,7 @@ export class Arbiter {
       logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
       next.config.bind = this.config.bind;
     }
-    const fixed = (['backlog', 'spread', 'pidfile'] as const).filter(
+    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles'] as const).filter(
       (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
     );
     for (const name of fixed) {
@@ -295,6 +311,7 @@ export class Arbiter {
   private stop(mode: 'graceful' | 'quick'): void {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
+    this.reloader?.close();
     const now = Date.now();
     if (mode === 'graceful') {
       this.stopDeadline = now + this.config.gracefulTimeout * 1000 + 1000;
