@@ -18,6 +18,7 @@ import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
 import { appDirectory, Reloader } from './reload.js';
+import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -26,6 +27,8 @@ const QUICK_STOP_MS = 2000;
 const ABORT_GRACE_MS = 1000;
 /** A retiring slot gets no new connections for this long before its worker drains. */
 const RETIRE_SETTLE_MS = 200;
+/** A new arbiter gets this long to start, on top of its workers' --boot-timeout. */
+const UPGRADE_START_S = 10;
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type Signal = (typeof SIGNALS)[number];
@@ -70,6 +73,12 @@ export class Arbiter {
   private hbMs: number;
   private readonly spread: Spread;
   private reloader: Reloader | null = null;
+  /** USR2: the upgrade this arbiter started. */
+  private upgrading: Upgrade | null = null;
+  /** Set once a new arbiter took over: it steers the shared sockets now. */
+  private handedOver = false;
+  /** The sockets an old arbiter handed this one (null: it bound its own). */
+  private handover: Handover | null = null;
 
   private config: Config;
   /** The config file the settings came from, for the workers' hooks. */
@@ -115,6 +124,11 @@ export class Arbiter {
         throw new RwsgiError('RWSGI_ERR_CONFIG', `onStarting hook failed: ${describe(err)}`, EXIT_CONFIG);
       }
     }
+    try {
+      this.handover = takeHandover();
+    } catch (err) {
+      throw new RwsgiError('RWSGI_ERR_CONFIG', (err as Error).message, EXIT_CONFIG);
+    }
     this.writePidfile();
     try {
       await this.bind();
@@ -159,8 +173,25 @@ export class Arbiter {
   }
 
   private async bind(): Promise<void> {
+    if (this.handover) return this.adopt(this.handover);
     for (let i = 0; i < this.config.workers; i++) this.slots.push(this.newSlot(i, []));
     for (const bind of this.config.bind) this.addListener(await this.listen(bind));
+  }
+
+  /** USR2, in the new arbiter: the old one's sockets, in their slots (the
+   * groups' order, which steering counts on), then the binds of the settings. */
+  private async adopt(handover: Handover): Promise<void> {
+    const count = handover.listeners[0]?.fds.length ?? 0;
+    for (let i = 0; i < count; i++) this.slots.push(this.newSlot(i, handover.listeners.map((l) => l.fds[i] as number)));
+    for (const { bind, address } of handover.listeners) {
+      this.listeners.push({ bind, address });
+      logger.info(`Listening at: http://${address} (${process.pid}), handed over by pid ${handover.from}`);
+    }
+    try {
+      await this.rebind(this.config.bind);
+    } catch (err) {
+      logger.error(`Upgrade: keeping the listeners handed over: ${(err as Error).message}`);
+    }
   }
 
   /** One socket per slot at `bind`; the caller owns them. */
@@ -238,10 +269,25 @@ export class Arbiter {
         for (const w of this.workers) w.kill('SIGUSR1');
         break;
       case 'SIGUSR2':
-        // gunicorn's in-place upgrade signal; its default action would end the arbiter.
-        logger.warning('Ignoring signal usr2: rwsgi has no in-place upgrade');
+        this.upgrade();
         break;
     }
+  }
+
+  /** USR2: a new arbiter from the installed rwsgi and Node takes over the
+   * sockets; once its workers are ready this one drains and exits. */
+  private upgrade(): void {
+    if (this.stopping || this.upgrading?.running) {
+      logger.warning(`Ignoring signal usr2: ${this.stopping ? 'stopping' : 'an upgrade is under way'}`);
+      return;
+    }
+    const readyWithinMs = (this.config.bootTimeout + UPGRADE_START_S) * 1000;
+    this.upgrading = new Upgrade(this.config.pidfile, readyWithinMs, (pid) => {
+      logger.info(`Upgrade: the new arbiter (pid:${pid}) is ready; this one (pid:${process.pid}) drains and exits`);
+      this.handedOver = true;
+      this.stop('graceful');
+    });
+    this.upgrading.start(this.listeners.map((l, i) => ({ ...l, fds: this.slots.map((slot) => slot.fds[i] as number) })));
   }
 
   /** --reload: an edit settled is a HUP (settings and code). */
@@ -358,6 +404,7 @@ export class Arbiter {
     this.wasReady = true;
     const { whenReady } = this.config;
     if (whenReady) fireHook('whenReady', () => whenReady(this.info));
+    if (this.handover) announceReady(this.handover);
   }
 
   private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
@@ -424,6 +471,7 @@ export class Arbiter {
       return;
     }
     this.manageWorkers(now);
+    if (this.handedOver) return;
     const healthy = this.healthySlots(now);
     this.steer(healthy);
     this.pin(healthy);
@@ -480,7 +528,14 @@ export class Arbiter {
   private spawn(slot: Slot, now: number): void {
     const { preSpawn } = this.config;
     if (preSpawn) fireHook('preSpawn', () => preSpawn(this.info, { pid: null, slot: slot.index, generation: this.generation }));
-    const spec = { config: this.config, configFile: this.configFile, listeners: slot.fds.length, slot: slot.index, generation: this.generation };
+    const spec = {
+      config: this.config,
+      configFile: this.configFile,
+      listeners: slot.fds.length,
+      slot: slot.index,
+      generation: this.generation,
+      strayFds: this.handover?.listeners.flatMap((l) => l.fds) ?? [],
+    };
     let w: WorkerProcess;
     try {
       w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
@@ -583,6 +638,7 @@ export class Arbiter {
     this.tick = null;
     for (const slot of this.slots) for (const fd of slot.fds) closeSync(fd);
     this.removePidfile();
+    this.upgrading?.finish();
     logger.info('Shutting down: Master');
     const { onExit } = this.config;
     if (!onExit) return this.finished(this.exitCode);
