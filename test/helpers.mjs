@@ -165,3 +165,39 @@ export function rwsgi(args, { cwd = ROOT, env = {}, ms = 30_000 } = {}) {
     });
   });
 }
+
+/** A bounded Python load loop: fresh connections and one keep-alive connection, counting failures. */
+const LOAD = `
+import http.client, threading, sys, time
+stop_at = time.time() + float(sys.argv[1]) if len(sys.argv) > 1 else None
+results = {'ok': 0, 'fail': 0, 'errors': []}
+lock = threading.Lock()
+def record(ok, err=None):
+    with lock:
+        results['ok' if ok else 'fail'] += 1
+        if err and len(results['errors']) < 5: results['errors'].append(err)
+def fresh(n):
+    for i in range(n):
+        try:
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status); c.close()
+        except Exception as e: record(False, repr(e))
+def keepalive(n):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    for i in range(n):
+        try:
+            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status)
+        except Exception as e:
+            record(False, repr(e)); c.close()
+threads = [threading.Thread(target=fresh, args=(N,)), threading.Thread(target=keepalive, args=(N,)), threading.Thread(target=keepalive, args=(N,))]
+[t.start() for t in threads]
+open(MARK, 'w').write('started')
+[t.join() for t in threads]
+print(results['ok'], results['fail'], results['errors'])
+`;
+
+/** Runs the load loop with `n` requests per thread (3 threads) against
+ * `port`; writes `mark` once started; resolves with "ok fail [errors]". */
+export function load(port, n, mark) {
+  return python(`N = ${n}\nMARK = ${JSON.stringify(mark)}\n${LOAD}`, port);
+}

@@ -6,44 +6,10 @@ import { readFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CLI, ROOT, alive, curl, fixture, freshRequests, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { CLI, ROOT, alive, curl, fixture, freshRequests, load, raw, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const booted = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
-
-/** A bounded Python load loop: fresh connections and one keep-alive connection, counting failures. */
-const LOAD = `
-import http.client, threading, sys, time
-stop_at = time.time() + float(sys.argv[1]) if len(sys.argv) > 1 else None
-results = {'ok': 0, 'fail': 0, 'errors': []}
-lock = threading.Lock()
-def record(ok, err=None):
-    with lock:
-        results['ok' if ok else 'fail'] += 1
-        if err and len(results['errors']) < 5: results['errors'].append(err)
-def fresh(n):
-    for i in range(n):
-        try:
-            c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status); c.close()
-        except Exception as e: record(False, repr(e))
-def keepalive(n):
-    c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-    for i in range(n):
-        try:
-            c.request('GET', '/ok'); r = c.getresponse(); record(r.status == 200 and r.read() == b'ok', r.status)
-        except Exception as e:
-            record(False, repr(e)); c.close()
-threads = [threading.Thread(target=fresh, args=(N,)), threading.Thread(target=keepalive, args=(N,)), threading.Thread(target=keepalive, args=(N,))]
-[t.start() for t in threads]
-open(MARK, 'w').write('started')
-[t.join() for t in threads]
-print(results['ok'], results['fail'], results['errors'])
-`;
-
-function load(port, n, mark) {
-  return python(`N = ${n}\nMARK = ${JSON.stringify(mark)}\n${LOAD}`, port);
-}
 
 test('a hung worker: others take new connections, then WORKER TIMEOUT names the request, 503, respawn', async (t) => {
   const server = await serve(t, ROUTES, { workers: 2, args: ['--timeout', '6'] });

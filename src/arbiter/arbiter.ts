@@ -13,10 +13,13 @@ import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log
 import { native } from '../native.js';
 import { handoffName, type WorkerMessage } from '../protocol/messages.js';
 import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settings/hooks.js';
+import { inheritedFd, unixPath } from '../settings/bind.js';
 import type { Resolved } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { Backoff } from './backoff.js';
 import { closeListener, closeSlotSocket, type Listener, type Opened, openListener, slotSocket, url } from './listeners.js';
+import { appDirectory, Reloader } from './reload.js';
+import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -27,6 +30,8 @@ const QUICK_STOP_MS = 2000;
 const ABORT_GRACE_MS = 1000;
 /** A retiring slot gets no new connections for this long before its worker drains. */
 const RETIRE_SETTLE_MS = 200;
+/** A new arbiter gets this long to start, on top of its workers' --boot-timeout. */
+const UPGRADE_START_S = 10;
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type Signal = (typeof SIGNALS)[number];
@@ -65,6 +70,13 @@ export class Arbiter {
   private finished: (code: number) => void = () => {};
   private hbMs: number;
   private readonly spread: Spread;
+  private reloader: Reloader | null = null;
+  /** USR2: the upgrade this arbiter started. */
+  private upgrading: Upgrade | null = null;
+  /** Set once a new arbiter took over: it steers the shared sockets now. */
+  private handedOver = false;
+  /** The sockets an old arbiter handed this one (null: it bound its own). */
+  private handover: Handover | null = null;
 
   private config: Config;
   /** The config file the settings came from, for the workers' hooks. */
@@ -110,6 +122,11 @@ export class Arbiter {
         throw new RwsgiError('RWSGI_ERR_CONFIG', `onStarting hook failed: ${describe(err)}`, EXIT_CONFIG);
       }
     }
+    try {
+      this.handover = takeHandover();
+    } catch (err) {
+      throw new RwsgiError('RWSGI_ERR_CONFIG', (err as Error).message, EXIT_CONFIG);
+    }
     this.writePidfile();
     try {
       await this.bind();
@@ -125,6 +142,7 @@ export class Arbiter {
       });
     }
     this.tick = setInterval(() => this.reconcile(), TICK_MS);
+    this.watchCode();
     this.reconcile();
     return new Promise((resolve) => {
       this.finished = resolve;
@@ -153,8 +171,31 @@ export class Arbiter {
   }
 
   private async bind(): Promise<void> {
+    if (this.handover) return this.adopt(this.handover);
     for (let i = 0; i < this.config.workers; i++) this.slots.push(this.newSlot(i, []));
     for (const bind of this.config.bind) this.addListener(await this.listen(bind));
+  }
+
+  /** USR2, in the new arbiter: the old one's sockets, in their slots (the
+   * groups' order, which steering counts on), then the binds of the settings. */
+  private async adopt(handover: Handover): Promise<void> {
+    const count = handover.listeners[0]?.fds.length ?? 0;
+    // A shared socket (unix:, fd://) came once per slot: every slot serves
+    // the first copy (the others stay open: workers close them as strays).
+    const listeners = handover.listeners.map(({ bind, address, fds }) => {
+      const shared = unixPath(bind) !== null || inheritedFd(bind) !== null ? (fds[0] as number) : null;
+      return { listener: { bind, address, shared, path: unixPath(bind) }, fds: shared === null ? fds : fds.map(() => shared) };
+    });
+    for (let i = 0; i < count; i++) this.slots.push(this.newSlot(i, listeners.map((l) => l.fds[i] as number)));
+    for (const { listener } of listeners) {
+      this.listeners.push(listener);
+      logger.info(`Listening at: ${url(listener)} (${process.pid}), handed over by pid ${handover.from}`);
+    }
+    try {
+      await this.rebind(this.config.bind);
+    } catch (err) {
+      logger.error(`Upgrade: keeping the listeners handed over: ${(err as Error).message}`);
+    }
   }
 
   /** The sockets of each slot at `bind`; the caller owns them. */
@@ -228,10 +269,38 @@ export class Arbiter {
         for (const w of this.workers) w.kill('SIGUSR1');
         break;
       case 'SIGUSR2':
-        // gunicorn's in-place upgrade signal; its default action would end the arbiter.
-        logger.warning('Ignoring signal usr2: rwsgi has no in-place upgrade');
+        this.upgrade();
         break;
     }
+  }
+
+  /** USR2: a new arbiter from the installed rwsgi and Node takes over the
+   * sockets; once its workers are ready this one drains and exits. */
+  private upgrade(): void {
+    if (this.stopping || this.upgrading?.running) {
+      logger.warning(`Ignoring signal usr2: ${this.stopping ? 'stopping' : 'an upgrade is under way'}`);
+      return;
+    }
+    const readyWithinMs = (this.config.bootTimeout + UPGRADE_START_S) * 1000;
+    this.upgrading = new Upgrade(this.config.pidfile, readyWithinMs, (pid) => {
+      logger.info(`Upgrade: the new arbiter (pid:${pid}) is ready; this one (pid:${process.pid}) drains and exits`);
+      this.handedOver = true;
+      this.stop('graceful');
+    });
+    this.upgrading.start(this.listeners.map((l, i) => ({ ...l, fds: this.slots.map((slot) => slot.fds[i] as number) })));
+  }
+
+  /** --reload: an edit settled is a HUP (settings and code). */
+  private watchCode(): void {
+    const { reload, reloadExtraFiles, app } = this.config;
+    if (!reload || app === null) return;
+    this.reloader = new Reloader(appDirectory(app), reloadExtraFiles, (files) => {
+      if (this.stopping) return;
+      const more = files.length > 1 ? ` (and ${files.length - 1} more)` : '';
+      logger.info(`Reload: ${files[0]}${more} changed`);
+      void this.reload();
+    });
+    this.reloader.start();
   }
 
   private setWanted(count: number): void {
@@ -269,7 +338,7 @@ export class Arbiter {
       logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
       next.config.bind = this.config.bind;
     }
-    const fixed = (['backlog', 'spread', 'pidfile'] as const).filter(
+    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles'] as const).filter(
       (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
     );
     for (const name of fixed) {
@@ -288,6 +357,7 @@ export class Arbiter {
   private stop(mode: 'graceful' | 'quick'): void {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
+    this.reloader?.close();
     const now = Date.now();
     if (mode === 'graceful') {
       this.stopDeadline = now + this.config.gracefulTimeout * 1000 + 1000;
@@ -338,6 +408,7 @@ export class Arbiter {
     this.wasReady = true;
     const { whenReady } = this.config;
     if (whenReady) fireHook('whenReady', () => whenReady(this.info));
+    if (this.handover) announceReady(this.handover);
   }
 
   private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
@@ -404,6 +475,7 @@ export class Arbiter {
       return;
     }
     this.manageWorkers(now);
+    if (this.handedOver) return;
     const steered = this.roomySlots(this.healthySlots(now));
     this.steer(steered);
     this.pin(steered);
@@ -461,7 +533,14 @@ export class Arbiter {
   private spawn(slot: Slot, now: number): void {
     const { preSpawn } = this.config;
     if (preSpawn) fireHook('preSpawn', () => preSpawn(this.info, { pid: null, slot: slot.index, generation: this.generation }));
-    const spec = { config: this.config, configFile: this.configFile, listeners: slot.fds.length, slot: slot.index, generation: this.generation };
+    const spec = {
+      config: this.config,
+      configFile: this.configFile,
+      listeners: slot.fds.length,
+      slot: slot.index,
+      generation: this.generation,
+      strayFds: this.handover?.listeners.flatMap((l) => l.fds) ?? [],
+    };
     let w: WorkerProcess;
     try {
       w = new WorkerProcess(spec, slot.fds, now, this.onMessage, this.onExit);
@@ -592,8 +671,9 @@ export class Arbiter {
     clearInterval(this.tick);
     this.tick = null;
     for (const slot of this.slots) this.closeSlot(slot);
-    for (const listener of this.listeners) closeListener(listener);
+    for (const listener of this.listeners) closeListener(listener, this.handedOver);
     this.removePidfile();
+    this.upgrading?.finish();
     logger.info('Shutting down: Master');
     const { onExit } = this.config;
     if (!onExit) return this.finished(this.exitCode);

@@ -77,10 +77,12 @@ export function closeSlotSocket(listener: Listener | undefined, fd: number): voi
 
 /** Closes what `listener` holds beyond the slots' own sockets, and removes
  * its socket file. */
-export function closeListener(listener: Listener): void {
+/** Closes a shared socket, and removes its file unless `keepFile` (a USR2
+ * upgrade: the new arbiter serves the same file). */
+export function closeListener(listener: Listener, keepFile = false): void {
   if (listener.shared === null) return;
   closeSync(listener.shared);
-  if (listener.path === null) return;
+  if (listener.path === null || keepFile) return;
   try {
     unlinkSync(listener.path);
   } catch {

@@ -17,7 +17,7 @@ export async function runCheck({ config, file }: Resolved): Promise<number> {
     return EXIT_CONFIG;
   }
   say(`settings: ok (config file: ${file?.label ?? 'none'})`);
-  const spec: WorkerSpec = { config, configFile: file?.path ?? null, listeners: 0, slot: 0, generation: 0 };
+  const spec: WorkerSpec = { config, configFile: file?.path ?? null, listeners: 0, slot: 0, generation: 0, strayFds: [] };
   const child = spawn(process.execPath, [CHECK_ENTRY], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },

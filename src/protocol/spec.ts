@@ -14,4 +14,8 @@ export interface WorkerSpec {
   listeners: number;
   slot: number;
   generation: number;
+  /** Sockets an old arbiter handed ours (USR2) without close-on-exec, so
+   * every worker inherits them too: it closes those it does not serve, or
+   * one the arbiter closes (TTOU, a removed bind) would stay open here. */
+  strayFds: number[];
 }

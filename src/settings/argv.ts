@@ -49,7 +49,7 @@ for (const [option, o] of Object.entries(COMMAND_OPTIONS) as [CommandOption, (ty
 }
 const KNOWN_FLAGS = [...byFlag.keys()].map((f) => `--${f}`);
 
-const takesValue = (t: Target): boolean => 'setting' in t || t.option === 'config';
+const takesValue = (t: Target): boolean => ('setting' in t ? setting(t.setting).kind !== 'switch' : t.option === 'config');
 
 /** The long flag a target is named by in messages. */
 const longFlag = (t: Target): string => `--${'setting' in t ? (setting(t.setting).flag as string) : COMMAND_OPTIONS[t.option].flag}`;
@@ -97,8 +97,9 @@ export function parseFlags(args: readonly string[], origin = ''): ParsedFlags {
     if ('setting' in target) {
       const entry = (out.settings[target.setting] ??= { texts: [], flag: name });
       // A repeatable flag adds up; any other, the last occurrence wins.
-      if (setting(target.setting).multiple) entry.texts.push(value as string);
-      else entry.texts = [value as string];
+      const text = value ?? 'true';
+      if (setting(target.setting).multiple) entry.texts.push(text);
+      else entry.texts = [text];
     } else if (target.option === 'config') {
       out.config = value as string;
     } else {

@@ -13,6 +13,7 @@ export const SECTIONS = [
   'Limits',
   'Logging',
   'Process',
+  'Development',
   'Hooks',
 ] as const;
 export type Section = (typeof SECTIONS)[number];
@@ -157,6 +158,33 @@ export function module(o: Options<string | null>): Setting<string | null> {
     return v;
   };
   return { ...o, kind: 'module', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: (v) => v ?? '' };
+}
+
+/** On or off: the flag takes no value and turns it on; a file gives true or false. */
+export function onOff(o: Options<boolean>): Setting<boolean> {
+  const check = (v: unknown): boolean => {
+    if (typeof v !== 'boolean') throw new Invalid('true or false');
+    return v;
+  };
+  return { ...o, kind: 'switch', multiple: false, default: thunk(o.default), fromText: () => true, fromValue: check, show: String };
+}
+
+/** File paths or glob patterns (`*`, `**`, `?`), made absolute against the
+ * working directory: repeatable flag, a string or a list in a file. */
+export function patterns(o: Options<string[]>): Setting<string[], string | string[]> {
+  const one = (v: unknown): string => {
+    if (typeof v !== 'string' || v === '') throw new Invalid('a file path or glob (a non-empty string), or a list of them');
+    return resolve(v);
+  };
+  return {
+    ...o,
+    kind: 'patterns',
+    multiple: true,
+    default: thunk(o.default),
+    fromText: (t) => t.map(one),
+    fromValue: (v) => (Array.isArray(v) ? v : [v]).map(one),
+    show: (v) => v.join(' '),
+  };
 }
 
 /** Listening addresses: repeatable flag, a string or a list in a file. */

@@ -16,7 +16,7 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { binds, choice, type EngineField, hook, int, module, path, seconds, type Setting } from './kinds.js';
+import { binds, choice, type EngineField, hook, int, module, onOff, path, patterns, seconds, type Setting } from './kinds.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
 export type InterfaceChoice = (typeof INTERFACES)[number];
@@ -270,6 +270,24 @@ export const SETTINGS = {
     meta: 'FILE',
     default: null,
     doc: 'Write the arbiter\'s pid to FILE; refuse to start if a live process\'s pid is there.',
+  }),
+
+  // ---- Development ----
+  reload: onOff({
+    section: 'Development',
+    applies: ['arbiter'],
+    flag: 'reload',
+    default: false,
+    doc: 'Replace the workers, as on `HUP`, when a file under the app\'s directory changes (`node_modules` and dot-directories ignored); an edit that breaks the app keeps the running workers until the next good one. For development.',
+  }),
+  reloadExtraFiles: patterns({
+    section: 'Development',
+    applies: ['arbiter'],
+    flag: 'reload-extra-file',
+    meta: 'FILE',
+    default: [],
+    defaultText: '',
+    doc: 'With `reload`: also reload when FILE changes; a glob (`*`, `**`, `?`) matches many; repeat the flag (or give a list) for several.',
   }),
 
   // ---- Hooks (config file only) ----

@@ -2,6 +2,7 @@
 // slot's listening sockets. Loads the app, serves, heartbeats, and stops
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
+import { closeSync, fstatSync } from 'node:fs';
 import { loadApp } from '../apps/load.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
 import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
@@ -92,9 +93,24 @@ async function bootStep<T>(send: ArbiterLink['send'], what: string, step: () => 
   }
 }
 
+/** Closes the sockets inherited past this worker's own (see WorkerSpec.strayFds). */
+function closeStrays(spec: WorkerSpec): void {
+  for (const fd of spec.strayFds) {
+    if (fd < FIRST_LISTENER_FD + spec.listeners) continue;
+    try {
+      // Only a socket: a number that was not inherited may be Node's own
+      // descriptor by now (libuv's signal pipe, its epoll fd).
+      if (fstatSync(fd).isSocket()) closeSync(fd);
+    } catch {
+      // Not open here.
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const spec = readSpec();
   const { config } = spec;
+  closeStrays(spec);
   setLogLevel(config.logLevel);
   setLogFile(config.errorLogfile);
   reportFatalSignals('worker');
