@@ -80,3 +80,31 @@ fn due(late: Duration) -> Option<String> {
         since.elapsed().as_secs_f64()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Duration = Duration::ZERO;
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_note_is_sent_once_only_when_the_heartbeat_is_late_and_a_request_is_on() {
+        busy_note_tick();
+        assert_eq!(due(NOW), None, "idle: nothing to send");
+        busy_note(r#"{"type":"busy","oldest":{"method":"GET","path":"/x","age":"#.into());
+        assert_eq!(due(NEVER), None, "the heartbeat is not late yet");
+        let line = due(NOW).unwrap_or_default();
+        assert!(
+            line.starts_with(r#"{"type":"busy","oldest":{"method":"GET","path":"/x","age":0."#),
+            "{line}"
+        );
+        assert!(line.ends_with("}}\n"), "{line}");
+        assert_eq!(due(NOW), None, "sent once");
+        busy_note(String::new());
+        assert_eq!(due(NOW), None, "idle again");
+        busy_note("x".into());
+        busy_note_tick();
+        assert_eq!(due(NOW), None, "a heartbeat made the note stale");
+    }
+}
