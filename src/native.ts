@@ -164,6 +164,12 @@ interface Addon {
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;
   watchParent(stallMs: number): void;
+  /** The start of the `busy` line for the request just begun ('' = idle again). */
+  busyNote(lineStart: string): void;
+  /** A heartbeat went out: the note so far is stale. */
+  busyNoteTick(): void;
+  /** Writes the note to `fd` once no tick came for `lateMs`. */
+  watchBusyNotes(fd: number, lateMs: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

@@ -27,6 +27,24 @@ test('a hung worker: others take new connections, then WORKER TIMEOUT names the 
   t.is(await curl(`${server.url}/ok`), 'ok');
 });
 
+test('a request right after another one, into a handler that blocks: WORKER TIMEOUT names it', async (t) => {
+  // Each request reaching an idle worker is reported before its handler runs;
+  // a time window on that report would leave /spin unnamed here (the /ok just
+  // before it was reported a moment ago), and the line would name /ok or nothing.
+  const server = await serve(t, ROUTES, { args: ['--timeout', '2'] });
+  const client = python(
+    `
+import http.client
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=15)
+c.request('GET', '/ok'); r = c.getresponse(); r.read()
+c.request('GET', '/spin'); print(c.getresponse().status)
+`,
+    server.port,
+  );
+  t.is((await client).trim(), '503', 'the hung request gets a 503');
+  t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running \d+\.\ds/);
+});
+
 test('kill -9 of a worker under load fails at most its in-flight requests', async (t) => {
   const server = await serve(t, ROUTES, { workers: 2 });
   const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');

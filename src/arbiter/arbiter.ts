@@ -380,10 +380,8 @@ export class Arbiter {
         this.maybeReady();
         break;
       case 'hb': {
-        w.lastBeat = now;
         this.spread.record(w.slot, message.accepted - (w.report?.accepted ?? 0), this.healthySlots(now), now);
-        w.report = message;
-        w.reportAt = now;
+        w.heartbeat(message, now);
         const limit = maxRequestsFor(this.config, w.pid);
         if (limit > 0 && message.served >= limit && !w.recycle && w.state === 'ready') {
           w.recycle = true;
@@ -391,6 +389,9 @@ export class Arbiter {
         }
         break;
       }
+      case 'busy':
+        w.busy(message.oldest, now);
+        break;
       case 'boot-error':
         w.bootError = message.reason;
         break;

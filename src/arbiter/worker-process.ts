@@ -4,7 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { type ArbiterMessage, encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
+import { type ArbiterMessage, encode, type InFlight, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import type { ExitReason } from '../settings/hooks.js';
 
@@ -22,7 +22,9 @@ export class WorkerProcess {
   readyAt = 0;
   lastBeat: number;
   report: HeartbeatReport | null = null;
-  reportAt = 0;
+  /** The oldest request in flight as last reported (heartbeat or busy), and when. */
+  private oldest: InFlight | null = null;
+  private oldestAt = 0;
   bootError: string | null = null;
   /** Replace it: it served its --max-requests share. */
   recycle = false;
@@ -102,11 +104,29 @@ export class WorkerProcess {
     this.send({ type: 'stop', graceful: true, deadlineMs: graceMs });
   }
 
-  /** "GET /slow running 31.2s", from the last heartbeat, aged to `now`. */
+  heartbeat(report: HeartbeatReport, now: number): void {
+    this.report = report;
+    this.lastBeat = now;
+    this.noteOldest(report.oldest, now);
+  }
+
+  /** The loop turned when that request arrived: the timeout counts from
+   * then, so a request is never timed out before it ran --timeout seconds. */
+  busy(oldest: InFlight, now: number): void {
+    this.lastBeat = Math.max(this.lastBeat, now - oldest.age * 1000);
+    this.noteOldest(oldest, now);
+  }
+
+  private noteOldest(oldest: InFlight | null, now: number): void {
+    this.oldest = oldest;
+    this.oldestAt = now;
+  }
+
+  /** "GET /slow running 31.2s", from the last report, aged to `now`. */
   describeOldest(now: number): string {
-    const oldest = this.report?.oldest;
+    const { oldest } = this;
     if (!oldest) return 'no request was in flight at its last heartbeat';
-    const age = oldest.age + (now - this.reportAt) / 1000;
+    const age = oldest.age + (now - this.oldestAt) / 1000;
     return `${oldest.method} ${oldest.path} running ${age.toFixed(1)}s`;
   }
 }

@@ -22,6 +22,10 @@ export type WorkerMessage =
       lagMs: number;
       rss: number;
     }
+  /** The request the worker turned busy with, sent by the addon's thread
+   * when the heartbeat after it is late: a handler that blocked the loop
+   * right after a heartbeat is still named in the WORKER TIMEOUT line. */
+  | { type: 'busy'; oldest: InFlight }
   | { type: 'boot-error'; reason: string }
   /** At --worker-connections or out of descriptors (full), or below nine tenths again. */
   | { type: 'capacity'; full: boolean };
@@ -38,7 +42,7 @@ export function encode(message: Message): string {
   return `${JSON.stringify(message)}\n`;
 }
 
-const TYPES = new Set(['ready', 'hb', 'boot-error', 'capacity', 'stop', 'owners']);
+const TYPES = new Set(['ready', 'hb', 'busy', 'boot-error', 'capacity', 'stop', 'owners']);
 
 /** The abstract socket name a worker receives handed-off connections at. */
 export function handoffName(arbiterPid: number, workerPid: number): string {

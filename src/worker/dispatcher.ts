@@ -26,10 +26,12 @@ export class Dispatcher implements ServerCallbacks {
   /** Exchange, or with a postRequest hook the kind that measures its response. */
   private readonly ExchangeType: typeof Exchange = Exchange;
 
-  /** `onBusy` runs when a request arrives at an idle worker. */
+  /** `onBusy` runs when a request arrives at an idle worker, before its
+   * handler, and `onIdle` when the last one in flight is done. */
   constructor(
     handler: RequestHandler,
-    private readonly onBusy: () => void = () => {},
+    private readonly onBusy: (ex: Exchange) => void = () => {},
+    private readonly onIdle: () => void = () => {},
     private readonly onServed: (served: number) => void = () => {},
     hooks: RequestHooks | null = null,
   ) {
@@ -81,6 +83,7 @@ export class Dispatcher implements ServerCallbacks {
   private readonly events = {
     onDone: (ex: Exchange): void => {
       if (this.inflight.delete(ex)) this.onServed(++this.served);
+      if (this.inflight.size === 0) this.onIdle();
       if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
@@ -119,7 +122,7 @@ export class Dispatcher implements ServerCallbacks {
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;
       this.inflight.add(ex);
-      if (this.inflight.size === 1) this.onBusy();
+      if (this.inflight.size === 1) this.onBusy(ex);
       try {
         this.handler(ex);
       } catch (err) {

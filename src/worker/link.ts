@@ -7,7 +7,7 @@ import { writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { encode, LineDecoder, type WorkerMessage } from '../protocol/messages.js';
 
-const PIPE_FD = 3;
+export const PIPE_FD = 3;
 
 export interface StopRequest {
   graceful: boolean;

@@ -15,7 +15,7 @@ import { exitOnUncaught, reportFatalSignals } from '../last-words.js';
 import { describe, enabled, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
-import { ArbiterLink } from './link.js';
+import { ArbiterLink, PIPE_FD } from './link.js';
 import { handoffName } from '../protocol/messages.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
@@ -23,10 +23,11 @@ import { engineOptions } from '../settings/registry.js';
 import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
-/** A request reaching an idle worker is reported at once (if the last report
- * is older than this), so a handler that blocks the loop right away is still
- * named in the WORKER TIMEOUT line. */
-const BUSY_REPORT_MS = 100;
+
+/** The `busy` message for `ex` up to its age, which the addon appends when it sends it. */
+function busyLineStart(ex: Exchange): string {
+  return `{"type":"busy","oldest":{"method":${JSON.stringify(ex.method)},"path":${JSON.stringify(ex.path)},"age":`;
+}
 
 function readSpec(): WorkerSpec {
   const raw = process.env[SPEC_VARIABLE];
@@ -133,9 +134,7 @@ async function main(): Promise<void> {
   logger.debug(`Serving ${config.app} with interface ${detected.label}`);
   const hbMs = heartbeatMs(config);
   let lagMs = 0;
-  let lastReport = -Infinity;
   const report = (): void => {
-    lastReport = performance.now();
     send({
       type: 'hb',
       served: dispatcher.served,
@@ -147,11 +146,14 @@ async function main(): Promise<void> {
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);
+  const addon = native();
   const dispatcher = new Dispatcher(
     runner.handle,
-    () => {
-      if (performance.now() - lastReport > BUSY_REPORT_MS) report();
-    },
+    // Every change from idle to busy is noted, or a handler blocking the loop
+    // right after a heartbeat would go unnamed in the WORKER TIMEOUT line;
+    // the addon sends the note only if the next heartbeat is late.
+    (ex) => addon.busyNote(busyLineStart(ex)),
+    () => addon.busyNote(''),
     // Reaching --max-requests is reported at once, so the replacement starts now.
     (served) => {
       if (served === maxRequests) report();
@@ -159,7 +161,6 @@ async function main(): Promise<void> {
     preRequest || postRequest ? { worker: self, preRequest, postRequest } : null,
   );
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
-  const addon = native();
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
@@ -186,9 +187,11 @@ async function main(): Promise<void> {
     expected = now + hbMs;
     addon.beat();
     report();
+    addon.busyNoteTick();
     if (enabled('debug')) traceHandoffs();
   }, hbMs);
   addon.watchParent(3 * hbMs);
+  addon.watchBusyNotes(PIPE_FD, 1.5 * hbMs);
   if (config.requestTimeout > 0) {
     const tickMs = Math.min(250, config.requestTimeout * 250);
     setInterval(() => dispatcher.expire(config.requestTimeout), tickMs).unref();
