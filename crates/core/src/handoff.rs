@@ -450,7 +450,10 @@ mod tests {
             .map(|_| TcpStream::connect(listener.local_addr().unwrap()).unwrap())
             .collect();
         let receiver = bind(&name("queued")).unwrap();
-        assert_eq!(pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(), 2);
+        assert_eq!(
+            pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(),
+            2
+        );
         for _ in 0..2 {
             assert!(matches!(receive(&receiver).unwrap(), Received::Conn(_)));
         }
@@ -458,7 +461,10 @@ mod tests {
         // The third is still queued on the listener, for its own worker.
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_ok());
-        assert_eq!(pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(), 0);
+        assert_eq!(
+            pass_queued(listener.as_raw_fd(), &name("queued"), 2).unwrap(),
+            0
+        );
         drop(clients);
     }
 
