@@ -6,7 +6,7 @@ import { readFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CLI, ROOT, alive, curl, fixture, freshRequests, load, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { CLI, ROOT, alive, curl, fixture, freshRequests, load, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const booted = (log) => [...log.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
