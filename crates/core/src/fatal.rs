@@ -400,18 +400,8 @@ impl Line {
         self.len += n;
     }
 
-    fn decimal(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
+    fn decimal(&mut self, n: u64) {
+        self.push(crate::sys::decimal(n, &mut [0u8; 20]));
     }
 
     fn two_digits(&mut self, n: u64) {

@@ -159,18 +159,7 @@ impl<'a> HeaderList<'a> {
 
 /// Appends `n` in decimal without allocating.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::sys::decimal(n, &mut [0u8; 20]));
 }
 
 /// What the app's status and headers say about framing, once checked: the

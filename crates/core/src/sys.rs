@@ -144,6 +144,21 @@ impl AsRawFd for Waker {
     }
 }
 
+/// `n` in decimal, written into `digits` without allocating (response heads,
+/// and the fatal-signal report, which must not allocate).
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[i..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

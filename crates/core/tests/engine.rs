@@ -378,6 +378,11 @@ fn run_on(cpu: usize) {
     }
 }
 
+/// A handoff socket name of this test process.
+fn handoff_name(tag: &str) -> String {
+    format!("rwsgi-test-{}-{tag}", std::process::id())
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
@@ -387,7 +392,7 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     if !two_cpus() {
         return;
     }
-    let name = |tag: &str| format!("rwsgi-test-{}-{tag}", std::process::id());
+    let name = handoff_name;
     // Worker a serves CPU 0, worker b CPU 1.
     let mut a = Harness::new(Limits::default(), &[]);
     let mut b = Harness::new(Limits::default(), &[]);
@@ -441,7 +446,7 @@ fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
     if !two_cpus() {
         return;
     }
-    let name = |tag: &str| format!("rwsgi-test-{}-{tag}", std::process::id());
+    let name = handoff_name;
     let mut a = Harness::new(Limits::default(), &[]);
     a.engine.enable_handoff(&name("bounce-a")).unwrap();
     let _b = handoff::bind(&name("bounce-b")).unwrap();
