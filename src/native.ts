@@ -158,6 +158,12 @@ interface Addon {
   setAffinity(pid: number, cpus: number[]): void;
   /** Whether `fd` is a listening socket. */
   isListening(fd: number): boolean;
+  /** Sends one sd_notify datagram to `$NOTIFY_SOCKET` `socket` (a path or `@name`). */
+  sdNotify(socket: string, message: string): void;
+  /** The address listening socket `fd` was given: `HOST:PORT`, `unix:PATH` or `unix:@NAME`. */
+  socketName(fd: number): string;
+  /** Keeps inherited socket `fd` out of the processes this one starts. */
+  closeOnExec(fd: number): void;
   /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
   passQueued(fd: number, to: string, max: number): number;
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */

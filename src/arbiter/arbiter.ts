@@ -14,13 +14,15 @@ import { native } from '../native.js';
 import { handoffName, type WorkerMessage } from '../protocol/messages.js';
 import { awaitHook, type ExitReason, fireHook, type ServerInfo } from '../settings/hooks.js';
 import { inheritedFd, unixPath } from '../settings/bind.js';
-import type { Resolved } from '../settings/resolve.js';
+import type { Resolved, Source } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
+import { type Activated, activatedBinds, takeActivation } from './activation.js';
 import { Backoff } from './backoff.js';
 import { closeListener, closeSlotSocket, type Listener, type Opened, openListener, slotSocket, url } from './listeners.js';
 import { appDirectory, Reloader } from './reload.js';
 import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
+import { Notifier, type Progress } from './systemd.js';
 import { WorkerProcess } from './worker-process.js';
 
 const TICK_MS = 100;
@@ -77,6 +79,11 @@ export class Arbiter {
   private handedOver = false;
   /** The sockets an old arbiter handed this one (null: it bound its own). */
   private handover: Handover | null = null;
+  /** The sockets systemd activated (or an old arbiter handed over as such). */
+  private activated: Activated[] = [];
+  /** Where the bind setting came from: activated sockets replace only the default. */
+  private bindSource: Source;
+  private notifier: Notifier | null = null;
 
   private config: Config;
   /** The config file the settings came from, for the workers' hooks. */
@@ -95,6 +102,7 @@ export class Arbiter {
     this.config = config;
     this.configFile = settings.file?.path ?? null;
     this.wantedCount = config.workers;
+    this.bindSource = settings.sources.bind;
     const self = this;
     this.info = {
       pid: process.pid,
@@ -114,6 +122,7 @@ export class Arbiter {
 
   async run(): Promise<number> {
     logger.info(`Starting rwsgi ${VERSION}`);
+    this.activated = takeActivation();
     const { onStarting } = this.config;
     if (onStarting) {
       try {
@@ -127,6 +136,9 @@ export class Arbiter {
     } catch (err) {
       throw new RwsgiError('RWSGI_ERR_CONFIG', (err as Error).message, EXIT_CONFIG);
     }
+    if (this.handover) this.activated = this.handover.activated;
+    this.config.bind = activatedBinds(this.activated, this.config.bind, this.bindSource);
+    this.notifier = Notifier.take(process.env, this.handover !== null);
     this.writePidfile();
     try {
       await this.bind();
@@ -285,9 +297,11 @@ export class Arbiter {
     this.upgrading = new Upgrade(this.config.pidfile, readyWithinMs, (pid) => {
       logger.info(`Upgrade: the new arbiter (pid:${pid}) is ready; this one (pid:${process.pid}) drains and exits`);
       this.handedOver = true;
+      this.notifier?.handOver(pid);
       this.stop('graceful');
     });
-    this.upgrading.start(this.listeners.map((l, i) => ({ ...l, fds: this.slots.map((slot) => slot.fds[i] as number) })));
+    const listeners = this.listeners.map((l, i) => ({ ...l, fds: this.slots.map((slot) => slot.fds[i] as number) }));
+    this.upgrading.start(listeners, this.activated, this.notifier?.successorEnv() ?? {});
   }
 
   /** --reload: an edit settled is a HUP (settings and code). */
@@ -323,6 +337,7 @@ export class Arbiter {
     }
     if (this.stopping) return;
     this.generation++;
+    this.notifier?.reloading();
     logger.info(`Reloading: starting generation ${this.generation} workers`);
     const { onReload } = this.config;
     if (onReload) fireHook('onReload', () => onReload(this.info));
@@ -332,6 +347,7 @@ export class Arbiter {
   /** Takes reloaded settings: new workers get them, and the listeners
    * follow `bind`; what only a restart can change is said so and left as it is. */
   private async apply(next: Resolved): Promise<void> {
+    next.config.bind = activatedBinds(this.activated, next.config.bind, next.sources.bind);
     try {
       await this.rebind(next.config.bind);
     } catch (err) {
@@ -357,6 +373,7 @@ export class Arbiter {
   private stop(mode: 'graceful' | 'quick'): void {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
+    this.notifier?.stopping();
     this.reloader?.close();
     const now = Date.now();
     if (mode === 'graceful') {
@@ -469,6 +486,7 @@ export class Arbiter {
   private reconcile(): void {
     for (let s = this.signals.shift(); s !== undefined; s = this.signals.shift()) this.handleSignal(s);
     const now = Date.now();
+    this.notifier?.tick(this.progress(), now);
     this.murderWorkers(now);
     if (this.stopping) {
       if (now >= this.stopDeadline) for (const w of this.workers) w.kill('SIGKILL');
@@ -481,6 +499,15 @@ export class Arbiter {
     this.steer(steered);
     this.pin(steered);
     this.passQueued(steered);
+  }
+
+  /** How far the workers are, for systemd's STATUS and READY. */
+  private progress(): Progress {
+    const ready = this.workers.filter((w) => w.state === 'ready');
+    const slots = (ws: WorkerProcess[]): number => new Set(ws.filter((w) => w.slot < this.wantedCount).map((w) => w.slot)).size;
+    const fresh = slots(ready.filter((w) => w.generation >= this.generation));
+    const { wantedCount: wanted, workers } = this;
+    return { ready: slots(ready), fresh, wanted, running: workers.length, addresses: this.listeners.map(url), stopping: this.stopping !== null };
   }
 
   /** Kills workers whose heartbeat stopped or that never booted. */

@@ -6,12 +6,14 @@
 // steering means what the old one's did), boots its workers and writes
 // "ready" on the pipe once the first full set is ready; the old one then
 // stops steering and drains like on TERM. If the new one exits or does not
-// say ready in time, the old one keeps serving.
+// say ready in time, the old one keeps serving. The old one tells systemd
+// the new main pid (see systemd.ts).
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { logger } from '../log.js';
+import type { Activated } from './activation.js';
 
 export const UPGRADE_VARIABLE = 'RWSGI_UPGRADE';
 /** The new arbiter's end of the ready pipe. */
@@ -29,6 +31,8 @@ export interface Handover {
   /** The old arbiter's pid. */
   from: number;
   listeners: HandedListener[];
+  /** The listeners systemd activated (their binds name the old fds). */
+  activated: Activated[];
 }
 
 /** In a new arbiter: the sockets handed over, or null when started fresh.
@@ -42,11 +46,11 @@ export function takeHandover(env: NodeJS.ProcessEnv = process.env): Handover | n
   if (!Number.isInteger(h.from) || slots === 0 || h.listeners.some((l) => l.fds.length !== slots)) {
     throw new Error(`${UPGRADE_VARIABLE} does not describe a set of listening sockets: ${text}`);
   }
-  return h;
+  // An arbiter from before socket activation hands over none.
+  return { ...h, activated: h.activated ?? [] };
 }
 
-/** In a new arbiter, once its workers are ready: tells the old one, and
- * systemd (the new main pid) when it supervises us. */
+/** In a new arbiter, once its workers are ready: tells the old one. */
 export function announceReady(handover: Handover): void {
   try {
     writeSync(READY_FD, 'ready\n');
@@ -54,14 +58,6 @@ export function announceReady(handover: Handover): void {
   } catch (err) {
     logger.warning(`Upgrade: cannot tell the old arbiter (pid:${handover.from}) we are ready: ${(err as Error).message}`);
   }
-  if (process.env.NOTIFY_SOCKET) notifySystemd(`MAINPID=${process.pid}`, 'READY=1');
-}
-
-/** sd_notify through systemd-notify (Node has no Unix datagram sockets);
- * the unit needs NotifyAccess=all, as the sender is the helper process. */
-export function notifySystemd(...fields: string[]): void {
-  const r = spawnSync('systemd-notify', ['--no-block', `--pid=${process.pid}`, ...fields], { stdio: 'ignore', timeout: 5000 });
-  if (r.status !== 0) logger.warning(`cannot notify systemd (${fields.join(' ')}): ${r.error?.message ?? `systemd-notify exited with ${r.status}`}`);
 }
 
 /** The old arbiter's side of one upgrade. */
@@ -80,11 +76,12 @@ export class Upgrade {
     return this.child !== null && !this.settled;
   }
 
-  start(listeners: HandedListener[]): void {
+  /** `env`: what the new arbiter gets on top of this one's environment. */
+  start(listeners: HandedListener[], activated: Activated[], env: Record<string, string>): void {
     const fds = listeners.flatMap((l) => l.fds);
     let next = FIRST_SOCKET_FD;
     const handed = listeners.map((l) => ({ ...l, fds: l.fds.map(() => next++) }));
-    const handover: Handover = { from: process.pid, listeners: handed };
+    const handover: Handover = { from: process.pid, listeners: handed, activated };
     // process.argv[1] and process.execPath name the files now installed,
     // so an updated rwsgi or Node is what starts.
     const [script = '', ...args] = process.argv.slice(1);
@@ -93,7 +90,7 @@ export class Upgrade {
     try {
       child = spawn(process.execPath, [...process.execArgv, script, ...args], {
         stdio: ['inherit', 'inherit', 'inherit', 'pipe', ...fds],
-        env: { ...process.env, [UPGRADE_VARIABLE]: JSON.stringify(handover) },
+        env: { ...process.env, ...env, [UPGRADE_VARIABLE]: JSON.stringify(handover) },
       });
     } catch (err) {
       return this.fail(`cannot start a new arbiter: ${(err as Error).message}`);

@@ -6,7 +6,7 @@
 //! limits, date, llhttp, parser, response, body, socket, event, conn,
 //! timeouts, handoff, engine (the dispatcher); beside them fatal (fatal-signal
 //! reports), abort (the SIGABRT 503 table, using fatal), affinity and
-//! steering (used by the arbiter).
+//! steering (used by the arbiter), systemd (sd_notify, activated sockets).
 
 pub mod abort;
 pub mod affinity;
@@ -25,6 +25,7 @@ pub mod slab;
 pub mod socket;
 pub mod steering;
 pub mod sys;
+pub mod systemd;
 pub mod timeouts;
 
 pub use conn::WriteError;
