@@ -7,22 +7,13 @@ import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CLI, fixture, python, ROOT, rwsgi, waitFor } from './helpers.mjs';
+import { CLI, fixture, launch, python, ROOT, rwsgi, waitFor } from './helpers.mjs';
 
 const PEER = fixture('peer.mjs');
 
 /** Starts rwsgi with `args`; resolves once `workers` are ready. */
 async function start(t, args, workers = 1) {
-  const child = spawn(process.execPath, [CLI, 'serve', PEER, '-w', String(workers), '--log-level', 'debug', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const server = { child, log: '', exit: null };
-  child.stdout.on('data', (d) => (server.log += d));
-  child.stderr.on('data', (d) => (server.log += d));
-  server.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((server.exit = { code, signal }))));
-  t.teardown(async () => {
-    if (server.exit) return;
-    child.kill('SIGKILL');
-    await server.exited;
-  });
+  const server = launch(t, process.execPath, [CLI, 'serve', PEER, '-w', String(workers), '--log-level', 'debug', ...args]);
   await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= workers || server.exit, 15_000, 'workers ready');
   if (server.exit) throw new Error(`server exited early:\n${server.log}`);
   return server;

@@ -69,6 +69,22 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
   return server;
 }
 
+/** Spawns `command` with its stdout and stderr gathered in `.log`; `.exited`
+ * resolves once both end; `t.teardown` SIGKILLs it if it is still there. */
+export function launch(t, command, args, { env = {}, stdio = [] } = {}) {
+  const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', ...stdio], env: { ...process.env, ...env } });
+  const launched = { child, log: '', exit: null };
+  child.stdout.on('data', (d) => (launched.log += d));
+  child.stderr.on('data', (d) => (launched.log += d));
+  launched.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((launched.exit = { code, signal }))));
+  t.teardown(async () => {
+    if (launched.exit) return;
+    child.kill('SIGKILL');
+    await launched.exited;
+  });
+  return launched;
+}
+
 /** Sends raw bytes; resolves with everything received until the peer closes (or `ms`). */
 export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0 } = {}) {
   return new Promise((resolve, reject) => {

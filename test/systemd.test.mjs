@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { alive, CLI, fixture, python, ROOT, waitFor } from './helpers.mjs';
+import { alive, CLI, fixture, launch, python, waitFor } from './helpers.mjs';
 
 const APP = fixture('environment.mjs');
 
@@ -39,20 +39,7 @@ os.execve(argv[0], argv, env)
 /** Starts rwsgi with `specs` sockets activated; resolves once `workers` are ready (or it exited). */
 async function activated(t, specs, { names = '', args = [], workers = 2, env = {} } = {}) {
   const argv = [process.execPath, CLI, 'serve', APP, '-w', String(workers), '--log-level', 'debug', ...args];
-  const child = spawn('python3', ['-c', LAUNCHER, JSON.stringify(specs), names, ...argv], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const server = { child, log: '', exit: null, where: null };
-  child.stdout.on('data', (d) => (server.log += d));
-  child.stderr.on('data', (d) => (server.log += d));
-  server.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((server.exit = { code, signal }))));
-  t.teardown(async () => {
-    if (server.exit) return;
-    child.kill('SIGKILL');
-    await server.exited;
-  });
+  const server = launch(t, 'python3', ['-c', LAUNCHER, JSON.stringify(specs), names, ...argv], { env });
   server.where = JSON.parse((await waitFor(() => /^(\[.*\])$/m.exec(server.log), 10_000, 'the launcher'))[1]);
   await waitFor(() => (server.log.match(/Worker ready/g) ?? []).length >= workers || server.exit, 20_000, 'workers ready');
   return server;
@@ -160,21 +147,7 @@ while True:
 
 /** Starts rwsgi on a free port with `env`. */
 function start(t, env, workers = 2) {
-  const child = spawn(process.execPath, [CLI, 'serve', APP, '-w', String(workers), '-b', '127.0.0.1:0', '--log-level', 'debug'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const server = { child, log: '', exit: null };
-  child.stdout.on('data', (d) => (server.log += d));
-  child.stderr.on('data', (d) => (server.log += d));
-  server.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((server.exit = { code, signal }))));
-  t.teardown(async () => {
-    if (server.exit) return;
-    child.kill('SIGKILL');
-    await server.exited;
-  });
-  return server;
+  return launch(t, process.execPath, [CLI, 'serve', APP, '-w', String(workers), '-b', '127.0.0.1:0', '--log-level', 'debug'], { env });
 }
 
 test('sd_notify on a path socket: READY, STATUS, RELOADING with MONOTONIC_USEC and READY around HUP, WATCHDOG, STOPPING', async (t) => {
