@@ -3,12 +3,12 @@
 // does), and sd_notify datagrams read from a NOTIFY_SOCKET the test binds,
 // path and abstract.
 
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { alive, CLI, fixture, launch, python, waitFor } from './helpers.mjs';
+import { alive, CLI, fixture, launch, python, ROOT, waitFor } from './helpers.mjs';
 
 const APP = fixture('environment.mjs');
 
@@ -231,3 +231,33 @@ test('USR2 keeps activated sockets: the new arbiter serves them and its workers 
 
 /** The parent pid of `pid`, from /proc. */
 const readParent = (pid) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1];
+
+/** Runs `systemd-analyze verify` on the units in `dir`; null when the command is not there. */
+const verify = (dir) =>
+  new Promise((resolve) => {
+    execFile('systemd-analyze', ['verify', join(dir, 'rwsgi.socket'), join(dir, 'rwsgi.service')], { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve(err?.code === 'ENOENT' ? null : { code: err ? (err.code ?? 1) : 0, out: stdout + stderr }),
+    );
+  });
+
+test('deploy/systemd units pass systemd-analyze verify', async (t) => {
+  // The units name /srv/app (the app and its node_modules/.bin/rwsgi); verify
+  // checks that ExecStart exists, so a copy points at one made here.
+  const app = mkdtempSync(join(tmpdir(), 'rwsgi-unit-app-'));
+  mkdirSync(join(app, 'node_modules', '.bin'), { recursive: true });
+  symlinkSync(CLI, join(app, 'node_modules', '.bin', 'rwsgi'));
+  const units = mkdtempSync(join(tmpdir(), 'rwsgi-units-'));
+  for (const name of ['rwsgi.socket', 'rwsgi.service']) {
+    writeFileSync(join(units, name), readFileSync(join(ROOT, 'deploy', 'systemd', name), 'utf8').replaceAll('/srv/app', app));
+  }
+  const result = await verify(units);
+  if (result === null) {
+    t.log('systemd-analyze is not installed: the units were not verified');
+    t.pass();
+    return;
+  }
+  t.deepEqual(result, { code: 0, out: '' });
+  // The check bites: a misspelt setting is reported.
+  writeFileSync(join(units, 'rwsgi.service'), readFileSync(join(units, 'rwsgi.service'), 'utf8').replace('Type=notify', 'Type=notfy'));
+  t.regex((await verify(units)).out, /Failed to parse service type/);
+});
