@@ -70,8 +70,9 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
 }
 
 /** Spawns `command` with its stdout and stderr gathered in `.log`; `.exited`
- * resolves once both end; `t.teardown` SIGKILLs it if it is still there. */
-export function launch(t, command, args, { env = {}, stdio = [] } = {}) {
+ * resolves once both end; `t.teardown` stops it with `stopSignal` (then
+ * SIGKILL after 5 s) if it is still there. */
+export function launch(t, command, args, { env = {}, stdio = [], stopSignal = 'SIGKILL' } = {}) {
   const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', ...stdio], env: { ...process.env, ...env } });
   const launched = { child, log: '', exit: null };
   child.stdout.on('data', (d) => (launched.log += d));
@@ -79,8 +80,10 @@ export function launch(t, command, args, { env = {}, stdio = [] } = {}) {
   launched.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((launched.exit = { code, signal }))));
   t.teardown(async () => {
     if (launched.exit) return;
-    child.kill('SIGKILL');
+    child.kill(stopSignal);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await launched.exited;
+    clearTimeout(killer);
   });
   return launched;
 }

@@ -55,7 +55,7 @@ export const SETTINGS = {
     short: 'b',
     meta: 'HOST:PORT',
     default: ['127.0.0.1:8000'],
-    defaultText: '127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set',
+    defaultText: '127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set; neither when systemd passed sockets',
     doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one; `unix:PATH` a Unix socket, `fd://N` an inherited listening socket (see Binding).',
   }),
   umask: int({
