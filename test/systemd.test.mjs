@@ -99,10 +99,14 @@ test('activated TCP and Unix sockets are served by every worker, named, kept acr
 
 test('explicit binds are served too, except one an activated socket already listens on', async (t) => {
   const path = join(mkdtempSync(join(tmpdir(), 'rwsgi-activation-')), 'app.sock');
-  const server = await activated(t, [{ kind: 'unix', path }], { args: ['-b', `unix:${path}`, '-b', '127.0.0.1:0'], workers: 1 });
+  const systemd = await notifySocket(t, `${path}.notify`);
+  const args = ['-b', `unix:${path}`, '-b', '127.0.0.1:0'];
+  const server = await activated(t, [{ kind: 'unix', path }], { args, workers: 1, env: { NOTIFY_SOCKET: `${path}.notify` } });
   t.is(server.exit, null, server.log);
   const port = Number(/Listening at: http:\/\/127\.0\.0\.1:(\d+)/.exec(server.log)?.[1]);
   t.true(port > 0);
+  // systemd's status names the activated socket by its address.
+  await waitFor(() => systemd.lines().includes(`STATUS=1/1 workers ready, serving unix:${path}, http://127.0.0.1:${port}`), 10_000, 'STATUS');
   t.notRegex(server.log, new RegExp(`Listening at: unix:${path}`), 'the activated socket serves that bind');
   t.is((await get({ path })).length, 1);
   t.is((await get({ port })).length, 1);

@@ -507,7 +507,9 @@ export class Arbiter {
     const slots = (ws: WorkerProcess[]): number => new Set(ws.filter((w) => w.slot < this.wantedCount).map((w) => w.slot)).size;
     const fresh = slots(ready.filter((w) => w.generation >= this.generation));
     const { wantedCount: wanted, workers } = this;
-    return { ready: slots(ready), fresh, wanted, running: workers.length, addresses: this.listeners.map(url), stopping: this.stopping !== null };
+    // An activated socket by where it listens rather than by its descriptor.
+    const addresses = this.listeners.map((l) => this.activated.find((a) => a.bind === l.bind)?.address ?? url(l));
+    return { ready: slots(ready), fresh, wanted, running: workers.length, addresses, stopping: this.stopping !== null };
   }
 
   /** Kills workers whose heartbeat stopped or that never booted. */
