@@ -1,0 +1,66 @@
+//! The engine's side of the access log (see access_log/): where requests,
+//! responses and refusals are noted. With the log off each hook is one
+//! `Option` test.
+
+use std::sync::Arc;
+
+use crate::access_log::sink::Sink;
+use crate::access_log::AccessLog;
+use crate::conn::canned_reason;
+use crate::response::{parse_status, HeaderList};
+use crate::slab::Token;
+
+use super::Engine;
+
+impl Engine {
+    /// Writes an access log line per request from now on (None: stops).
+    pub fn set_access_log(&mut self, log: Option<AccessLog>) {
+        self.access_log = log;
+    }
+
+    /// Where the access log's lines go, for reopening and flushing.
+    pub fn access_log_sink(&self) -> Option<Arc<Sink>> {
+        self.access_log.as_ref().map(|log| Arc::clone(log.sink()))
+    }
+
+    /// Notes the requests parsed on `token`: events from `first` on.
+    pub(super) fn log_requests(&mut self, token: Token, first: usize) {
+        if let Some(log) = &mut self.access_log {
+            let events = self.events.get(first..).unwrap_or(&[]);
+            log.capture(token, events, &self.arena, self.now);
+        }
+    }
+
+    /// A request refused with `status` (its canned response's).
+    pub(super) fn log_rejection(&mut self, token: Token, status: u16, in_body: bool) {
+        let (Some(log), Some(conn)) = (&mut self.access_log, self.conns.get_mut(token)) else {
+            return;
+        };
+        let (status, body) = canned_reason(status);
+        log.rejected(token, status, body.len(), in_body, conn.peer(), self.now);
+    }
+
+    pub(super) fn log_start(&mut self, token: Token, status: &[u8], headers: &HeaderList<'_>) {
+        if let Some(log) = &mut self.access_log {
+            log.started(token, parse_status(status).unwrap_or(0), headers);
+        }
+    }
+
+    pub(super) fn log_start_raw(&mut self, token: Token) {
+        if let Some(log) = &mut self.access_log {
+            log.started_raw(token);
+        }
+    }
+
+    pub(super) fn log_write(&mut self, token: Token, data: &[u8]) {
+        if let Some(log) = &mut self.access_log {
+            log.wrote(token, data);
+        }
+    }
+
+    pub(super) fn log_end(&mut self, token: Token) {
+        if let Some(log) = &mut self.access_log {
+            log.ended(token);
+        }
+    }
+}
