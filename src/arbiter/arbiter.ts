@@ -127,6 +127,9 @@ export class Arbiter {
     } catch (err) {
       throw new RwsgiError('RWSGI_ERR_CONFIG', (err as Error).message, EXIT_CONFIG);
     }
+    const accessLog = this.config.accessLogfile;
+    const unwritable = accessLog === null ? null : native().checkAccessLogFile(accessLog);
+    if (unwritable !== null) throw new RwsgiError('RWSGI_ERR_CONFIG', `--access-logfile ${accessLog}: ${unwritable}`, EXIT_CONFIG);
     this.writePidfile();
     try {
       await this.bind();

@@ -77,10 +77,10 @@ pub enum Environ {
     ClientPort,
     /// RAW_URI: the request target as sent.
     Target,
-    /// SERVER_NAME and SERVER_PORT, from the Host field (index into
-    /// `Format::fields`), else `localhost` and the port connected to.
-    ServerName(usize),
-    ServerPort(usize),
+    /// SERVER_NAME and SERVER_PORT: the address the connection arrived
+    /// at, as gunicorn has them (not the Host field).
+    ServerName,
+    ServerPort,
     /// SCRIPT_NAME: always empty.
     Empty,
     /// wsgi.url_scheme
@@ -126,6 +126,14 @@ pub struct Format {
     pub response_fields: Vec<Vec<u8>>,
 }
 
+impl Format {
+    /// Whether lines show the address connections arrived at (a system
+    /// call per request, so only when asked for).
+    pub fn needs_server_address(&self) -> bool {
+        matches!(&self.style, Style::Text(ops) if ops.contains(&Op::Environ(Environ::ServerName)))
+    }
+}
+
 /// The request header the JSON `request_id` comes from.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The JSON line's fields, by index into `Format::fields`.
@@ -156,8 +164,8 @@ fn environ(key: &str, fields: &mut Vec<Field>) -> Environ {
         "server_protocol" => atom(Atom::Protocol),
         "raw_uri" => Environ::Target,
         "remote_port" => Environ::ClientPort,
-        "server_name" => Environ::ServerName(field_slot(fields, b"host", true)),
-        "server_port" => Environ::ServerPort(field_slot(fields, b"host", true)),
+        "server_name" => Environ::ServerName,
+        "server_port" => Environ::ServerPort,
         "script_name" => Environ::Empty,
         "wsgi.url_scheme" => Environ::Scheme,
         "content_type" | "content_length" => {

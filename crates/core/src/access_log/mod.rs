@@ -54,6 +54,8 @@ pub struct Entry {
     text: Vec<u8>,
     url: Range<usize>,
     client: Range<usize>,
+    /// The address the connection arrived at, when the format shows it.
+    server: Range<usize>,
     client_port: u16,
     local_port: u16,
     fields: Vec<Option<Range<usize>>>,
@@ -200,8 +202,21 @@ impl AccessLog {
         self.queue(token)?.front_mut()
     }
 
-    /// Notes the requests among `events` (just parsed on `token`).
-    pub fn capture(&mut self, token: Token, events: &[Event], arena: &[u8], now: Instant) {
+    /// Whether `capture` needs the address the connection arrived at.
+    pub fn needs_server_address(&self) -> bool {
+        self.format.needs_server_address()
+    }
+
+    /// Notes the requests among `events` (just parsed on `token`, which
+    /// arrived at `server`).
+    pub fn capture(
+        &mut self,
+        token: Token,
+        events: &[Event],
+        arena: &[u8],
+        server: &str,
+        now: Instant,
+    ) {
         for event in events {
             let Event::Request {
                 method,
@@ -223,6 +238,7 @@ impl AccessLog {
             entry.http_minor = *http_minor;
             entry.url = entry.stash(bytes(url));
             entry.client = entry.stash(bytes(peer_ip));
+            entry.server = entry.stash(server.as_bytes());
             entry.client_port = *peer_port;
             entry.local_port = *local_port;
             for (name, value) in pairs(bytes(headers)) {

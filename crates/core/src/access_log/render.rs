@@ -146,22 +146,6 @@ fn basic_user(authorization: &[u8]) -> Option<Vec<u8>> {
     (std::str::from_utf8(user).is_ok() && !user.is_empty()).then(|| user.to_vec())
 }
 
-/// `name` or `name:port` (`[v6]:port`) of a Host field.
-fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let colon = host.iter().rposition(|&b| b == b':');
-    let bracket = host.iter().rposition(|&b| b == b']');
-    match colon {
-        Some(c)
-            if bracket.is_none_or(|b| c > b)
-                && host.len() > c + 1
-                && host[c + 1..].iter().all(u8::is_ascii_digit) =>
-        {
-            (&host[..c], Some(&host[c + 1..]))
-        }
-        _ => (host, None),
-    }
-}
-
 /// A JSON string of request bytes (Latin-1), or null.
 fn put_json(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let Some(bytes) = value else {
@@ -237,14 +221,8 @@ impl Line<'_> {
             Environ::Atom(atom) => self.atom(out, atom),
             Environ::ClientPort => put_number(out, u64::from(entry.client_port)),
             Environ::Target => self.requested(out, |out| put_latin1(out, self.url())),
-            Environ::ServerName(i) => match entry.field(i).filter(|h| !h.is_empty()) {
-                Some(host) => put_latin1(out, split_host(host).0),
-                None => out.extend_from_slice(b"localhost"),
-            },
-            Environ::ServerPort(i) => match entry.field(i).filter(|h| !h.is_empty()) {
-                Some(host) => put_latin1(out, split_host(host).1.unwrap_or(b"80")),
-                None => put_number(out, u64::from(entry.local_port)),
-            },
+            Environ::ServerName => put_latin1(out, entry.bytes(&entry.server)),
+            Environ::ServerPort => put_number(out, u64::from(entry.local_port)),
             Environ::Empty => {}
             Environ::Scheme => out.extend_from_slice(b"http"),
             Environ::Field(i) => Self::field_or_dash(out, entry.field(i)),
@@ -385,15 +363,5 @@ mod tests {
         let mut out = Vec::new();
         put_decoded(&mut out, b"/caf%C3%A9%zz\"");
         assert_eq!(out, "/cafÃ©%zz\\\"".as_bytes());
-    }
-
-    #[test]
-    fn hosts_split_at_the_port() {
-        assert_eq!(
-            split_host(b"example.com:8080"),
-            (&b"example.com"[..], Some(&b"8080"[..]))
-        );
-        assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
-        assert_eq!(split_host(b"[::1]:81"), (&b"[::1]"[..], Some(&b"81"[..])));
     }
 }

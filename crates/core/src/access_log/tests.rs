@@ -52,7 +52,8 @@ impl Scratch {
             peer_port: 40000,
             local_port: 8000,
         };
-        self.log.capture(token, &[event], &arena, Instant::now());
+        self.log
+            .capture(token, &[event], &arena, "127.0.0.1", Instant::now());
     }
 
     fn respond(&mut self, token: u64, status: u16, headers: &[(&str, &str)], body: &[u8]) {
@@ -97,8 +98,8 @@ fn atoms_render_as_gunicorn_prints_them() {
     assert_eq!(
         s.lines(),
         vec![
-            format!("127.0.0.1 - user \"GET /caf%C3%A9?x=1&y=2 HTTP/1.1\" 404 4 4 \"http://r/\\\"x\\\"\" \"ua/1\" GET /cafÃ© [x=1&y=2] HTTP/1.1 <{pid}> b text/plain - a,b 40000 example.com:8080 /caf%C3%A9?x=1&y=2"),
-            format!("127.0.0.1 - - \"POST / HTTP/1.1\" 200 0 0 \"-\" \"-\" POST / [] HTTP/1.1 <{pid}> - - - - 40000 localhost:8000 /"),
+            format!("127.0.0.1 - user \"GET /caf%C3%A9?x=1&y=2 HTTP/1.1\" 404 4 4 \"http://r/\\\"x\\\"\" \"ua/1\" GET /cafÃ© [x=1&y=2] HTTP/1.1 <{pid}> b text/plain - a,b 40000 127.0.0.1:8000 /caf%C3%A9?x=1&y=2"),
+            format!("127.0.0.1 - - \"POST / HTTP/1.1\" 200 0 0 \"-\" \"-\" POST / [] HTTP/1.1 <{pid}> - - - - 40000 127.0.0.1:8000 /"),
         ]
     );
 }

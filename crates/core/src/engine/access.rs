@@ -2,6 +2,7 @@
 //! responses and refusals are noted. With the log off each hook is one
 //! `Option` test.
 
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 
 use crate::access_log::sink::Sink;
@@ -11,6 +12,16 @@ use crate::response::{parse_status, HeaderList};
 use crate::slab::Token;
 
 use super::Engine;
+
+/// The local address of connection `fd` (gunicorn's SERVER_NAME).
+fn server_address(fd: RawFd) -> String {
+    // SAFETY: fd is an open connection of the engine, borrowed for the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let local = socket2::SockRef::from(&fd).local_addr().ok();
+    local
+        .and_then(|a| a.as_socket())
+        .map_or_else(|| "localhost".to_string(), |a| a.ip().to_string())
+}
 
 impl Engine {
     /// Writes an access log line per request from now on (None: stops).
@@ -25,10 +36,15 @@ impl Engine {
 
     /// Notes the requests parsed on `token`: events from `first` on.
     pub(super) fn log_requests(&mut self, token: Token, first: usize) {
-        if let Some(log) = &mut self.access_log {
-            let events = self.events.get(first..).unwrap_or(&[]);
-            log.capture(token, events, &self.arena, self.now);
-        }
+        let Some(log) = &mut self.access_log else {
+            return;
+        };
+        let server = match self.conns.get_mut(token) {
+            Some(conn) if log.needs_server_address() => server_address(conn.raw_fd()),
+            _ => String::new(),
+        };
+        let events = self.events.get(first..).unwrap_or(&[]);
+        log.capture(token, events, &self.arena, &server, self.now);
     }
 
     /// A request refused with `status` (its canned response's).
