@@ -86,7 +86,8 @@ impl Clock {
     /// `2026-12-04T01:02:03.456+00:00`
     pub fn write_iso(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.iso.as_bytes());
-        out.extend_from_slice(format!(".{:03}", self.millis).as_bytes());
+        out.push(b'.');
+        super::render::put_padded(out, u64::from(self.millis), 3);
         out.extend_from_slice(self.offset.as_bytes());
     }
 }

@@ -131,15 +131,21 @@ impl Entry {
 
 /// `name\0value\0...` pairs.
 fn pairs(joined: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut parts = joined.split(|&b| b == 0);
-    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    let mut rest = joined;
+    let mut part = move || {
+        let end = render::find(rest, 0)?;
+        let (part, tail) = (&rest[..end], &rest[end + 1..]);
+        rest = tail;
+        Some(part)
+    };
+    std::iter::from_fn(move || Some((part()?, part()?)))
 }
 
 /// The entries of one connection, oldest first, and which connection
 /// (the slab reuses indices).
 struct Queue {
     token: Token,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Box<Entry>>,
 }
 
 pub struct AccessLog {
@@ -147,7 +153,10 @@ pub struct AccessLog {
     sink: Arc<Sink>,
     /// By the connection's slab index.
     queues: Vec<Queue>,
-    spare: Vec<Entry>,
+    /// Entries are boxed: moved between the queues and this list per
+    /// request, they move as a pointer (measured: fewer instructions).
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Entry>>,
     clock: Clock,
     pid: u32,
 }
@@ -168,7 +177,7 @@ impl AccessLog {
         &self.sink
     }
 
-    fn new_entry(&mut self) -> Entry {
+    fn new_entry(&mut self) -> Box<Entry> {
         let mut entry = self.spare.pop().unwrap_or_default();
         entry.clear(self.format.fields.len(), self.format.response_fields.len());
         entry
@@ -191,15 +200,8 @@ impl AccessLog {
         queue
     }
 
-    fn queue(&mut self, token: Token) -> Option<&mut VecDeque<Entry>> {
-        self.queues
-            .get_mut(index_of(token))
-            .filter(|q| q.token == token)
-            .map(|q| &mut q.entries)
-    }
-
-    fn front(&mut self, token: Token) -> Option<&mut Entry> {
-        self.queue(token)?.front_mut()
+    fn queue(&mut self, token: Token) -> Option<&mut VecDeque<Box<Entry>>> {
+        queue_of(&mut self.queues, token)
     }
 
     /// Whether `capture` needs the address the connection arrived at.
@@ -255,28 +257,29 @@ impl AccessLog {
     /// The front response on `token` started with `status` and the app's
     /// `headers`.
     pub fn started(&mut self, token: Token, status: u16, headers: &HeaderList<'_>) {
-        let names = std::mem::take(&mut self.format.response_fields);
-        if let Some(entry) = self.front(token) {
+        let names = &self.format.response_fields;
+        if let Some(entry) = queue_of(&mut self.queues, token).and_then(|q| q.front_mut()) {
             entry.status = status;
-            for (name, value) in pairs(headers.joined) {
-                entry.capture_response(&names, name, value);
+            if !names.is_empty() {
+                for (name, value) in pairs(headers.joined) {
+                    entry.capture_response(names, name, value);
+                }
             }
         }
-        self.format.response_fields = names;
     }
 
     /// The front response on `token` is framed by the app: its head is
     /// read from the bytes written.
     pub fn started_raw(&mut self, token: Token) {
-        if let Some(entry) = self.front(token) {
+        if let Some(entry) = self.queue(token).and_then(|q| q.front_mut()) {
             entry.raw = RawHead::Reading(Vec::new());
         }
     }
 
     /// Body bytes of the front response on `token` (none for HEAD).
     pub fn wrote(&mut self, token: Token, data: &[u8]) {
-        let names = std::mem::take(&mut self.format.response_fields);
-        if let Some(entry) = self.front(token) {
+        let names = &self.format.response_fields;
+        if let Some(entry) = queue_of(&mut self.queues, token).and_then(|q| q.front_mut()) {
             let body = match &mut entry.raw {
                 RawHead::Absent => data.len(),
                 RawHead::Reading(head) => {
@@ -286,7 +289,7 @@ impl AccessLog {
                         Some(end) => {
                             let head = std::mem::take(head);
                             entry.raw = RawHead::Absent;
-                            read_raw_head(entry, &names, &head[..end]);
+                            read_raw_head(entry, names, &head[..end]);
                             data.len().saturating_sub(end - seen)
                         }
                         None if head.len() >= RAW_HEAD_LIMIT => {
@@ -301,7 +304,6 @@ impl AccessLog {
                 entry.sent += body as u64;
             }
         }
-        self.format.response_fields = names;
     }
 
     /// The front response on `token` ended: its line is written.
@@ -343,7 +345,7 @@ impl AccessLog {
         self.write(entry);
     }
 
-    fn write(&mut self, entry: Entry) {
+    fn write(&mut self, entry: Box<Entry>) {
         let elapsed = entry.started.map(|s| s.elapsed()).unwrap_or_default();
         let clock = self.clock.now();
         let line = render::Line {
@@ -356,6 +358,13 @@ impl AccessLog {
         self.sink.append(|out| line.render(out));
         self.spare.push(entry);
     }
+}
+
+fn queue_of(queues: &mut [Queue], token: Token) -> Option<&mut VecDeque<Box<Entry>>> {
+    queues
+        .get_mut(index_of(token))
+        .filter(|q| q.token == token)
+        .map(|q| &mut q.entries)
 }
 
 /// Status and the fields the format wants, from a raw response head.

@@ -28,19 +28,42 @@ pub fn head_end(bytes: &[u8]) -> Option<usize> {
 
 /// Request bytes as gunicorn writes them: each byte a Latin-1 character,
 /// encoded as UTF-8, with `"` escaped.
-fn put_latin1(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            0x80.. => out.extend_from_slice(&[0xc0 | (b >> 6), 0x80 | (b & 0x3f)]),
-            _ => out.push(b),
-        }
-    }
+/// Where `byte` first is in `bytes` (libc's vectorised memchr: header
+/// blocks and values are scanned per request).
+pub fn find(bytes: &[u8], byte: u8) -> Option<usize> {
+    // SAFETY: bytes is valid for reads of its length.
+    let at = unsafe { libc::memchr(bytes.as_ptr().cast(), i32::from(byte), bytes.len()) };
+    (!at.is_null()).then(|| at as usize - bytes.as_ptr() as usize)
 }
 
-fn put_number(out: &mut Vec<u8>, n: u64) {
+fn put_latin1(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    // Most values are ASCII without a quote: copied whole.
+    if bytes.is_ascii() && find(bytes, b'"').is_none() {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    while let Some(at) = bytes.iter().position(|&b| b == b'"' || b >= 0x80) {
+        out.extend_from_slice(&bytes[..at]);
+        match bytes[at] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b => out.extend_from_slice(&[0xc0 | (b >> 6), 0x80 | (b & 0x3f)]),
+        }
+        bytes = &bytes[at + 1..];
+    }
+    out.extend_from_slice(bytes);
+}
+
+pub(super) fn put_number(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     out.extend_from_slice(crate::sys::decimal(n, &mut digits));
+}
+
+/// `n` in decimal with at least `width` digits (zeros in front).
+pub(super) fn put_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let text = crate::sys::decimal(n, &mut digits);
+    out.resize(out.len() + width.saturating_sub(text.len()), b'0');
+    out.extend_from_slice(text);
 }
 
 /// Percent-decoded, as gunicorn's PATH_INFO (`unquote_to_bytes`, read as
@@ -232,7 +255,7 @@ impl Line<'_> {
 
     fn atom(&self, out: &mut Vec<u8>, atom: Atom) {
         let entry = self.entry;
-        let micros = self.elapsed.as_micros() as u64;
+        let micros = || self.elapsed.as_micros() as u64;
         match atom {
             Atom::Client => put_latin1(out, entry.bytes(&entry.client)),
             Atom::Dash => out.push(b'-'),
@@ -275,11 +298,12 @@ impl Line<'_> {
                 Self::field_or_dash(out, base_field(atom).and_then(|i| entry.field(i)))
             }
             Atom::Seconds => put_number(out, self.elapsed.as_secs()),
-            Atom::Micros => put_number(out, micros),
-            Atom::Millis => put_number(out, micros / 1000),
+            Atom::Micros => put_number(out, micros()),
+            Atom::Millis => put_number(out, micros() / 1000),
             Atom::DecimalSeconds => {
                 put_number(out, self.elapsed.as_secs());
-                out.extend_from_slice(format!(".{:06}", micros % 1_000_000).as_bytes());
+                out.push(b'.');
+                put_padded(out, micros() % 1_000_000, 6);
             }
             Atom::Pid => {
                 out.push(b'<');
@@ -316,9 +340,10 @@ impl Line<'_> {
         out.extend_from_slice(b",\"bytes\":");
         put_number(out, entry.sent);
         let micros = self.elapsed.as_micros() as u64;
-        out.extend_from_slice(
-            format!(",\"duration_ms\":{}.{:03}", micros / 1000, micros % 1000).as_bytes(),
-        );
+        out.extend_from_slice(b",\"duration_ms\":");
+        put_number(out, micros / 1000);
+        out.push(b'.');
+        put_padded(out, micros % 1000, 3);
         out.extend_from_slice(b",\"referer\":");
         put_json(out, entry.field(JSON_REFERER));
         out.extend_from_slice(b",\"user_agent\":");

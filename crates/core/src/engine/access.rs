@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::access_log::sink::Sink;
 use crate::access_log::AccessLog;
 use crate::conn::canned_reason;
-use crate::response::{parse_status, HeaderList};
+use crate::response::HeaderList;
 use crate::slab::Token;
 
 use super::Engine;
@@ -58,7 +58,12 @@ impl Engine {
 
     pub(super) fn log_start(&mut self, token: Token, status: &[u8], headers: &HeaderList<'_>) {
         if let Some(log) = &mut self.access_log {
-            log.started(token, parse_status(status).unwrap_or(0), headers);
+            // Checked already (HeadCache): three digits.
+            let code = status
+                .iter()
+                .take(3)
+                .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
+            log.started(token, code, headers);
         }
     }
 
