@@ -164,7 +164,7 @@ async function main(): Promise<void> {
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
-  openAccessLog(server, config);
+  await bootStep(send, 'cannot open the access log', async () => openAccessLog(server, config));
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));
