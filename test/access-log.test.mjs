@@ -1,6 +1,7 @@
 // The access log, from real servers: every atom against expected strings
 // (and against gunicorn's own lines when a Python with gunicorn is found),
-// JSON lines, stdout, USR1 rotation, and no line lost on TERM or HUP.
+// JSON lines, stdout, USR1 rotation, and no line lost on TERM, HUP or
+// --max-requests recycling.
 
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -8,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, fixture, python, raw, rwsgi, serve, waitFor } from './helpers.mjs';
+import { ROOT, fixture, freshRequests, python, raw, rwsgi, serve, waitFor } from './helpers.mjs';
 
 const run = promisify(execFile);
 const APP = fixture('access-log-app.mjs');
@@ -144,6 +145,16 @@ test('no line is lost on TERM right after a burst, nor from workers replaced by 
   const lines = linesOf(file);
   t.is(lines.length, 500);
   t.is(new Set(lines.map((l) => /\?i=(\d+) /.exec(l)?.[1])).size, 300);
+});
+
+test('no line is lost when --max-requests recycles the worker', async (t) => {
+  const file = join(scratch(), 'access.log');
+  const server = await serve(t, APP, { args: ['--access-logfile', file, '--max-requests', '25'] });
+  t.is(await freshRequests(server.port, 80, { path: '/' }), 80);
+  await waitFor(() => /served \d+ requests \(max 25\): replacing it/.test(server.log), 20_000, 'a recycled worker');
+  await server.stop();
+  const lines = linesOf(file);
+  t.is(lines.length, 80);
 });
 
 test('an unknown atom or an unwritable file stops the server with exit 3, naming the setting', async (t) => {
