@@ -76,12 +76,14 @@ http {
 }
 
 /** name -> how to start it for `port`, or why it is skipped. */
-const rwsgiIn = (dir) => ({
-  cmd: [process.execPath, join(dir, 'dist/cli/main.js'), 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
+const rwsgiIn = (dir, extra = []) => ({
+  cmd: [process.execPath, join(dir, 'dist/cli/main.js'), 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning', ...extra],
   bindArg: true,
 });
 const PEERS = {
   rwsgi: () => rwsgiIn(ROOT),
+  // The same build with an access log (gunicorn's default format) to a file: its cost, side by side.
+  'rwsgi-access-log': () => rwsgiIn(ROOT, ['--access-logfile', join(mkdtempSync(join(tmpdir(), 'rwsgi-access-')), 'access.log')]),
   'rwsgi-before': () =>
     values.before && existsSync(join(values.before, 'dist/cli/main.js'))
       ? rwsgiIn(values.before)

@@ -132,6 +132,14 @@ export interface NativeServer {
   enableHandoff(name: string): void;
   /** Per CPU, the handoff name of the worker serving connections arriving there (null: this one). */
   setCpuOwners(owners: (string | null)[]): void;
+  /** Writes an access log line per request from now on (see src/worker/access-log.ts). */
+  openAccessLog(options: { path: string; format: string; json: boolean }): void;
+  /** The access log file is reopened by its path before the next write (USR1). */
+  reopenAccessLog(): void;
+  /** Writes out every access log line so far; blocks on the file. */
+  flushAccessLog(): void;
+  /** Access log lines dropped since start (the buffer was full, or a write failed). */
+  accessLogDropped(): number;
   close(): void;
 }
 
@@ -176,6 +184,10 @@ interface Addon {
   busyNoteTick(): void;
   /** Writes the note to `fd` once no tick came for `lateMs`. */
   watchBusyNotes(fd: number, lateMs: number): void;
+  /** What is wrong with an `--access-logformat`, or null. */
+  checkAccessLogFormat(format: string): string | null;
+  /** Why the access log cannot be written at `path`, or null (creates the file). */
+  checkAccessLogFile(path: string): string | null;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

@@ -139,6 +139,9 @@ export class Arbiter {
     if (this.handover) this.activated = this.handover.activated;
     this.config.bind = activatedBinds(this.activated, this.config.bind, this.bindSource);
     this.notifier = Notifier.take(process.env, this.handover !== null);
+    const accessLog = this.config.accessLogfile;
+    const unwritable = accessLog === null ? null : native().checkAccessLogFile(accessLog);
+    if (unwritable !== null) throw new RwsgiError('RWSGI_ERR_CONFIG', `--access-logfile ${accessLog}: ${unwritable}`, EXIT_CONFIG);
     this.writePidfile();
     try {
       await this.bind();

@@ -150,6 +150,24 @@ export function path(o: Options<string | null>): Setting<string | null> {
   return { ...o, kind: 'path', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: (v) => v ?? '' };
 }
 
+/** A file path made absolute, or `-` for standard output; null = none. */
+export function pathOrDash(o: Options<string | null>): Setting<string | null> {
+  const file = path(o);
+  const check = (v: unknown): string | null => (v === '-' ? '-' : file.fromValue(v));
+  return { ...file, kind: 'path', fromText: (t) => check(last(t)), fromValue: check };
+}
+
+/** Text that `why` checks: it returns what is wrong, or null. */
+export function text(o: Options<string> & { why: (v: string) => string | null }): Setting<string> {
+  const check = (v: unknown): string => {
+    if (typeof v !== 'string') throw new Invalid('a string');
+    const why = o.why(v);
+    if (why !== null) throw new Invalid(why, (label) => `${label}: ${why}`);
+    return v;
+  };
+  return { ...o, kind: 'text', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: String };
+}
+
 /** The app: MODULE[:EXPORT], kept as given (workers resolve it). */
 export function module(o: Options<string | null>): Setting<string | null> {
   const check = (v: unknown): string | null => {

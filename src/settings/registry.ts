@@ -16,7 +16,8 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { binds, choice, type EngineField, hook, int, module, onOff, path, patterns, seconds, type Setting } from './kinds.js';
+import { binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
+import { native } from '../native.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
 export type InterfaceChoice = (typeof INTERFACES)[number];
@@ -259,6 +260,31 @@ export const SETTINGS = {
     default: null,
     defaultText: 'stderr',
     doc: 'Write log lines to FILE (appending) instead of stderr; `USR1` reopens it, for log rotation.',
+  }),
+  accessLogfile: pathOrDash({
+    section: 'Logging',
+    applies: ['worker'],
+    flag: 'access-logfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: 'none (no access log)',
+    doc: 'Write a line per request to FILE (appending), or to stdout with `-`; `USR1` reopens it. Lines are buffered and written at least every 100 ms (see Logging).',
+  }),
+  accessLogformat: text({
+    section: 'Logging',
+    applies: ['worker'],
+    flag: 'access-logformat',
+    meta: 'FORMAT',
+    default: '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+    why: (v) => native().checkAccessLogFormat(v),
+    doc: 'The access log line, with gunicorn\'s atoms (`%(h)s`, `%({header}i)s`... see Logging); an unknown atom stops the server at startup.',
+  }),
+  accessLogJson: onOff({
+    section: 'Logging',
+    applies: ['worker'],
+    flag: 'access-log-json',
+    default: false,
+    doc: 'Write the access log as one JSON object per line (fixed keys, see Logging) instead of `accessLogformat`.',
   }),
 
   // ---- Process ----

@@ -4,6 +4,7 @@
 
 import { closeSync, fstatSync } from 'node:fs';
 import { loadApp } from '../apps/load.js';
+import { openAccessLog } from './access-log.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
 import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
 import { NodeRunner } from '../apps/node.js';
@@ -163,6 +164,7 @@ async function main(): Promise<void> {
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
+  await bootStep(send, 'cannot open the access log', async () => openAccessLog(server, config));
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));

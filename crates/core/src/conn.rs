@@ -39,8 +39,8 @@ impl std::fmt::Display for WriteError {
     }
 }
 
-/// Canned error responses, written by the engine itself.
-pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
+/// The status and reason (also the body) of the canned response for `status`.
+pub fn canned_reason(status: u16) -> (u16, &'static str) {
     let reason = match status {
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -52,7 +52,12 @@ pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
         505 => "HTTP Version Not Supported",
         _ => "Bad Request",
     };
-    let status = if reason == "Bad Request" { 400 } else { status };
+    (if reason == "Bad Request" { 400 } else { status }, reason)
+}
+
+/// Canned error responses, written by the engine itself.
+pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
+    let (status, reason) = canned_reason(status);
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     out.extend_from_slice(date_line);
     out.extend_from_slice(

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::abort;
+use crate::access_log::AccessLog;
 use crate::conn::{Conn, Received, Rejection};
 use crate::date::DateCache;
 use crate::event::{Event, Recorder};
@@ -25,6 +26,7 @@ use crate::timeouts::{self, Expired, TICK};
 
 // Epoll keys of the engine's own descriptors. Connection tokens stay below
 // 2^52 (see slab.rs), so none of these can name a connection.
+mod access;
 mod respond;
 
 const TIMER_KEY: u64 = u64::MAX;
@@ -82,6 +84,7 @@ pub struct Engine {
     in_turn: bool,
     /// `end_turn` is flushing the turn's output.
     flushing_turn: bool,
+    access_log: Option<AccessLog>,
 }
 
 /// Tells the SIGABRT handler whether `conn` owes a response (see abort.rs).
@@ -118,6 +121,7 @@ impl Engine {
             resumed: Vec::new(),
             in_turn: false,
             flushing_turn: false,
+            access_log: None,
         };
         for &fd in listen_fds {
             let port = listener_port(fd)?;
@@ -483,20 +487,23 @@ impl Engine {
         } else {
             self.limits.pipeline_depth
         };
+        let first_event = self.events.len();
         let mut recorder = Recorder {
             token,
             events: &mut self.events,
             arena: &mut self.arena,
         };
+        let rejection = conn.parse(self.now, pause_at, &mut recorder);
+        self.log_requests(token, first_event);
         let Some(Rejection {
             status,
             reason,
             in_body,
-        }) = conn.parse(self.now, pause_at, &mut recorder)
+        }) = rejection
         else {
             return;
         };
-        self.count_rejection(token, status, reason);
+        self.count_rejection(token, status, reason, in_body);
         if in_body {
             self.abandon_body(token, status);
         } else if let Some(conn) = self.conns.get_mut(token) {
@@ -505,8 +512,10 @@ impl Engine {
         }
     }
 
-    /// Counts a request refused with `status`, and traces it if asked to.
-    fn count_rejection(&mut self, token: Token, status: u16, reason: String) {
+    /// Counts a request refused with `status` (`in_body`: the app has it),
+    /// logs it, and traces it if asked to.
+    fn count_rejection(&mut self, token: Token, status: u16, reason: String, in_body: bool) {
+        self.log_rejection(token, status, in_body);
         match self.rejected.binary_search_by_key(&status, |&(s, _)| s) {
             Ok(i) => self.rejected[i].1 += 1,
             Err(i) => self.rejected.insert(i, (status, 1)),
@@ -647,7 +656,7 @@ impl Engine {
                 Expired::Head => self.head_timed_out(token),
                 Expired::Body => {
                     let reason = "request body stalled past the body timeout".to_string();
-                    self.count_rejection(token, 408, reason);
+                    self.count_rejection(token, 408, reason, true);
                     self.abandon_body(token, 408);
                 }
             }
@@ -658,7 +667,7 @@ impl Engine {
     /// else the requests ahead of it are given up too.
     fn head_timed_out(&mut self, token: Token) {
         let reason = "request head not received within the header timeout".to_string();
-        self.count_rejection(token, 408, reason);
+        self.count_rejection(token, 408, reason, false);
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };

@@ -4,11 +4,12 @@
 //! Modules, bottom up (each uses only those above it in this list):
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
 //! limits, date, llhttp, parser, response, body, socket, event, conn,
-//! timeouts, handoff, engine (the dispatcher); beside them fatal (fatal-signal
+//! timeouts, handoff, access_log, engine (the dispatcher); beside them fatal (fatal-signal
 //! reports), abort (the SIGABRT 503 table, using fatal), affinity and
 //! steering (used by the arbiter), systemd (sd_notify, activated sockets).
 
 pub mod abort;
+pub mod access_log;
 pub mod affinity;
 pub mod body;
 pub mod conn;

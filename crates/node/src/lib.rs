@@ -1,6 +1,7 @@
 //! The JavaScript surface of rwsgi's engine: type conversion and forwarding
 //! to `rwsgi-core`, nothing else.
 
+pub mod access_log;
 pub mod busy_note;
 mod contract;
 mod driver;

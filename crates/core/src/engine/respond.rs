@@ -40,23 +40,30 @@ impl Engine {
             .map_err(WriteError::Response)?;
         self.respond_with(token, |c, date, draining| {
             c.start(date, status, headers, &app, body_len, draining)
-        })
+        })?;
+        self.log_start(token, status, headers);
+        Ok(())
     }
 
     /// Starts the front response on `token` as bytes the app frames itself.
     pub fn start_raw(&mut self, token: Token, keep_alive: bool) -> Result<(), WriteError> {
-        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))
+        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))?;
+        self.log_start_raw(token);
+        Ok(())
     }
 
     /// Appends body bytes; Ok(false) asks the app to wait for `Event::Drain`.
     pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
-        self.respond_with(token, |c, _, _| c.write(data))
+        let below = self.respond_with(token, |c, _, _| c.write(data))?;
+        self.log_write(token, data);
+        Ok(below)
     }
 
     /// Completes the front response and moves on to the next request.
     pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
         let now = self.now;
         self.respond_with(token, |c, date, _| c.end(date, now))?;
+        self.log_end(token);
         self.resume_parsing(token);
         Ok(())
     }
@@ -87,6 +94,9 @@ impl Engine {
             c.write(body)?;
             c.end(date, now)
         })?;
+        self.log_start(token, status, headers);
+        self.log_write(token, body);
+        self.log_end(token);
         self.resume_parsing(token);
         Ok(())
     }
