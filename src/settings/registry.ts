@@ -16,7 +16,7 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { binds, choice, type EngineField, hook, int, module, onOff, path, patterns, seconds, type Setting } from './kinds.js';
+import { address, binds, choice, type EngineField, hook, int, module, onOff, path, patterns, seconds, type Setting } from './kinds.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
 export type InterfaceChoice = (typeof INTERFACES)[number];
@@ -194,6 +194,14 @@ export const SETTINGS = {
     default: 0,
     doc: 'Seconds a request may run: then `504` with `Connection: close` (or a cut connection if the response started) and `environ[\'rwsgi.signal\']` aborts; 0 = off.',
   }),
+  shutdownDelay: seconds({
+    section: 'Timeouts',
+    applies: ['arbiter'],
+    flag: 'shutdown-delay',
+    meta: 'S',
+    default: 0,
+    doc: 'On TERM, `/ready` answers 503 at once and the workers keep serving for this many seconds before the graceful stop, so a load balancer (a Kubernetes Service) stops sending first; then `--graceful-timeout` applies.',
+  }),
 
   // ---- Limits ----
   limitRequestLine: int({
@@ -273,6 +281,15 @@ export const SETTINGS = {
   }),
 
   // ---- Development ----
+  metricsBind: address({
+    section: 'Observability',
+    applies: ['arbiter', 'worker'],
+    flag: 'metrics-bind',
+    meta: 'HOST:PORT',
+    default: null,
+    defaultText: 'off',
+    doc: 'Serve `GET /metrics` (Prometheus text format), `/ready` and `/live` at this address, from the arbiter (see Metrics and health checks). Off by default; keep it on a private address.',
+  }),
   reload: onOff({
     section: 'Development',
     applies: ['arbiter'],

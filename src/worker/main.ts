@@ -3,6 +3,7 @@
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
 import { closeSync, fstatSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { loadApp } from '../apps/load.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
 import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
@@ -17,6 +18,7 @@ import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink, PIPE_FD } from './link.js';
 import { handoffName } from '../protocol/messages.js';
+import { workerMetrics } from './metrics.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
 import { engineOptions } from '../settings/registry.js';
@@ -143,6 +145,9 @@ async function main(): Promise<void> {
       oldest: dispatcher.oldest(),
       lagMs,
       rss: residentBytes(),
+      heapUsed: getHeapStatistics().used_heap_size,
+      connections: server.connectionCount(),
+      ...(countRequests ? { metrics: workerMetrics(server) } : {}),
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);
@@ -163,6 +168,8 @@ async function main(): Promise<void> {
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
+  const countRequests = config.metricsBind !== null;
+  if (countRequests) server.enableMetrics();
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));
@@ -213,6 +220,8 @@ async function main(): Promise<void> {
         clearInterval(poll);
         clearTimeout(deadline);
         clearInterval(heartbeat);
+        // The final counters, so the arbiter's totals miss nothing of this worker.
+        report();
         server.close();
         link.close();
         process.exit(0);
