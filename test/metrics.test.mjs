@@ -3,14 +3,14 @@
 // --shutdown-delay watched from /ready; a scrape while a worker hangs.
 
 import test from 'ava';
-import { curl, fixture, python, raw, serve, statusLines, waitFor } from './helpers.mjs';
+import { curl, fixture, python, raw, rwsgi, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 
 /** Serves the routes app with metrics on a free port; `server.metricsPort` is it. */
-async function serveWithMetrics(t, options = {}) {
+async function serveWithMetrics(t, options = {}, app = ROUTES) {
   const args = ['--metrics-bind', '127.0.0.1:0', ...(options.args ?? [])];
-  const server = await serve(t, ROUTES, { ...options, args });
+  const server = await serve(t, app, { ...options, args });
   server.metricsPort = Number(/Metrics and health checks at: http:\/\/127\.0\.0\.1:(\d+)/.exec(server.log)?.[1]);
   return server;
 }
@@ -157,4 +157,23 @@ test('/metrics and /live answer while the only worker hangs; its slot shows as l
   }, 20_000, 'the late slot');
   t.is(m['rwsgi_worker_steering{slot="0",state="steered"}'], 0);
   t.is(await curl('-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${server.metricsPort}/live`), '200');
+});
+
+test('a Node listener\'s responses are counted by the status its own head carries', async (t) => {
+  const server = await serveWithMetrics(t, { args: ['--interface', 'node'] }, fixture('listener.mjs'));
+  const { metricsPort } = server;
+  t.deepEqual(await send(server.port, 'DELETE', '/x', 2), [200, 200]);
+  const m = await waitFor(async () => {
+    const s = await scrape(metricsPort);
+    return requestCount(s) >= 2 ? s : null;
+  }, 20_000, 'the counters');
+  t.is(m['rwsgi_requests_total{code="2xx",method="DELETE"}'], 2);
+  t.is(requestCount(m), 2);
+});
+
+test('a --metrics-bind address in use stops the start with exit 3, naming the setting', async (t) => {
+  const server = await serveWithMetrics(t);
+  const taken = await rwsgi(['serve', ROUTES, '-b', '127.0.0.1:0', '--metrics-bind', `127.0.0.1:${server.metricsPort}`]);
+  t.is(taken.code, 3);
+  t.regex(taken.out, /--metrics-bind 127\.0\.0\.1:\d+: cannot listen \(.*EADDRINUSE/);
 });
