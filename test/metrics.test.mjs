@@ -2,8 +2,13 @@
 // parser and compared with the traffic sent; /ready and /live; TERM with
 // --shutdown-delay watched from /ready; a scrape while a worker hangs.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
-import { curl, fixture, python, raw, rwsgi, serve, statusLines, waitFor } from './helpers.mjs';
+import { alive, curl, fixture, python, raw, rwsgi, serve, statusLines, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 
@@ -176,4 +181,50 @@ test('a --metrics-bind address in use stops the start with exit 3, naming the se
   const taken = await rwsgi(['serve', ROUTES, '-b', '127.0.0.1:0', '--metrics-bind', `127.0.0.1:${server.metricsPort}`]);
   t.is(taken.code, 3);
   t.regex(taken.out, /--metrics-bind 127\.0\.0\.1:\d+: cannot listen \(.*EADDRINUSE/);
+});
+
+test('/ready is 503 while no worker is ready (the only one died, its replacement still boots), 200 again after', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gate = join(dir, 'gate');
+  writeFileSync(gate, '');
+  const server = await serveWithMetrics(t, { env: { BOOT_GATE: gate } }, fixture('gated-boot.mjs'));
+  const ready = `http://127.0.0.1:${server.metricsPort}/ready`;
+  const status = () => curl('-o', '/dev/null', '-w', '%{http_code}', ready);
+  t.is(await status(), '200');
+  rmSync(gate);
+  const [pid] = [...server.log.matchAll(/Booting worker with pid: (\d+)/g)].map((x) => Number(x[1]));
+  process.kill(pid, 'SIGKILL');
+  await waitFor(async () => (await status()) === '503', 20_000, '/ready 503');
+  const m = await waitFor(async () => {
+    const s = await scrape(server.metricsPort);
+    return s['rwsgi_worker_steering{slot="0",state="booting"}'] === 1 ? s : null;
+  }, 20_000, 'the booting slot');
+  t.is(m['rwsgi_workers_ready{}'], 0);
+  t.is(await curl('-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${server.metricsPort}/live`), '200');
+  writeFileSync(gate, '');
+  await waitFor(async () => (await status()) === '200', 20_000, '/ready 200 again');
+});
+
+test('after USR2 the new arbiter serves the metrics port once the old one lets it go', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A fixed port: with port 0 each arbiter would pick its own.
+  const free = createServer().listen(0, '127.0.0.1');
+  await once(free, 'listening');
+  const { port } = free.address();
+  free.close();
+  const server = await serveWithMetrics(t, { args: ['--pid', join(dir, 'pid'), '--metrics-bind', `127.0.0.1:${port}`] });
+  const old = server.child.pid;
+  server.child.kill('SIGUSR2');
+  const pid = await waitFor(() => Number(/Upgrade: started a new arbiter with pid: (\d+)/.exec(server.log)?.[1] ?? 0), 20_000, 'the new arbiter');
+  t.teardown(() => {
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  await waitFor(() => server.log.includes(`[${pid}] [INFO] Metrics and health checks at: http://127.0.0.1:${server.metricsPort}/`), 30_000, 'the new arbiter on the metrics port');
+  t.false(alive(old));
+  const m = await scrape(server.metricsPort);
+  t.is(m['rwsgi_workers_ready{}'], 1);
+  process.kill(pid, 'SIGTERM');
+  await waitFor(() => !alive(pid), 20_000, 'the new arbiter to stop');
 });

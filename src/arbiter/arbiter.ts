@@ -173,7 +173,12 @@ export class Arbiter {
       metrics: () => this.metrics.render(this.view()),
     };
     if (!this.handover) this.health = await HealthServer.start(bind, probe);
-    else void HealthServer.startWhenFree(bind, probe, () => this.stopping !== null).then((h) => (this.health = h));
+    else {
+      void HealthServer.startWhenFree(bind, probe, () => this.stopping !== null).then((h) => {
+        if (this.tick === null) h?.close();
+        else this.health = h;
+      });
+    }
   }
 
   /** The slots, listeners and steering as /metrics shows them. */

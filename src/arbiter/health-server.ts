@@ -84,7 +84,7 @@ export class HealthServer {
       try {
         return await HealthServer.start(bind, probe);
       } catch (err) {
-        if (!said) logger.info(`${(err as Error).message}; retrying until the old arbiter exits`);
+        if (!said) logger.info(`Metrics and health checks wait for ${bind} to be free (the old arbiter's until it exits): ${(err as Error).message}`);
         said = true;
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }

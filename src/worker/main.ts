@@ -147,7 +147,7 @@ async function main(): Promise<void> {
       rss: residentBytes(),
       heapUsed: getHeapStatistics().used_heap_size,
       connections: server.connectionCount(),
-      ...(countRequests ? { metrics: workerMetrics(server) } : {}),
+      metrics: workerMetrics(server),
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);
@@ -168,8 +168,7 @@ async function main(): Promise<void> {
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
-  const countRequests = config.metricsBind !== null;
-  if (countRequests) server.enableMetrics();
+  if (config.metricsBind !== null) server.enableMetrics();
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));

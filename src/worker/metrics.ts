@@ -4,6 +4,7 @@
 import type { NativeServer } from '../native.js';
 import type { WorkerMetrics } from '../protocol/messages.js';
 
+/** Undefined (left out of the heartbeat) unless --metrics-bind turned counting on. */
 export function workerMetrics(server: NativeServer): WorkerMetrics | undefined {
   const counters = server.requestMetrics();
   return counters ? { ...counters, rejected: server.rejectedCounts() } : undefined;
