@@ -1,8 +1,9 @@
 // The arbiter's Prometheus metrics (--metrics-bind). Workers count in the
 // engine and report cumulative counters in each heartbeat; the book keeps
-// each live worker's last report, and adds an exited worker's last report
-// into a retired base, so totals summed over workers never go backwards
-// (they restart from zero only with the arbiter).
+// each worker's last report, and a few seconds after a worker exited (its
+// last report may still be in the pipe) adds that report into a retired
+// base, so totals summed over workers never go backwards (they restart
+// from zero only with the arbiter).
 
 import { native } from '../native.js';
 import type { WorkerMetrics } from '../protocol/messages.js';
@@ -70,8 +71,15 @@ class Totals {
   }
 }
 
+/** A worker's last report can be read from its pipe after its exit event:
+ * its counters join the retired base only this long after it exited. */
+const LATE_REPORT_MS = 5000;
+
 export class MetricsBook {
-  private readonly live = new Map<number, WorkerMetrics>();
+  /** Each worker's last counters, by pid, including workers that exited
+   * less than LATE_REPORT_MS ago. */
+  private readonly last = new Map<number, WorkerMetrics>();
+  private readonly exitedAt = new Map<number, number>();
   private readonly retired = new Totals();
   private readonly restarts = new Map<string, number>();
   private timeouts = 0;
@@ -79,36 +87,47 @@ export class MetricsBook {
   private readonly layout = native().metricsLayout();
 
   /** A heartbeat's counters (cumulative since that worker started). */
-  heartbeat(pid: number, metrics: WorkerMetrics | undefined): void {
-    if (metrics) this.live.set(pid, metrics);
+  heartbeat(pid: number, metrics: WorkerMetrics | undefined, now: number): void {
+    if (metrics) this.last.set(pid, metrics);
+    this.retire(now);
   }
 
-  /** Worker `pid` exited, for `reason`: its last counters join the retired base. */
-  exited(pid: number, reason: ExitReason): void {
-    const last = this.live.get(pid);
-    if (last) this.retired.add(last);
-    this.live.delete(pid);
+  /** Worker `pid` exited, for `reason`; its counters stay in the totals. */
+  exited(pid: number, reason: ExitReason, now: number): void {
+    this.exitedAt.set(pid, now);
     if (reason === 'timeout') this.timeouts++;
     if (reason === 'boot-failure') this.bootFailures++;
     const label = RESTART_REASONS[reason];
     if (label) this.restarts.set(label, (this.restarts.get(label) ?? 0) + 1);
   }
 
-  private totals(): Totals {
+  /** Folds the last counters of workers long gone into the retired base. */
+  private retire(now: number): void {
+    for (const [pid, at] of this.exitedAt) {
+      if (now - at < LATE_REPORT_MS) continue;
+      const last = this.last.get(pid);
+      if (last) this.retired.add(last);
+      this.last.delete(pid);
+      this.exitedAt.delete(pid);
+    }
+  }
+
+  private totals(now: number): Totals {
+    this.retire(now);
     const totals = new Totals();
     totals.add({ ...this.retired, rejected: [...this.retired.rejected].map(([status, count]) => ({ status, count })) });
-    for (const m of this.live.values()) totals.add(m);
+    for (const m of this.last.values()) totals.add(m);
     return totals;
   }
 
-  /** The exposition text of a scrape. */
-  render(view: ServerView): string {
-    return render(this.families(view));
+  /** The exposition text of a scrape at `now`. */
+  render(view: ServerView, now: number): string {
+    return render(this.families(view, now));
   }
 
-  private families(view: ServerView): Family[] {
+  private families(view: ServerView, now: number): Family[] {
     const { methods, buckets } = this.layout;
-    const t = this.totals();
+    const t = this.totals(now);
     const classes = 5;
     const requests: Sample[] = [];
     methods.forEach((method, m) => {
