@@ -1,6 +1,6 @@
 // rwsgi side by side with its peers, one run, interleaved rounds (A B C ... A B C ...),
 // median of each. Usage:
-//   node bench/run.mjs [--peers rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
+//   node bench/run.mjs [--peers rwsgi,rwsgi-metrics,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
 //                      [--loadgen wrk|rwsgi-load] [--before DIR]
@@ -84,6 +84,12 @@ const PEERS = {
   rwsgi: () => rwsgiIn(ROOT),
   // The same build with an access log (gunicorn's default format) to a file: its cost, side by side.
   'rwsgi-access-log': () => rwsgiIn(ROOT, ['--access-logfile', join(mkdtempSync(join(tmpdir(), 'rwsgi-access-')), 'access.log')]),
+  // The same build with --metrics-bind: what counting for /metrics costs.
+  'rwsgi-metrics': () => {
+    const peer = rwsgiIn(ROOT);
+    peer.cmd.push('--metrics-bind', '127.0.0.1:0');
+    return peer;
+  },
   'rwsgi-before': () =>
     values.before && existsSync(join(values.before, 'dist/cli/main.js'))
       ? rwsgiIn(values.before)

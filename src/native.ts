@@ -112,9 +112,22 @@ export interface ResponseCalls {
   end(conn: number): boolean;
 }
 
+/** One worker's request counters, cumulative (crates/core/src/metrics.rs). */
+export interface RequestMetrics {
+  /** Per method of `metricsLayout().methods` (row), per status class 1xx..5xx. */
+  requests: number[];
+  /** Responses per duration bucket of `metricsLayout().buckets`, then the rest (not cumulative). */
+  durations: number[];
+  /** Seconds, summed over the responses. */
+  durationSum: number;
+  /** Bytes read from clients, and written to them. */
+  received: number;
+  sent: number;
+}
+
 export interface NativeServer {
   responseCalls(): ResponseCalls;
-  startRaw(conn: number, keepAlive: boolean): boolean;
+  startRaw(conn: number, keepAlive: boolean, status: number): boolean;
   abort(conn: number): void;
   sendContinue(conn: number): void;
   setReading(conn: number, on: boolean): void;
@@ -126,6 +139,10 @@ export interface NativeServer {
   handoffCounts(): [number, number];
   /** Requests the engine refused (malformed, over a limit, too slow), by status sent. */
   rejectedCounts(): Array<{ status: number; count: number }>;
+  /** Counts requests and bytes from now on (--metrics-bind). */
+  enableMetrics(): void;
+  /** The counters; null until enabled. */
+  requestMetrics(): RequestMetrics | null;
   /** Reports each refused request to `onRejected` (for --log-level debug). */
   setTraceRejections(on: boolean): void;
   /** Receives connections other workers hand over, under `name`. */
@@ -174,6 +191,10 @@ interface Addon {
   closeOnExec(fd: number): void;
   /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
   passQueued(fd: number, to: string, max: number): number;
+  /** How `RequestMetrics` is laid out: the methods counted, the duration buckets' upper bounds (seconds). */
+  metricsLayout(): { methods: string[]; buckets: number[] };
+  /** A TCP listening socket's `[queue length, backlog]`; null for a Unix socket. */
+  acceptQueue(fd: number): [number, number] | null;
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;

@@ -37,7 +37,7 @@ class ExchangeSocket extends Duplex {
   override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     const ex = this.ex;
     // The first bytes are the head ServerResponse wrote: its keep-alive choice is final now.
-    if (!ex.responseStarted) ex.startRaw(this.res().shouldKeepAlive);
+    if (!ex.responseStarted) ex.startRaw(this.res().shouldKeepAlive, this.res().statusCode);
     const pending = ex.write(chunk);
     if (pending === true) done();
     else pending.then(() => done(), done);

@@ -18,7 +18,9 @@ import type { Resolved, Source } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { type Activated, activatedBinds, takeActivation } from './activation.js';
 import { Backoff } from './backoff.js';
+import { HealthServer } from './health-server.js';
 import { closeListener, closeSlotSocket, type Listener, type Opened, openListener, slotSocket, url } from './listeners.js';
+import { MetricsBook, type ServerView } from './metrics.js';
 import { appDirectory, Reloader } from './reload.js';
 import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
@@ -34,6 +36,8 @@ const ABORT_GRACE_MS = 1000;
 const RETIRE_SETTLE_MS = 200;
 /** A new arbiter gets this long to start, on top of its workers' --boot-timeout. */
 const UPGRADE_START_S = 10;
+/** `/live` answers 503 once the reconcile loop has not run for this long. */
+const LIVE_WITHIN_MS = 10_000;
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type Signal = (typeof SIGNALS)[number];
@@ -84,6 +88,15 @@ export class Arbiter {
   /** Where the bind setting came from: activated sockets replace only the default. */
   private bindSource: Source;
   private notifier: Notifier | null = null;
+  /** --metrics-bind: /metrics, /ready, /live. */
+  private health: HealthServer | null = null;
+  private readonly metrics = new MetricsBook();
+  private lastTick = Date.now();
+  /** The slots last found healthy, and those new connections go to. */
+  private healthy: number[] = [];
+  private steered: number[] = [];
+  /** TERM with --shutdown-delay: when the graceful stop begins (not ready meanwhile). */
+  private stopAt: number | null = null;
 
   private config: Config;
   /** The config file the settings came from, for the workers' hooks. */
@@ -145,6 +158,7 @@ export class Arbiter {
     this.writePidfile();
     try {
       await this.bind();
+      await this.serveHealth();
     } catch (err) {
       this.removePidfile();
       throw err;
@@ -162,6 +176,40 @@ export class Arbiter {
     return new Promise((resolve) => {
       this.finished = resolve;
     });
+  }
+
+  /** --metrics-bind. A new arbiter (USR2) waits for the old one to free the port. */
+  private async serveHealth(): Promise<void> {
+    const bind = this.config.metricsBind;
+    if (bind === null) return;
+    const probe = {
+      // Once a new arbiter (USR2) took over, its ready workers serve the sockets.
+      ready: () => this.handedOver || (!this.stopping && this.stopAt === null && this.workers.some((w) => w.state === 'ready')),
+      live: () => Date.now() - this.lastTick < LIVE_WITHIN_MS,
+      metrics: () => this.metrics.render(this.view(), Date.now()),
+    };
+    if (!this.handover) this.health = await HealthServer.start(bind, probe);
+    else {
+      void HealthServer.startWhenFree(bind, probe, () => this.stopping !== null).then((h) => {
+        if (this.tick === null) h?.close();
+        else this.health = h;
+      });
+    }
+  }
+
+  /** The slots, listeners and steering as /metrics shows them. */
+  private view(): ServerView {
+    return {
+      slots: this.slots.map((slot) => ({
+        index: slot.index,
+        retiring: slot.index >= this.wantedCount,
+        workers: this.workers.filter((w) => w.slot === slot.index),
+        fds: slot.fds,
+      })),
+      listeners: this.listeners.map((l) => ({ url: url(l), shared: l.shared !== null })),
+      healthy: this.healthy,
+      steered: this.steered,
+    };
   }
 
   private writePidfile(): void {
@@ -264,7 +312,8 @@ export class Arbiter {
     logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
     switch (signal) {
       case 'SIGTERM':
-        this.stop('graceful');
+        if (this.config.shutdownDelay > 0 && !this.stopping) this.delayStop();
+        else this.stop('graceful');
         break;
       case 'SIGINT':
       case 'SIGQUIT':
@@ -357,7 +406,7 @@ export class Arbiter {
       logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
       next.config.bind = this.config.bind;
     }
-    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles'] as const).filter(
+    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles', 'metricsBind'] as const).filter(
       (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
     );
     for (const name of fixed) {
@@ -371,6 +420,13 @@ export class Arbiter {
     setLogLevel(this.config.logLevel);
     setLogFile(this.config.errorLogfile);
     if (workers !== this.wantedCount) this.setWanted(workers);
+  }
+
+  /** --shutdown-delay: not ready at once, serving on until the graceful stop. */
+  private delayStop(): void {
+    if (this.stopAt !== null) return;
+    this.stopAt = Date.now() + this.config.shutdownDelay * 1000;
+    logger.info(`Shutdown delay: /ready says 503, workers serve ${this.config.shutdownDelay}s more before draining`);
   }
 
   private stop(mode: 'graceful' | 'quick'): void {
@@ -402,6 +458,7 @@ export class Arbiter {
       case 'hb': {
         this.spread.record(w.slot, message.accepted - (w.report?.accepted ?? 0), this.healthySlots(now), now);
         w.heartbeat(message, now);
+        this.metrics.heartbeat(w.pid, message.metrics, now);
         const limit = maxRequestsFor(this.config, w.pid);
         if (limit > 0 && message.served >= limit && !w.recycle && w.state === 'ready') {
           w.recycle = true;
@@ -435,9 +492,10 @@ export class Arbiter {
   private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
     this.workers = this.workers.filter((x) => x !== w);
     const { workerExit } = this.config;
+    const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
     // A spawn that failed started no process: nothing exited.
+    if (!spawnError) this.metrics.exited(w.pid, reason, Date.now());
     if (workerExit && !spawnError) {
-      const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
       const exit = { pid: w.pid, slot: w.slot, generation: w.generation, exitCode: code, signal, reason };
       fireHook('workerExit', () => workerExit(this.info, exit));
     }
@@ -490,6 +548,11 @@ export class Arbiter {
     for (let s = this.signals.shift(); s !== undefined; s = this.signals.shift()) this.handleSignal(s);
     const now = Date.now();
     this.notifier?.tick(this.progress(), now);
+    this.lastTick = now;
+    if (this.stopAt !== null && now >= this.stopAt && !this.stopping) {
+      logger.info('Shutdown delay over: draining');
+      this.stop('graceful');
+    }
     this.murderWorkers(now);
     if (this.stopping) {
       if (now >= this.stopDeadline) for (const w of this.workers) w.kill('SIGKILL');
@@ -498,7 +561,9 @@ export class Arbiter {
     }
     this.manageWorkers(now);
     if (this.handedOver) return;
-    const steered = this.roomySlots(this.healthySlots(now));
+    this.healthy = this.healthySlots(now);
+    const steered = this.roomySlots(this.healthy);
+    this.steered = steered;
     this.steer(steered);
     this.pin(steered);
     this.passQueued(steered);
@@ -705,6 +770,7 @@ export class Arbiter {
     this.tick = null;
     for (const slot of this.slots) this.closeSlot(slot);
     for (const listener of this.listeners) closeListener(listener, this.handedOver);
+    this.health?.close();
     this.removePidfile();
     this.upgrading?.finish();
     logger.info('Shutting down: Master');

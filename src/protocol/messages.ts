@@ -8,6 +8,19 @@ export interface InFlight {
   age: number;
 }
 
+/** A worker's request counters, cumulative since it started (--metrics-bind). */
+export interface WorkerMetrics {
+  /** Per method (the addon's metricsLayout), per status class 1xx..5xx. */
+  requests: number[];
+  /** Responses per duration bucket, then the rest (not cumulative). */
+  durations: number[];
+  durationSum: number;
+  received: number;
+  sent: number;
+  /** Requests the engine refused, by status sent. */
+  rejected: Array<{ status: number; count: number }>;
+}
+
 export type WorkerMessage =
   | { type: 'ready'; pid: number }
   | {
@@ -21,6 +34,12 @@ export type WorkerMessage =
       /** Event-loop lag in milliseconds, measured by the heartbeat timer. */
       lagMs: number;
       rss: number;
+      /** V8 heap used, in bytes. */
+      heapUsed: number;
+      /** Open client connections. */
+      connections: number;
+      /** Present with --metrics-bind. */
+      metrics?: WorkerMetrics;
     }
   /** The request the worker turned busy with, sent by the addon's thread
    * when the heartbeat after it is late: a handler that blocked the loop

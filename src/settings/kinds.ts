@@ -13,6 +13,7 @@ export const SECTIONS = [
   'Limits',
   'Logging',
   'Process',
+  'Observability',
   'Development',
   'Hooks',
 ] as const;
@@ -229,6 +230,22 @@ export function binds(o: Options<string[]>): Setting<string[], string | string[]
     fromValue: (v) => list(Array.isArray(v) ? v : [v]),
     show: (v) => v.join(' '),
   };
+}
+
+/** One TCP address, HOST:PORT; null = off. */
+export function address(o: Options<string | null>): Setting<string | null> {
+  const check = (v: unknown): string | null => {
+    if (v === null) return null;
+    const text = typeof v === 'string' ? v : '';
+    try {
+      if (unixPath(text) !== null || inheritedFd(text) !== null) throw new Error('not TCP');
+      parseBind(text);
+    } catch {
+      throw new Invalid('HOST:PORT', (label) => `${label} '${String(v)}' is not HOST:PORT (a TCP address; IPv6 as [::1]:9100; port 0-65535)`);
+    }
+    return text;
+  };
+  return { ...o, kind: 'address', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: (v) => v ?? '' };
 }
 
 /** Any function: hooks take typed arguments, the registry only checks it is one. */

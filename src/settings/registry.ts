@@ -16,7 +16,7 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
+import { address, binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
 import { native } from '../native.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
@@ -195,6 +195,14 @@ export const SETTINGS = {
     default: 0,
     doc: 'Seconds a request may run: then `504` with `Connection: close` (or a cut connection if the response started) and `environ[\'rwsgi.signal\']` aborts; 0 = off.',
   }),
+  shutdownDelay: seconds({
+    section: 'Timeouts',
+    applies: ['arbiter'],
+    flag: 'shutdown-delay',
+    meta: 'S',
+    default: 0,
+    doc: 'On TERM, `/ready` answers 503 at once and the workers keep serving for this many seconds before the graceful stop, so a load balancer (a Kubernetes Service) stops sending first; then `--graceful-timeout` applies.',
+  }),
 
   // ---- Limits ----
   limitRequestLine: int({
@@ -299,6 +307,15 @@ export const SETTINGS = {
   }),
 
   // ---- Development ----
+  metricsBind: address({
+    section: 'Observability',
+    applies: ['arbiter', 'worker'],
+    flag: 'metrics-bind',
+    meta: 'HOST:PORT',
+    default: null,
+    defaultText: 'off',
+    doc: 'Serve `GET /metrics` (Prometheus text format), `/ready` and `/live` at this address, from the arbiter (see Metrics and health checks). Off by default; keep it on a private address.',
+  }),
   reload: onOff({
     section: 'Development',
     applies: ['arbiter'],

@@ -12,7 +12,7 @@ export type Chunk = string | Uint8Array;
 type Op =
   | { kind: 'respond'; status: string; headers: string; fields: number; body: Chunk }
   | { kind: 'start'; status: string; headers: string; fields: number; length: number }
-  | { kind: 'startRaw'; keepAlive: boolean }
+  | { kind: 'startRaw'; keepAlive: boolean; status: number }
   | { kind: 'write'; chunk: Chunk }
   | { kind: 'end' };
 
@@ -253,10 +253,10 @@ export class Exchange {
   }
 
   /** Starts a response whose head and framing come in the written bytes
-   * (Node's ServerResponse); `keepAlive` is what that head says. */
-  startRaw(keepAlive: boolean): void {
+   * (Node's ServerResponse); `keepAlive` and `status` are what that head says. */
+  startRaw(keepAlive: boolean, status: number): void {
     this.responseStarted = true;
-    this.perform({ kind: 'startRaw', keepAlive });
+    this.perform({ kind: 'startRaw', keepAlive, status });
   }
 
   /** Resolves at once, or once the client has taken enough of the output. */
@@ -336,7 +336,7 @@ export class Exchange {
         calls.start(id, op.status, op.headers, op.fields, op.length);
         break;
       case 'startRaw':
-        server.startRaw(id, op.keepAlive);
+        server.startRaw(id, op.keepAlive, op.status);
         break;
       case 'write':
         calls.write(id, op.chunk);

@@ -3,6 +3,7 @@
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
 import { closeSync, fstatSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { loadApp } from '../apps/load.js';
 import { openAccessLog } from './access-log.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
@@ -18,6 +19,7 @@ import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink, PIPE_FD } from './link.js';
 import { handoffName } from '../protocol/messages.js';
+import { workerMetrics } from './metrics.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
 import { engineOptions } from '../settings/registry.js';
@@ -144,6 +146,9 @@ async function main(): Promise<void> {
       oldest: dispatcher.oldest(),
       lagMs,
       rss: residentBytes(),
+      heapUsed: getHeapStatistics().used_heap_size,
+      connections: server.connectionCount(),
+      metrics: workerMetrics(server),
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);
@@ -165,6 +170,7 @@ async function main(): Promise<void> {
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
   await bootStep(send, 'cannot open the access log', async () => openAccessLog(server, config));
+  if (config.metricsBind !== null) server.enableMetrics();
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));
@@ -215,6 +221,8 @@ async function main(): Promise<void> {
         clearInterval(poll);
         clearTimeout(deadline);
         clearInterval(heartbeat);
+        // The final counters, so the arbiter's totals miss nothing of this worker.
+        report();
         server.close();
         link.close();
         process.exit(0);

@@ -18,7 +18,6 @@ const size = (chunk: Chunk): number => (typeof chunk === 'string' ? Buffer.byteL
 export class MeasuredExchange extends Exchange {
   status = 0;
   bytes = 0;
-  private raw = false;
 
   override respond(status: string, headers: unknown, body: Chunk): void {
     this.status ||= parseInt(status, 10) || 0;
@@ -31,17 +30,12 @@ export class MeasuredExchange extends Exchange {
     super.start(status, headers, length);
   }
 
-  override startRaw(keepAlive: boolean): void {
-    this.raw = true;
-    super.startRaw(keepAlive);
+  override startRaw(keepAlive: boolean, status: number): void {
+    this.status ||= status;
+    super.startRaw(keepAlive, status);
   }
 
   override write(chunk: Chunk): Promise<void> | true {
-    // A raw (Node) response carries its status line in its first bytes.
-    if (this.raw && this.status === 0) {
-      const head = typeof chunk === 'string' ? chunk.slice(0, 16) : Buffer.from(chunk.subarray(0, 16)).toString('latin1');
-      this.status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-    }
     this.bytes += size(chunk);
     return super.write(chunk);
   }

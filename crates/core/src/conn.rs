@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
 use crate::event::Recorder;
+use crate::metrics::MethodClass;
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
 use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
 use crate::socket::Peer;
@@ -172,6 +173,9 @@ impl Sink for Tracker<'_, '_> {
             is_head: head.method == "HEAD",
             http_minor: head.http_minor,
             keep_alive: head.keep_alive,
+            method: MethodClass::of(head.method),
+            status: 0,
+            since: Some(self.now),
         });
         self.recorder.request(&head, self.peer);
     }
@@ -190,8 +194,8 @@ impl Sink for Tracker<'_, '_> {
 
 /// What one `Conn::receive` got.
 pub enum Received {
-    /// Bytes were added to the unparsed input.
-    Data,
+    /// This many bytes were added to the unparsed input.
+    Data(usize),
     /// The client is done sending (FIN).
     End,
     /// Nothing now.
@@ -360,7 +364,7 @@ impl Conn {
                 // SAFETY: the kernel initialised n bytes after start.
                 unsafe { self.inbuf.set_len(start + n as usize) };
                 self.last_read = now;
-                Received::Data
+                Received::Data(n as usize)
             }
         }
     }
@@ -514,19 +518,21 @@ impl Conn {
         let encoder = BodyEncoder::new(head.framing);
         if let Some(front) = self.pending.front_mut() {
             front.keep_alive = head.keep_alive && !encoder.ends_with_close();
+            front.status = app.code;
         }
         self.writing = Writing::Body(encoder);
         Ok(())
     }
 
-    /// Starts a response the app frames itself; `keep_alive` is what its
-    /// head said (`Connection: close` or not).
-    pub fn start_raw(&mut self, keep_alive: bool) -> Result<(), WriteError> {
+    /// Starts a response the app frames itself; `keep_alive` and `status`
+    /// are what its head said (`Connection: close` or not).
+    pub fn start_raw(&mut self, keep_alive: bool, status: u16) -> Result<(), WriteError> {
         if self.response_started() {
             return Err(WriteError::WrongState);
         }
         let front = self.pending.front_mut().ok_or(WriteError::NoRequest)?;
         front.keep_alive &= keep_alive;
+        front.status = status;
         if !front.keep_alive {
             self.stop_reading();
         }
@@ -552,8 +558,8 @@ impl Conn {
     }
 
     /// Ends the front response and moves on to the next request; with none
-    /// left, the connection is idle from `now`.
-    pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<(), WriteError> {
+    /// left, the connection is idle from `now`. Returns the request answered.
+    pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<RequestInfo, WriteError> {
         let waiting = Writing::Waiting {
             continue_sent: false,
         };
@@ -572,7 +578,7 @@ impl Conn {
                 self.close_after_output();
             }
         }
-        Ok(())
+        Ok(info)
     }
 
     /// Answers a request that cannot be parsed: right away if nothing is

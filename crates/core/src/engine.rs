@@ -17,6 +17,7 @@ use crate::date::DateCache;
 use crate::event::{Event, Recorder};
 use crate::handoff::{self, Handoff, HANDOFF_TICK};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::parser::RequestParser;
 use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
@@ -75,6 +76,8 @@ pub struct Engine {
     rejected: Vec<(u16, u64)>,
     /// Each rejection is also an `Event::Rejected`.
     trace_rejections: bool,
+    /// Requests and bytes, counted once the host asks for metrics.
+    metrics: Option<Box<Metrics>>,
     /// Events collected since the host last took them.
     pub events: Vec<Event>,
     /// Bytes the events' ranges point into; cleared with the events.
@@ -115,6 +118,7 @@ impl Engine {
             now: Instant::now(),
             rejected: Vec::new(),
             trace_rejections: false,
+            metrics: None,
             events: Vec::new(),
             arena: Vec::new(),
             dirty: Vec::new(),
@@ -201,6 +205,16 @@ impl Engine {
     /// (one per request: for debugging, not for a server scanners reach).
     pub fn trace_rejections(&mut self, on: bool) {
         self.trace_rejections = on;
+    }
+
+    /// Counts requests and bytes from now on (see `metrics`).
+    pub fn enable_metrics(&mut self) {
+        self.metrics.get_or_insert_with(Box::default);
+    }
+
+    /// The counters, if enabled.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Marks the start of a host turn: output is corked until `end_turn`.
@@ -447,7 +461,11 @@ impl Engine {
             return;
         }
         match conn.receive(now) {
-            Received::Data => {}
+            Received::Data(n) => {
+                if let Some(m) = &mut self.metrics {
+                    m.received(n);
+                }
+            }
             Received::Nothing => return,
             Received::Failed => return self.close(token),
             Received::End => {
@@ -577,7 +595,12 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        match conn.flush() {
+        let unsent = conn.unsent();
+        let flushed = conn.flush();
+        if let Some(m) = &mut self.metrics {
+            m.sent(unsent - conn.unsent());
+        }
+        match flushed {
             Err(_) => return self.close(token),
             Ok(true) => {
                 if let Some(at_once) = conn.closes_now() {

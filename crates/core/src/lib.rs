@@ -3,7 +3,7 @@
 //!
 //! Modules, bottom up (each uses only those above it in this list):
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
-//! limits, date, llhttp, parser, response, body, socket, event, conn,
+//! limits, date, llhttp, parser, metrics, response, body, socket, event, conn,
 //! timeouts, handoff, access_log, engine (the dispatcher); beside them fatal (fatal-signal
 //! reports), abort (the SIGABRT 503 table, using fatal), affinity and
 //! steering (used by the arbiter), systemd (sd_notify, activated sockets).
@@ -20,6 +20,7 @@ pub mod fatal;
 pub mod handoff;
 pub mod limits;
 pub mod llhttp;
+pub mod metrics;
 pub mod parser;
 pub mod response;
 pub mod slab;

@@ -2,6 +2,9 @@
 //! for CR/LF/NUL and token syntax, plus `Date`, framing and `Connection`.
 
 use std::fmt;
+use std::time::Instant;
+
+use crate::metrics::MethodClass;
 
 /// What the response is answering, as far as encoding is concerned.
 #[derive(Clone, Copy, Debug)]
@@ -9,6 +12,11 @@ pub struct RequestInfo {
     pub is_head: bool,
     pub http_minor: u8,
     pub keep_alive: bool,
+    /// For the metrics: the method, the status sent (0 until the response
+    /// starts) and when the request was read.
+    pub method: MethodClass,
+    pub status: u16,
+    pub since: Option<Instant>,
 }
 
 /// How the body that follows the head is delimited on the wire.
@@ -166,7 +174,7 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 /// part of a head that does not depend on the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppHead {
-    code: u16,
+    pub code: u16,
     length: Option<u64>,
     chunked: bool,
     close: bool,
@@ -361,6 +369,9 @@ mod tests {
         is_head: false,
         http_minor: 1,
         keep_alive: true,
+        method: MethodClass::GET,
+        status: 0,
+        since: None,
     };
 
     fn encode(

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sys::owned;
+use crate::sys::{cvt, owned};
 
 fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -77,6 +77,47 @@ pub fn listener_port(fd: RawFd) -> io::Result<u16> {
     let sock = socket2::SockRef::from(&fd);
     let local = sock.local_addr()?;
     Ok(local.as_socket().map_or(0, |a| a.port()))
+}
+
+/// A TCP listening socket's accept queue: connections waiting for
+/// `accept`, and the most it holds (the backlog).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptQueue {
+    pub length: u32,
+    pub backlog: u32,
+}
+
+/// The accept queue of listening socket `fd`, from `TCP_INFO` (on a
+/// listener Linux reports the queue in `tcpi_unacked` and the backlog in
+/// `tcpi_sacked`); None for a Unix socket, which has no such report.
+pub fn accept_queue(fd: RawFd) -> io::Result<Option<AcceptQueue>> {
+    // SAFETY: fd is an open descriptor of this process for this call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if socket2::SockRef::from(&borrowed)
+        .local_addr()?
+        .as_socket()
+        .is_none()
+    {
+        return Ok(None);
+    }
+    // SAFETY: tcp_info is plain integers, valid when zeroed.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: info and len describe a writable buffer of len bytes; the
+    // kernel writes at most len bytes and updates len.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(Some(AcceptQueue {
+        length: info.tcpi_unacked,
+        backlog: info.tcpi_sacked,
+    }))
 }
 
 /// Whether `fd` is a listening socket (SO_ACCEPTCONN): an inherited
@@ -232,6 +273,26 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn accept_queue_counts_connections_not_yet_accepted() {
+        let (fds, addr) = bind_group("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let fd = fds[0].as_raw_fd();
+        let empty = accept_queue(fd).unwrap().unwrap();
+        assert_eq!(
+            empty,
+            AcceptQueue {
+                length: 0,
+                backlog: 16
+            }
+        );
+        let _clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(accept_queue(fd).unwrap().unwrap().length, 3);
+        let dir = std::env::temp_dir().join(format!("rwsgi-queue-{}", std::process::id()));
+        let unix = bind_unix(&dir, 16).unwrap();
+        assert_eq!(accept_queue(unix.as_raw_fd()).unwrap(), None);
+        let _ = std::fs::remove_file(dir);
+    }
 
     #[test]
     fn group_shares_one_ephemeral_port() {

@@ -160,6 +160,28 @@ fn keep_alive_serves_one_request_after_another() {
 }
 
 #[test]
+fn metrics_count_responses_by_method_and_status_and_the_bytes_both_ways() {
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut client = h.connect();
+    client.write_all(get("/one").as_bytes()).unwrap();
+    h.responses(&mut client, 1);
+    assert!(h.engine.metrics().is_none(), "off until enabled");
+    h.engine.enable_metrics();
+    let post = "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let sent = format!("{}{post}", get("/three"));
+    client.write_all(sent.as_bytes()).unwrap();
+    let received = h.responses(&mut client, 2);
+    let m = h.engine.metrics().expect("enabled").snapshot();
+    // Row per method (GET, HEAD, POST, ...), column per class 1xx..5xx.
+    assert_eq!(m.requests[1], 1.0);
+    assert_eq!(m.requests[2 * 5 + 1], 1.0);
+    assert_eq!(m.requests.iter().sum::<f64>(), 2.0);
+    assert_eq!(m.durations.iter().sum::<f64>(), 2.0);
+    assert_eq!(m.received, sent.len() as f64);
+    assert_eq!(m.sent, received.len() as f64);
+}
+
+#[test]
 fn pipelined_responses_keep_request_order_and_depth() {
     let limits = Limits {
         pipeline_depth: 2,

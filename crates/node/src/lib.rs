@@ -314,6 +314,46 @@ pub struct RejectedCount {
     pub count: f64,
 }
 
+/// One worker's request counters, cumulative (doubles: exact up to 2^53).
+#[napi(object)]
+pub struct RequestMetrics {
+    /// Per method of `metricsLayout().methods`, per status class 1xx..5xx.
+    pub requests: Vec<f64>,
+    /// Responses per duration bucket of `metricsLayout().buckets`, then the rest.
+    pub durations: Vec<f64>,
+    /// Seconds, summed over the responses.
+    pub duration_sum: f64,
+    /// Bytes read from clients and written to them.
+    pub received: f64,
+    pub sent: f64,
+}
+
+/// How `RequestMetrics` is laid out.
+#[napi(object)]
+pub struct MetricsLayout {
+    pub methods: Vec<String>,
+    /// Upper bounds of the duration buckets, in seconds.
+    pub buckets: Vec<f64>,
+}
+
+#[napi]
+pub fn metrics_layout() -> MetricsLayout {
+    use rwsgi_core::metrics::{DURATION_BUCKETS, METHODS};
+    MetricsLayout {
+        methods: METHODS.iter().map(|m| m.to_string()).collect(),
+        buckets: DURATION_BUCKETS.to_vec(),
+    }
+}
+
+/// A TCP listening socket's accept queue: `[length, backlog]`; null for a
+/// Unix socket (Linux reports no queue for those).
+#[napi]
+pub fn accept_queue(fd: i32) -> Result<Option<Vec<u32>>> {
+    let queue = rwsgi_core::socket::accept_queue(fd)
+        .map_err(|e| Error::from_reason(format!("TCP_INFO: {e}")))?;
+    Ok(queue.map(|q| vec![q.length, q.backlog]))
+}
+
 /// One worker's HTTP server on its inherited listening sockets.
 /// `callbacks.onAcceptPaused(reason)` hears when accepting backs off,
 /// `callbacks.onCapacity(full)` when the worker becomes full or has room, and
@@ -399,11 +439,12 @@ impl NativeServer {
     }
 
     /// Starts a response whose head and framing the app writes itself
-    /// (Node's ServerResponse); `keepAlive` is what that head says.
+    /// (Node's ServerResponse); `keepAlive` and `status` are what that head says.
     #[napi]
-    pub fn start_raw(&self, conn: f64, keep_alive: bool) -> Result<bool> {
+    pub fn start_raw(&self, conn: f64, keep_alive: bool, status: u32) -> Result<bool> {
         let mut engine = self.engine()?;
-        Ok(outcome(on_conn(conn, |t| engine.start_raw(t, keep_alive)))?.is_some())
+        let status = u16::try_from(status).unwrap_or(0);
+        Ok(outcome(on_conn(conn, |t| engine.start_raw(t, keep_alive, status)))?.is_some())
     }
 
     /// Closes `conn` after flushing: for a response that cannot be completed.
@@ -487,6 +528,28 @@ impl NativeServer {
                 count: count as f64,
             })
             .collect())
+    }
+
+    /// Counts requests and bytes from now on, for `requestMetrics`.
+    #[napi]
+    pub fn enable_metrics(&self) -> Result<()> {
+        self.engine()?.enable_metrics();
+        Ok(())
+    }
+
+    /// The request counters (see rwsgi_core::metrics); null until enabled.
+    #[napi]
+    pub fn request_metrics(&self) -> Result<Option<RequestMetrics>> {
+        Ok(self.engine()?.metrics().map(|m| {
+            let s = m.snapshot();
+            RequestMetrics {
+                requests: s.requests,
+                durations: s.durations,
+                duration_sum: s.duration_sum_seconds,
+                received: s.received,
+                sent: s.sent,
+            }
+        }))
     }
 
     /// Whether each refused request is reported to `callbacks.onRejected`

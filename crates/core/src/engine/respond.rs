@@ -3,7 +3,7 @@
 //! controls that go with it (100-continue, body backpressure, abort).
 
 use crate::conn::{Conn, WriteError};
-use crate::response::HeaderList;
+use crate::response::{HeaderList, RequestInfo};
 use crate::slab::Token;
 
 use super::{publish_waiting, Engine};
@@ -46,8 +46,15 @@ impl Engine {
     }
 
     /// Starts the front response on `token` as bytes the app frames itself.
-    pub fn start_raw(&mut self, token: Token, keep_alive: bool) -> Result<(), WriteError> {
-        self.respond_with(token, |c, _, draining| c.start_raw(keep_alive && !draining))?;
+    pub fn start_raw(
+        &mut self,
+        token: Token,
+        keep_alive: bool,
+        status: u16,
+    ) -> Result<(), WriteError> {
+        self.respond_with(token, |c, _, draining| {
+            c.start_raw(keep_alive && !draining, status)
+        })?;
         self.log_start_raw(token);
         Ok(())
     }
@@ -62,7 +69,8 @@ impl Engine {
     /// Completes the front response and moves on to the next request.
     pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
         let now = self.now;
-        self.respond_with(token, |c, date, _| c.end(date, now))?;
+        let answered = self.respond_with(token, |c, date, _| c.end(date, now))?;
+        self.count(answered);
         self.log_end(token);
         self.resume_parsing(token);
         Ok(())
@@ -82,7 +90,7 @@ impl Engine {
             .heads
             .check(status, headers)
             .map_err(WriteError::Response)?;
-        self.respond_with(token, |c, date, draining| {
+        let answered = self.respond_with(token, |c, date, draining| {
             c.start(
                 date,
                 status,
@@ -94,11 +102,20 @@ impl Engine {
             c.write(body)?;
             c.end(date, now)
         })?;
+        self.count(answered);
         self.log_start(token, status, headers);
         self.log_write(token, body);
         self.log_end(token);
         self.resume_parsing(token);
         Ok(())
+    }
+
+    /// Counts a response in the metrics, timed to the moment it ended (the
+    /// turn's clock is stale after a handler that took its time).
+    fn count(&mut self, answered: RequestInfo) {
+        if let (Some(m), Some(since)) = (&mut self.metrics, answered.since) {
+            m.record(answered.method, answered.status, since.elapsed());
+        }
     }
 
     fn resume_parsing(&mut self, token: Token) {
