@@ -160,6 +160,8 @@ interface Addon {
   isListening(fd: number): boolean;
   /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
   passQueued(fd: number, to: string, max: number): number;
+  /** Who connected to Unix socket `fd` (SO_PEERCRED). */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;

@@ -21,6 +21,10 @@ export type WorkerMessage =
       /** Event-loop lag in milliseconds, measured by the heartbeat timer. */
       lagMs: number;
       rss: number;
+      /** V8 heap used, bytes. */
+      heapUsed: number;
+      /** Open connections. */
+      connections: number;
     }
   /** The request the worker turned busy with, sent by the addon's thread
    * when the heartbeat after it is late: a handler that blocked the loop

@@ -3,6 +3,7 @@
 // gracefully on `stop`, SIGTERM or the arbiter's death (pipe EOF).
 
 import { closeSync, fstatSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { loadApp } from '../apps/load.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
 import { BackgroundTasks, FetchRunner } from '../apps/fetch.js';
@@ -143,6 +144,8 @@ async function main(): Promise<void> {
       oldest: dispatcher.oldest(),
       lagMs,
       rss: residentBytes(),
+      heapUsed: getHeapStatistics().used_heap_size,
+      connections: server.connectionCount(),
     });
   };
   const maxRequests = maxRequestsFor(config, process.pid);

@@ -1,0 +1,190 @@
+// The arbiter's control socket: a Unix socket (mode 0600) answering one
+// JSON reply line per JSON request line (src/protocol/control.ts), to its
+// own user and root only — each connection's peer is checked with
+// SO_PEERCRED, whatever the file's mode. A bad line gets an error reply;
+// a line over the size bound or a connection idle too long is closed.
+
+import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Config } from '../config.js';
+import { EXIT_CONFIG, RwsgiError } from '../errors.js';
+import { describe, logger } from '../log.js';
+import { native } from '../native.js';
+import {
+  type ControlReply,
+  type ControlRequest,
+  defaultSocketPath,
+  encodeLine,
+  IDLE_TIMEOUT_MS,
+  MAX_REQUEST_BYTES,
+  parseRequest,
+  privateDirectoryProblem,
+  socketDirectories,
+} from '../protocol/control.js';
+
+export type Answer = (request: ControlRequest) => Promise<ControlReply>;
+
+/** Whether a server answers at `path` (a socket file left by a crash does not). */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = connect(path);
+    probe.on('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' ? resolve(false) : reject(err)));
+  });
+}
+
+/** The descriptor under a net.Socket: Node has no SO_PEERCRED, the addon reads it. */
+function socketFd(socket: Socket): number | null {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
+export class ControlSocket {
+  private readonly server: Server;
+  private readonly connections = new Set<Socket>();
+  /** The file's inode once listening: it is removed at exit only if still ours. */
+  private inode = -1;
+
+  constructor(
+    readonly path: string,
+    private readonly answer: Answer,
+  ) {
+    this.server = createServer((socket) => this.serve(socket));
+  }
+
+  /** Listens at `path`. A stale socket file is replaced; a live one only
+   * when `takeOver` (a USR2 successor takes its parent's explicit path). */
+  async listen(takeOver: boolean): Promise<void> {
+    let existing = null;
+    try {
+      existing = lstatSync(this.path);
+    } catch {
+      // Free.
+    }
+    if (existing) {
+      if (!existing.isSocket()) throw new Error('the path exists and is not a socket');
+      if ((await answers(this.path)) && !takeOver) throw new Error('another server answers on it');
+      unlinkSync(this.path);
+    }
+    // Made 0600 from the start (listen binds synchronously), not chmod-ed after.
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(this.path, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(umask);
+    }
+    chmodSync(this.path, 0o600);
+    this.inode = statSync(this.path).ino;
+    this.server.on('error', (err) => logger.error(`Control socket ${this.path}: ${describe(err)}`));
+  }
+
+  close(): void {
+    this.server.close();
+    for (const socket of this.connections) socket.destroy();
+    try {
+      if (this.inode >= 0 && statSync(this.path).ino === this.inode) unlinkSync(this.path);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private serve(socket: Socket): void {
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
+    socket.on('error', () => {});
+    const refusal = this.refusal(socket);
+    if (refusal !== null) {
+      logger.warning(`Control socket: ${refusal}`);
+      socket.end(encodeLine({ ok: false, error: refusal }));
+      return;
+    }
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.setEncoding('utf8');
+    let partial = '';
+    // Replies go out in the order the requests came.
+    let replies = Promise.resolve();
+    socket.on('data', (chunk: string) => {
+      if (socket.writableEnded) return;
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      if (Buffer.byteLength(partial) > MAX_REQUEST_BYTES) {
+        socket.end(encodeLine({ ok: false, error: `request too long (over ${MAX_REQUEST_BYTES} bytes without a newline)` }));
+        return;
+      }
+      for (const line of lines) {
+        if (line.trim() === '') continue;
+        replies = replies.then(async () => {
+          const reply = await this.reply(line);
+          if (!socket.destroyed) socket.write(encodeLine(reply));
+        });
+      }
+    });
+  }
+
+  /** Why the peer may not talk to this server, or null if it may. */
+  private refusal(socket: Socket): string | null {
+    const fd = socketFd(socket);
+    if (fd === null) return 'refused a connection: cannot tell who is at the other end';
+    try {
+      const peer = native().peerCredentials(fd);
+      const own = process.getuid?.() ?? 0;
+      if (peer.uid === own || peer.uid === 0) return null;
+      return `refused a connection from uid ${peer.uid} (pid ${peer.pid}): only uid ${own} and root may control this server`;
+    } catch (err) {
+      return `refused a connection: ${(err as Error).message}`;
+    }
+  }
+
+  private async reply(line: string): Promise<ControlReply> {
+    const request = parseRequest(line);
+    if ('error' in request) return { ok: false, error: request.error };
+    try {
+      return await this.answer(request);
+    } catch (err) {
+      return { ok: false, error: describe(err) };
+    }
+  }
+}
+
+/** The control socket of this arbiter, or null with --no-control-socket or
+ * when the default directory cannot be used (said in a warning: the server
+ * runs without it). A `--control-socket` that cannot be listened at stops
+ * startup (exit 3). */
+export async function openControlSocket(config: Config, upgrading: boolean, answer: Answer): Promise<ControlSocket | null> {
+  if (config.noControlSocket) return null;
+  if (config.controlSocket !== null) {
+    const control = new ControlSocket(config.controlSocket, answer);
+    try {
+      await control.listen(upgrading);
+    } catch (err) {
+      throw new RwsgiError('RWSGI_ERR_BIND', `cannot listen at --control-socket ${config.controlSocket}: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+    return control;
+  }
+  const problems: string[] = [];
+  for (const dir of socketDirectories()) {
+    const problem = privateDirectoryProblem(dir, true);
+    if (problem !== null) {
+      problems.push(problem);
+      continue;
+    }
+    const control = new ControlSocket(defaultSocketPath(process.pid, dir), answer);
+    try {
+      await control.listen(false);
+      return control;
+    } catch (err) {
+      problems.push(`${control.path}: ${(err as Error).message}`);
+    }
+  }
+  logger.warning(`No control socket (${problems.join('; ')}): set --control-socket PATH, or --no-control-socket`);
+  return null;
+}
