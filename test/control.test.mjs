@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
-import { CLI, ROOT, fixture, load, raw, rwsgi, serve, waitFor } from './helpers.mjs';
+import { CLI, ROOT, alive, fixture, load, raw, rwsgi, serve, waitFor } from './helpers.mjs';
 
 const ROUTES = fixture('routes.mjs');
 const run = promisify(execFile);
@@ -334,4 +334,27 @@ test('--max-worker-heap replaces on V8 heap used', async (t) => {
   const [, fail, ...errors] = (await load(server.port, 20, mark)).split(' ');
   t.is(Number(fail), 0, errors.join(' '));
   await waitFor(() => /uses \d+\.\d MB of V8 heap \(max-worker-heap 40 MB\): replacing it/.test(server.log), 20_000, 'the recycling line');
+});
+
+test('USR2: the new arbiter has its own default socket (the old one goes with it) and takes over a --control-socket path', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-ctl-'));
+  const env = { RWSGI_CONTROL_DIR: dir };
+  const newArbiter = (log) => Number(/Upgrade: started a new arbiter with pid: (\d+)/.exec(log)?.[1] ?? 0);
+  const stopAtEnd = (pid) => t.teardown(() => alive(pid) && process.kill(pid, 'SIGINT'));
+  for (const explicit of [false, true]) {
+    const path = join(dir, 'control.sock');
+    const server = await serve(t, ROUTES, { workers: 1, env, args: explicit ? ['--control-socket', path] : [] });
+    const old = server.child.pid;
+    server.child.kill('SIGUSR2');
+    const pid = await waitFor(() => newArbiter(server.log), 10_000, 'the new arbiter');
+    stopAtEnd(pid);
+    await waitFor(() => !alive(old), 30_000, 'the old arbiter to exit');
+    t.deepEqual(readdirSync(dir), [explicit ? 'control.sock' : `${pid}.sock`]);
+    const r = await rwsgi(['status', '--json', ...(explicit ? ['--socket', path] : [])], { env });
+    t.is(JSON.parse(r.stdout).pid, pid, r.out);
+    const stop = await rwsgi(['stop', ...(explicit ? ['--socket', path] : [])], { env });
+    t.is(stop.code, 0, stop.out);
+    await waitFor(() => !alive(pid), 15_000, 'the new arbiter to stop');
+    t.deepEqual(readdirSync(dir), [], 'removed when the new arbiter exits');
+  }
 });

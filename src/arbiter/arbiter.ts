@@ -141,7 +141,7 @@ export class Arbiter {
       this.control = await openControlSocket(this.config, this.handover !== null, (request) => answer(request, this.controlled));
       await this.bind();
     } catch (err) {
-      this.control?.close();
+      this.control?.close(false);
       this.removePidfile();
       throw err;
     }
@@ -730,7 +730,7 @@ export class Arbiter {
     this.tick = null;
     for (const slot of this.slots) this.closeSlot(slot);
     for (const listener of this.listeners) closeListener(listener, this.handedOver);
-    this.control?.close();
+    this.control?.close(this.handedOver);
     this.removePidfile();
     this.upgrading?.finish();
     logger.info('Shutting down: Master');

@@ -4,7 +4,7 @@
 // SO_PEERCRED, whatever the file's mode. A bad line gets an error reply;
 // a line over the size bound or a connection idle too long is closed.
 
-import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { EXIT_CONFIG, RwsgiError } from '../errors.js';
@@ -45,11 +45,13 @@ function socketFd(socket: Socket): number | null {
 export class ControlSocket {
   private readonly server: Server;
   private readonly connections = new Set<Socket>();
-  /** The file's inode once listening: it is removed at exit only if still ours. */
-  private inode = -1;
+  private listening = false;
 
+  /** `passedOn`: a USR2 successor listens at the same path (an explicit
+   * --control-socket), so the file stays when this arbiter hands over. */
   constructor(
     readonly path: string,
+    private readonly passedOn: boolean,
     private readonly answer: Answer,
   ) {
     this.server = createServer((socket) => this.serve(socket));
@@ -83,15 +85,19 @@ export class ControlSocket {
       process.umask(umask);
     }
     chmodSync(this.path, 0o600);
-    this.inode = statSync(this.path).ino;
+    this.listening = true;
     this.server.on('error', (err) => logger.error(`Control socket ${this.path}: ${describe(err)}`));
   }
 
-  close(): void {
-    this.server.close();
+  /** Stops answering and removes the file, unless `handedOver` and it is
+   * the successor's now: then the listening socket is left for the exit to
+   * close, as libuv unlinks a listening pipe's path when it closes one. */
+  close(handedOver: boolean): void {
     for (const socket of this.connections) socket.destroy();
+    if (!this.listening || (handedOver && this.passedOn)) return;
+    this.server.close();
     try {
-      if (this.inode >= 0 && statSync(this.path).ino === this.inode) unlinkSync(this.path);
+      unlinkSync(this.path);
     } catch {
       // Already gone.
     }
@@ -101,13 +107,13 @@ export class ControlSocket {
     this.connections.add(socket);
     socket.on('close', () => this.connections.delete(socket));
     socket.on('error', () => {});
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     const refusal = this.refusal(socket);
     if (refusal !== null) {
       logger.warning(`Control socket: ${refusal}`);
       socket.end(encodeLine({ ok: false, error: refusal }));
       return;
     }
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     socket.setEncoding('utf8');
     let partial = '';
     // Replies go out in the order the requests came.
@@ -162,7 +168,7 @@ export class ControlSocket {
 export async function openControlSocket(config: Config, upgrading: boolean, answer: Answer): Promise<ControlSocket | null> {
   if (config.noControlSocket) return null;
   if (config.controlSocket !== null) {
-    const control = new ControlSocket(config.controlSocket, answer);
+    const control = new ControlSocket(config.controlSocket, true, answer);
     try {
       await control.listen(upgrading);
     } catch (err) {
@@ -177,7 +183,7 @@ export async function openControlSocket(config: Config, upgrading: boolean, answ
       problems.push(problem);
       continue;
     }
-    const control = new ControlSocket(defaultSocketPath(process.pid, dir), answer);
+    const control = new ControlSocket(defaultSocketPath(process.pid, dir), false, answer);
     try {
       await control.listen(false);
       return control;

@@ -25,7 +25,7 @@ export const USAGE = [
   'commands:',
   ...Object.entries(ALL_COMMANDS).map(([name, c]) => `  ${name.padEnd(16)}${c.doc}`),
   '',
-  "'rwsgi COMMAND --help' lists a command's settings.",
+  "'rwsgi COMMAND --help' lists a command's settings or options.",
 ].join('\n');
 
 export type Command =

@@ -49,7 +49,7 @@ const RIGHT = new Set([3, 4, 5, 7, 8, 9, 10, 11]);
 
 export function renderStatus(s: Snapshot): string {
   const stopping = s.stopping ? ` · STOPPING (${s.stopping})` : '';
-  const head = `rwsgi ${s.version} · arbiter pid ${s.pid} · up ${duration(s.uptime)} · generation ${s.generation} · ${s.workers} workers wanted${stopping}`;
+  const head = `rwsgi ${s.version} · arbiter pid ${s.pid} · up ${duration(s.uptime)} · generation ${s.generation} · ${s.workers} worker${s.workers === 1 ? '' : 's'} wanted${stopping}`;
   const rows: string[][] = [HEADER];
   for (const slot of s.slots) {
     const perSlot = [String(slot.restarts), lastExit(slot), steering(slot)];

@@ -350,7 +350,7 @@ export const SETTINGS = {
   workerExit: hook<WorkerExitHook>({
     section: 'Hooks',
     applies: ['arbiter'],
-    doc: '`workerExit(server, worker)`, in the arbiter after a worker exited, with `exitCode`, `signal` and `reason` (`timeout`, `crash`, `boot-failure`, `max-requests`, `reload`, `scale-down` or `stop`); not awaited, a throw is logged.',
+    doc: '`workerExit(server, worker)`, in the arbiter after a worker exited, with `exitCode`, `signal` and `reason` (`timeout`, `crash`, `boot-failure`, `max-requests`, `memory` (over `maxWorkerMemory` or `maxWorkerHeap`), `restart` (`rwsgi restart-worker`), `reload`, `scale-down` or `stop`); not awaited, a throw is logged.',
   }),
   nworkersChanged: hook<WorkersChangedHook>({
     section: 'Hooks',
