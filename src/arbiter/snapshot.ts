@@ -133,6 +133,10 @@ function workerStatus(w: WorkerProcess, view: ArbiterView, now: number): WorkerS
 
 function workerSnapshot(w: WorkerProcess, view: ArbiterView, now: number): WorkerSnapshot {
   const r = w.report;
+  const oldest = w.oldestNow(now);
+  // A request the worker turned busy with after its last heartbeat (a
+  // blocked loop sends no more) is in flight on an open connection.
+  const busy = oldest ? 1 : 0;
   return {
     pid: w.pid,
     slot: w.slot,
@@ -140,9 +144,9 @@ function workerSnapshot(w: WorkerProcess, view: ArbiterView, now: number): Worke
     state: workerStatus(w, view, now),
     age: seconds(now - w.spawnedAt),
     served: r?.served ?? 0,
-    inFlight: r?.inFlight ?? 0,
-    oldest: w.oldestNow(now),
-    connections: r?.connections ?? 0,
+    inFlight: Math.max(r?.inFlight ?? 0, busy),
+    oldest,
+    connections: Math.max(r?.connections ?? 0, busy),
     rss: r?.rss ?? 0,
     heapUsed: r?.heapUsed ?? 0,
     lagMs: Math.round(r?.lagMs ?? 0),
