@@ -1,6 +1,7 @@
 // The control socket and the commands that use it, on real servers: status
 // (table, JSON, --watch in a terminal) under load and during a hang, each
 // command, the peer check, bad requests, no server; memory recycling.
+// Serial: each starts servers under load, and the machine may be busy.
 
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync } from 'node:fs';
@@ -31,7 +32,7 @@ async function controlled(t, app, options = {}) {
 
 const workersOf = (s) => s.slots.flatMap((slot) => slot.workers);
 
-test('status and status --json under load: the counters move', async (t) => {
+test.serial('status and status --json under load: the counters move', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 2 });
   const first = await server.status();
   t.is(first.pid, server.child.pid);
@@ -67,7 +68,7 @@ test('status and status --json under load: the counters move', async (t) => {
   t.is(Number(fail), 0);
 });
 
-test('status while a worker hangs: late, out of the steering set, its request named', async (t) => {
+test.serial('status while a worker hangs: late, out of the steering set, its request named', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 2, args: ['--timeout', '30'] });
   const hung = raw(server.port, 'GET /spin?x=1 HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 1000 });
   await waitFor(() => server.log.includes('spin request started'), 10_000, 'the spin request');
@@ -87,7 +88,7 @@ test('status while a worker hangs: late, out of the steering set, its request na
   await hung;
 });
 
-test('status --watch redraws in a terminal until Ctrl-C, then exits 0', async (t) => {
+test.serial('status --watch redraws in a terminal until Ctrl-C, then exits 0', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 1 });
   const script = `
 import os, pty, sys, time, select
@@ -115,7 +116,7 @@ print(out.count(b'\\x1b[2J'), os.waitstatus_to_exitcode(status), out.count(b'SLO
   t.is(code, 0);
 });
 
-test('reload: every worker replaced by a new generation', async (t) => {
+test.serial('reload: every worker replaced by a new generation', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 2 });
   const before = workersOf(await server.status()).map((w) => w.pid);
   const r = await server.ctl('reload');
@@ -129,7 +130,7 @@ test('reload: every worker replaced by a new generation', async (t) => {
   t.regex(server.log, /Control: reload/);
 });
 
-test('stop: graceful, exit 0, the socket removed; stop --quick', async (t) => {
+test.serial('stop: graceful, exit 0, the socket removed; stop --quick', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 1 });
   t.is(readdirSync(server.dir).length, 1, 'the control socket is there');
   const r = await server.ctl('stop');
@@ -146,7 +147,7 @@ test('stop: graceful, exit 0, the socket removed; stop --quick', async (t) => {
   t.regex(quick.log, /Control: stop --quick/);
 });
 
-test('scale 3 then 1, and a count out of bounds', async (t) => {
+test.serial('scale 3 then 1, and a count out of bounds', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 2 });
   const up = await server.ctl('scale', '3');
   t.is(up.code, 0, up.out);
@@ -168,7 +169,7 @@ test('scale 3 then 1, and a count out of bounds', async (t) => {
   t.regex(usage.stderr, /scale needs N/);
 });
 
-test('restart-worker: that worker replaced, zero failed requests under light load', async (t) => {
+test.serial('restart-worker: that worker replaced, zero failed requests under light load', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 2 });
   const [victim, other] = workersOf(await server.status());
   const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
@@ -194,7 +195,7 @@ test('restart-worker: that worker replaced, zero failed requests under light loa
   t.regex(again.stderr, new RegExp(`no worker with pid ${victim.pid} \\(workers: `));
 });
 
-test('dump: the stub answers "not available" until the stack mechanism is merged', async (t) => {
+test.serial('dump: the stub answers "not available" until the stack mechanism is merged', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 1 });
   const [w] = workersOf(await server.status());
   const r = await server.ctl('dump', String(w.pid));
@@ -231,7 +232,7 @@ function converse(path, lines, { ms = 10_000, untilClosed = false } = {}) {
   });
 }
 
-test('a malformed line, an unknown command, a line too long: error replies, the socket keeps answering', async (t) => {
+test.serial('a malformed line, an unknown command, a line too long: error replies, the socket keeps answering', async (t) => {
   const server = await controlled(t, ROUTES, { workers: 1 });
   const [path] = readdirSync(server.dir).map((f) => join(server.dir, f));
   const { replies } = await converse(path, ['not json\n', '{"cmd":"nope"}\n', '[1]\n', '{"cmd":"scale"}\n', '{"cmd":"status"}\n']);
@@ -249,7 +250,7 @@ test('a malformed line, an unknown command, a line too long: error replies, the 
   t.is((await server.ctl('status')).code, 0, 'still answering');
 });
 
-test('no server: one line naming the socket tried, exit 1; several: exit 2', async (t) => {
+test.serial('no server: one line naming the socket tried, exit 1; several: exit 2', async (t) => {
   const empty = mkdtempSync(join(tmpdir(), 'rwsgi-ctl-'));
   const none = await rwsgi(['status'], { env: { RWSGI_CONTROL_DIR: empty } });
   t.is(none.code, 1);
@@ -263,8 +264,16 @@ test('no server: one line naming the socket tried, exit 1; several: exit 2', asy
   t.is(pidfile.code, 1);
   t.regex(pidfile.stderr, /cannot read the pid file .*none\.pid \(ENOENT\): not running\?/);
 
+  // A killed server's socket file: nothing answers there.
+  const stale = join(empty, '999999.sock');
+  await run('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(stale)}); s.close()`]);
+  const skipped = await rwsgi(['status'], { env: { RWSGI_CONTROL_DIR: empty } });
+  t.is(skipped.code, 1);
+  t.regex(skipped.stderr, /no server running/);
+
   const env = { RWSGI_CONTROL_DIR: empty };
   const one = await serve(t, ROUTES, { workers: 1, env });
+  t.false(existsSync(stale), 'a new server removes stale sockets');
   const two = await serve(t, ROUTES, { workers: 1, env });
   const several = await rwsgi(['status'], { env });
   t.is(several.code, 2);
@@ -274,7 +283,7 @@ test('no server: one line naming the socket tried, exit 1; several: exit 2', asy
   t.is(JSON.parse(picked.stdout).pid, two.child.pid);
 });
 
-test('--pid FILE finds the server; --no-control-socket listens on none', async (t) => {
+test.serial('--pid FILE finds the server; --no-control-socket listens on none', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'rwsgi-ctl-'));
   const pidfile = join(dir, 'app.pid');
   const env = { RWSGI_CONTROL_DIR: dir };
@@ -286,7 +295,7 @@ test('--pid FILE finds the server; --no-control-socket listens on none', async (
   t.deepEqual(readdirSync(dir), [], 'no socket, and the old one was removed');
 });
 
-test('the peer check: another user is refused, at connect (0600) and by SO_PEERCRED (socket opened to all)', async (t) => {
+test.serial('the peer check: another user is refused, at connect (0600) and by SO_PEERCRED (socket opened to all)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'rwsgi-ctl-'));
   chmodSync(dir, 0o755);
   const path = join(dir, 'control.sock');
@@ -314,7 +323,7 @@ test('the peer check: another user is refused, at connect (0600) and by SO_PEERC
   t.is(JSON.parse(own.stdout).stopping, null, 'the refused stop did nothing');
 });
 
-test('--max-worker-memory replaces a leaking worker gracefully: zero failed requests', async (t) => {
+test.serial('--max-worker-memory replaces a leaking worker gracefully: zero failed requests', async (t) => {
   const server = await controlled(t, fixture('leak.mjs'), { workers: 2, args: ['--max-worker-memory', '150'] });
   const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
   const [ok, fail, ...errors] = (await load(server.port, 100, mark)).split(' ');
@@ -328,7 +337,7 @@ test('--max-worker-memory replaces a leaking worker gracefully: zero failed requ
   t.true(s.slots.some((slot) => slot.restarts >= 1));
 });
 
-test('--max-worker-heap replaces on V8 heap used', async (t) => {
+test.serial('--max-worker-heap replaces on V8 heap used', async (t) => {
   const server = await controlled(t, fixture('leak.mjs'), { workers: 1, args: ['--max-worker-heap', '40'] });
   const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');
   const [, fail, ...errors] = (await load(server.port, 20, mark)).split(' ');
@@ -336,7 +345,7 @@ test('--max-worker-heap replaces on V8 heap used', async (t) => {
   await waitFor(() => /uses \d+\.\d MB of V8 heap \(max-worker-heap 40 MB\): replacing it/.test(server.log), 20_000, 'the recycling line');
 });
 
-test('USR2: the new arbiter has its own default socket (the old one goes with it) and takes over a --control-socket path', async (t) => {
+test.serial('USR2: the new arbiter has its own default socket (the old one goes with it) and takes over a --control-socket path', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'rwsgi-ctl-'));
   const env = { RWSGI_CONTROL_DIR: dir };
   const newArbiter = (log) => Number(/Upgrade: started a new arbiter with pid: (\d+)/.exec(log)?.[1] ?? 0);

@@ -4,13 +4,15 @@
 // SO_PEERCRED, whatever the file's mode. A bad line gets an error reply;
 // a line over the size bound or a connection idle too long is closed.
 
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { chmodSync, lstatSync, readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { describe, logger } from '../log.js';
 import { native } from '../native.js';
 import {
+  answers,
   type ControlReply,
   type ControlRequest,
   defaultSocketPath,
@@ -19,22 +21,11 @@ import {
   MAX_REQUEST_BYTES,
   parseRequest,
   privateDirectoryProblem,
+  SOCKET_NAME,
   socketDirectories,
 } from '../protocol/control.js';
 
 export type Answer = (request: ControlRequest) => Promise<ControlReply>;
-
-/** Whether a server answers at `path` (a socket file left by a crash does not). */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const probe = connect(path);
-    probe.on('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' ? resolve(false) : reject(err)));
-  });
-}
 
 /** The descriptor under a net.Socket: Node has no SO_PEERCRED, the addon reads it. */
 function socketFd(socket: Socket): number | null {
@@ -161,6 +152,18 @@ export class ControlSocket {
   }
 }
 
+/** Servers killed with SIGKILL leave their sockets: nothing answers there. */
+async function removeStale(dir: string): Promise<void> {
+  for (const name of readdirSync(dir).filter((n) => SOCKET_NAME.test(n))) {
+    const path = join(dir, name);
+    try {
+      if (!(await answers(path))) unlinkSync(path);
+    } catch {
+      // Not ours to judge (no access): left alone.
+    }
+  }
+}
+
 /** The control socket of this arbiter, or null with --no-control-socket or
  * when the default directory cannot be used (said in a warning: the server
  * runs without it). A `--control-socket` that cannot be listened at stops
@@ -183,6 +186,7 @@ export async function openControlSocket(config: Config, upgrading: boolean, answ
       problems.push(problem);
       continue;
     }
+    await removeStale(dir);
     const control = new ControlSocket(defaultSocketPath(process.pid, dir), false, answer);
     try {
       await control.listen(false);

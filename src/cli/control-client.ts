@@ -5,6 +5,7 @@ import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import {
+  answers,
   type ControlReply,
   type ControlRequest,
   defaultSocketPath,
@@ -39,17 +40,10 @@ const isSocket = (path: string): boolean => {
   }
 };
 
-const running = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
+const live = (path: string): Promise<boolean> => answers(path).catch(() => false);
 
 /** The control socket of the server `target` names, or of the only one running. */
-export function findSocket(target: Target): string {
+export async function findSocket(target: Target): Promise<string> {
   if (target && 'socket' in target) return target.socket;
   const dirs = socketDirectories();
   if (target && 'pidfile' in target) {
@@ -80,9 +74,8 @@ export function findSocket(target: Target): string {
       continue;
     }
     for (const name of names.sort()) {
-      const pid = SOCKET_NAME.exec(name)?.[1];
       const path = join(dir, name);
-      if (pid !== undefined && running(Number(pid)) && isSocket(path)) found.push(path);
+      if (SOCKET_NAME.test(name) && isSocket(path) && (await live(path))) found.push(path);
     }
   }
   if (found.length === 1) return found[0] as string;

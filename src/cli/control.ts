@@ -72,7 +72,7 @@ export async function runControl(c: ControlCommandLine): Promise<number> {
     return 0;
   }
   try {
-    const socket = findSocket(c.target);
+    const socket = await findSocket(c.target);
     if (c.watch) return await watch(c, socket);
     print(c, await once(c, socket));
     return 0;

@@ -4,6 +4,7 @@
 // and where a server's socket is when `--control-socket` does not say.
 
 import { lstatSync, mkdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 
 /** A request line longer than this is refused and its connection closed. */
@@ -108,4 +109,17 @@ export function privateDirectoryProblem(dir: string, create: boolean, uid = proc
   if (stat.uid !== uid) return `${dir} belongs to uid ${stat.uid}, not to this user (uid ${uid})`;
   if ((stat.mode & 0o077) !== 0) return `${dir} is open to other users (mode ${(stat.mode & 0o777).toString(8)}; it must be 700)`;
   return null;
+}
+
+/** Whether a server answers at socket `path`: false when nothing listens
+ * there (a file left by a killed server); throws for other errors. */
+export function answers(path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = connect(path);
+    probe.on('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? resolve(false) : reject(err)));
+  });
 }
