@@ -195,6 +195,8 @@ interface Addon {
   metricsLayout(): { methods: string[]; buckets: number[] };
   /** A TCP listening socket's `[queue length, backlog]`; null for a Unix socket. */
   acceptQueue(fd: number): [number, number] | null;
+  /** Who connected to Unix socket `fd` (SO_PEERCRED). */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
   /** Fatal signals end this process with a CRITICAL line and a native backtrace on `logFd`. */
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;

@@ -194,7 +194,7 @@ lock = threading.Lock()
 def record(ok, err=None):
     with lock:
         results['ok' if ok else 'fail'] += 1
-        if err and len(results['errors']) < 5: results['errors'].append(err)
+        if not ok and len(results['errors']) < 5: results['errors'].append(err)
 def fresh(n):
     for i in range(n):
         try:

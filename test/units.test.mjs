@@ -2,7 +2,10 @@
 
 import test from 'ava';
 import { Backoff } from '../dist/arbiter/backoff.js';
+import { recycleFor } from '../dist/arbiter/recycle.js';
+import { SlotRecords } from '../dist/arbiter/snapshot.js';
 import { Spread } from '../dist/arbiter/spread.js';
+import { parseRequest, socketDirectories } from '../dist/protocol/control.js';
 import { parseBind } from '../dist/cli/args.js';
 import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
 import { splitAppSpec } from '../dist/apps/load.js';
@@ -15,7 +18,7 @@ import { Dispatcher } from '../dist/worker/dispatcher.js';
 test('protocol: messages round-trip through the line decoder, split anywhere', (t) => {
   const messages = [
     { type: 'ready', pid: 42 },
-    { type: 'hb', served: 7, inFlight: 1, oldest: { method: 'GET', path: '/slow', age: 1.5 }, lagMs: 3, rss: 1e6 },
+    { type: 'hb', served: 7, accepted: 3, inFlight: 1, oldest: { method: 'GET', path: '/slow', age: 1.5 }, lagMs: 3, rss: 1e6, heapUsed: 5e5, connections: 2 },
     { type: 'boot-error', reason: 'SyntaxError: x\n  at y' },
     { type: 'stop', graceful: true, deadlineMs: 30_000 },
   ];
@@ -150,4 +153,40 @@ test('dispatcher: refused requests are traced at --log-level debug only', (t) =>
   }
   setLogLevel('info');
   t.deepEqual(traced, [false, true, false]);
+});
+
+test('recycling: max-requests first, then RSS, then V8 heap; 0 = off', (t) => {
+  const MB = 1024 * 1024;
+  const hb = { type: 'hb', served: 10, accepted: 10, inFlight: 0, oldest: null, lagMs: 0, rss: 200 * MB, heapUsed: 90 * MB, connections: 0 };
+  const off = { maxRequests: 0, maxRequestsJitter: 0, maxWorkerMemory: 0, maxWorkerHeap: 0 };
+  t.is(recycleFor(off, 1, hb), null);
+  t.deepEqual(recycleFor({ ...off, maxRequests: 10 }, 1, hb), { reason: 'max-requests', why: 'served 10 requests (max 10)' });
+  t.deepEqual(recycleFor({ ...off, maxWorkerMemory: 150 }, 1, hb), { reason: 'memory', why: 'uses 200.0 MB of memory (RSS; max-worker-memory 150 MB)' });
+  t.is(recycleFor({ ...off, maxWorkerMemory: 250 }, 1, hb), null);
+  t.deepEqual(recycleFor({ ...off, maxWorkerHeap: 64 }, 1, hb), { reason: 'memory', why: 'uses 90.0 MB of V8 heap (max-worker-heap 64 MB)' });
+});
+
+test('control protocol: requests parsed and checked; default directories', (t) => {
+  t.deepEqual(parseRequest('{"cmd":"stop","quick":true}'), { cmd: 'stop', quick: true });
+  t.deepEqual(parseRequest('{"cmd":"stop"}'), { cmd: 'stop', quick: false });
+  t.deepEqual(parseRequest('{"cmd":"scale","workers":3}'), { cmd: 'scale', workers: 3 });
+  t.regex(parseRequest('{"cmd":"scale","workers":1.5}').error, /whole number/);
+  t.regex(parseRequest('{"cmd":"dump","pid":"12"}').error, /a worker's pid/);
+  t.regex(parseRequest('"status"').error, /^malformed request/);
+  t.regex(parseRequest('{"cmd":"rm"}').error, /^unknown command "rm"/);
+  t.deepEqual(socketDirectories({ XDG_RUNTIME_DIR: '/run/user/7' }, 7), ['/run/user/7/rwsgi', '/tmp/rwsgi-7']);
+  t.deepEqual(socketDirectories({}, 7), ['/tmp/rwsgi-7']);
+  t.deepEqual(socketDirectories({ RWSGI_CONTROL_DIR: '/srv/ctl', XDG_RUNTIME_DIR: '/run/user/7' }, 7), ['/srv/ctl']);
+});
+
+test('slot records: restarts count replacements, not stops or scale-downs', (t) => {
+  const records = new SlotRecords();
+  records.exited(0, { pid: 5, reason: 'crash', exitCode: 1, signal: null }, 1000);
+  records.exited(0, { pid: 6, reason: 'memory', exitCode: 0, signal: null }, 2000);
+  records.exited(0, { pid: 7, reason: 'stop', exitCode: 0, signal: null }, 3000);
+  records.exited(1, { pid: 8, reason: 'scale-down', exitCode: 0, signal: null }, 3000);
+  t.is(records.record(0).restarts, 2);
+  t.is(records.record(0).lastExit.pid, 7);
+  t.is(records.record(1).restarts, 0);
+  t.is(records.record(2).lastExit, null);
 });

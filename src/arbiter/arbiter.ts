@@ -7,7 +7,7 @@
 // and steers new connections to the healthy slots.
 
 import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { type Config, heartbeatMs, maxRequestsFor } from '../config.js';
+import { type Config, heartbeatMs } from '../config.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG, RwsgiError } from '../errors.js';
 import { describe, logger, reopenLogFile, setLogFile, setLogLevel } from '../log.js';
 import { native } from '../native.js';
@@ -19,9 +19,13 @@ import { VERSION } from '../version.js';
 import { type Activated, activatedBinds, takeActivation } from './activation.js';
 import { Backoff } from './backoff.js';
 import { HealthServer } from './health-server.js';
+import { answer, type Controlled } from './control.js';
+import { type ControlSocket, openControlSocket } from './control-socket.js';
 import { closeListener, closeSlotSocket, type Listener, type Opened, openListener, slotSocket, url } from './listeners.js';
 import { MetricsBook, type ServerView } from './metrics.js';
 import { appDirectory, Reloader } from './reload.js';
+import { recycleFor } from './recycle.js';
+import { type Snapshot, SlotRecords, takeSnapshot } from './snapshot.js';
 import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
 import { Notifier, type Progress } from './systemd.js';
@@ -105,6 +109,9 @@ export class Arbiter {
   private wasReady = false;
   /** The arbiter, as its hooks see it. */
   private readonly info: ServerInfo;
+  private readonly startedAt = Date.now();
+  private readonly records = new SlotRecords();
+  private control: ControlSocket | null = null;
 
   /** `reread` resolves the settings again, for HUP. */
   constructor(
@@ -157,9 +164,11 @@ export class Arbiter {
     if (unwritable !== null) throw new RwsgiError('RWSGI_ERR_CONFIG', `--access-logfile ${accessLog}: ${unwritable}`, EXIT_CONFIG);
     this.writePidfile();
     try {
+      this.control = await openControlSocket(this.config, this.handover !== null, (request) => answer(request, this.controlled));
       await this.bind();
       await this.serveHealth();
     } catch (err) {
+      this.control?.close(false);
       this.removePidfile();
       throw err;
     }
@@ -406,7 +415,7 @@ export class Arbiter {
       logger.error(`Reload: keeping the listeners as they were: ${(err as Error).message}`);
       next.config.bind = this.config.bind;
     }
-    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles', 'metricsBind'] as const).filter(
+    const fixed = (['backlog', 'spread', 'pidfile', 'reload', 'reloadExtraFiles', 'metricsBind', 'controlSocket', 'noControlSocket'] as const).filter(
       (name) => JSON.stringify(next.config[name]) !== JSON.stringify(this.config[name]),
     );
     for (const name of fixed) {
@@ -459,10 +468,10 @@ export class Arbiter {
         this.spread.record(w.slot, message.accepted - (w.report?.accepted ?? 0), this.healthySlots(now), now);
         w.heartbeat(message, now);
         this.metrics.heartbeat(w.pid, message.metrics, now);
-        const limit = maxRequestsFor(this.config, w.pid);
-        if (limit > 0 && message.served >= limit && !w.recycle && w.state === 'ready') {
-          w.recycle = true;
-          logger.info(`Worker (pid:${w.pid}) served ${message.served} requests (max ${limit}): replacing it`);
+        const recycle = w.recycle === null && w.state === 'ready' ? recycleFor(this.config, w.pid, message) : null;
+        if (recycle) {
+          w.recycle = recycle.reason;
+          logger.info(`Worker (pid:${w.pid}) ${recycle.why}: replacing it`);
         }
         break;
       }
@@ -495,6 +504,7 @@ export class Arbiter {
     const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
     // A spawn that failed started no process: nothing exited.
     if (!spawnError) this.metrics.exited(w.pid, reason, Date.now());
+    if (!spawnError) this.records.exited(w.slot, { pid: w.pid, reason, exitCode: code, signal }, Date.now());
     if (workerExit && !spawnError) {
       const exit = { pid: w.pid, slot: w.slot, generation: w.generation, exitCode: code, signal, reason };
       fireHook('workerExit', () => workerExit(this.info, exit));
@@ -618,13 +628,13 @@ export class Arbiter {
       const live = mine.filter((w) => w.state === 'booting' || w.state === 'ready');
       const ready = live.filter((w) => w.state === 'ready');
       const booting = live.some((w) => w.state === 'booting');
-      const isFresh = (w: WorkerProcess): boolean => w.generation >= this.generation && !w.recycle;
+      const isFresh = (w: WorkerProcess): boolean => w.generation >= this.generation && w.recycle === null;
       const fresh = ready.filter(isFresh);
       const needed = live.length === 0 || (fresh.length === 0 && !booting);
       if (needed && now >= slot.nextSpawnAt) this.spawn(slot, now);
       // A current worker is ready: every other one of the slot drains.
       const keep = fresh.reduce<WorkerProcess | null>((a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w), null);
-      if (keep) for (const w of ready) if (w !== keep) w.drain(this.config.gracefulTimeout * 1000, now, w.recycle ? 'max-requests' : 'reload');
+      if (keep) for (const w of ready) if (w !== keep) w.drain(this.config.gracefulTimeout * 1000, now, w.recycle ?? 'reload');
     }
   }
 
@@ -680,9 +690,14 @@ export class Arbiter {
     slot.fds.forEach((fd, i) => closeSlotSocket(this.listeners[i], fd));
   }
 
+  /** A ready worker whose heartbeat is older than this gets no new connections. */
+  private get lateMs(): number {
+    return this.hbMs * 2.5;
+  }
+
   /** Slots with a ready, punctual worker. */
   private healthySlots(now: number): number[] {
-    const lateMs = this.hbMs * 2.5;
+    const { lateMs } = this;
     return this.slots
       .filter(
         (slot) =>
@@ -764,6 +779,45 @@ export class Arbiter {
     }
   }
 
+  // ---- the control socket's view and commands (see control.ts) ----
+
+  snapshot(): Snapshot {
+    const view = {
+      pid: process.pid,
+      startedAt: this.startedAt,
+      generation: this.generation,
+      wanted: this.wantedCount,
+      stopping: this.stopping,
+      handedOver: this.handedOver,
+      slots: this.slots,
+      workers: this.workers,
+      steered: this.steered,
+      lateMs: this.lateMs,
+      listeners: this.listeners,
+    };
+    return takeSnapshot(view, this.records, Date.now());
+  }
+
+  private readonly controlled: Controlled = {
+    snapshot: () => this.snapshot(),
+    reload: () => this.reload(),
+    stop: (mode) => {
+      this.stop(mode);
+      this.reconcile();
+    },
+    scale: (count) => {
+      this.setWanted(count);
+      this.reconcile();
+    },
+    restartWorker: (pid) => {
+      const w = this.workers.find((x) => x.pid === pid);
+      if (!w) return;
+      w.recycle = 'restart';
+      logger.info(`Worker (pid:${pid}) is to be restarted: replacing it`);
+      this.reconcile();
+    },
+  };
+
   private shutdown(): void {
     if (this.tick === null) return;
     clearInterval(this.tick);
@@ -771,6 +825,7 @@ export class Arbiter {
     for (const slot of this.slots) this.closeSlot(slot);
     for (const listener of this.listeners) closeListener(listener, this.handedOver);
     this.health?.close();
+    this.control?.close(this.handedOver);
     this.removePidfile();
     this.upgrading?.finish();
     logger.info('Shutting down: Master');

@@ -26,8 +26,8 @@ export class WorkerProcess {
   private oldest: InFlight | null = null;
   private oldestAt = 0;
   bootError: string | null = null;
-  /** Replace it: it served its --max-requests share. */
-  recycle = false;
+  /** Replace it, and why: its --max-requests share, --max-worker-memory, `rwsgi restart-worker`. */
+  recycle: ExitReason | null = null;
   /** The CPUs it was last allowed to run on ("" = as spawned: the arbiter's). */
   cpus = '';
   /** The CPU owners it was last told (see the 'owners' message). */
@@ -122,11 +122,16 @@ export class WorkerProcess {
     this.oldestAt = now;
   }
 
+  /** The oldest request in flight as last reported, aged to `now`. */
+  oldestNow(now: number): InFlight | null {
+    const { oldest } = this;
+    return oldest && { ...oldest, age: Math.round((oldest.age + (now - this.oldestAt) / 1000) * 10) / 10 };
+  }
+
   /** "GET /slow running 31.2s", from the last report, aged to `now`. */
   describeOldest(now: number): string {
-    const { oldest } = this;
+    const oldest = this.oldestNow(now);
     if (!oldest) return 'no request was in flight at its last heartbeat';
-    const age = oldest.age + (now - this.oldestAt) / 1000;
-    return `${oldest.method} ${oldest.path} running ${age.toFixed(1)}s`;
+    return `${oldest.method} ${oldest.path} running ${oldest.age.toFixed(1)}s`;
   }
 }

@@ -5,6 +5,7 @@ import { RwsgiError } from '../errors.js';
 import { parseFlags } from '../settings/argv.js';
 import type { Inputs } from '../settings/resolve.js';
 import { didYouMean } from '../settings/suggest.js';
+import { CONTROL_COMMANDS, type ControlCommandLine, isControlCommand, parseControlCommand } from './control-args.js';
 
 // Kept where it was for callers of the old module; bind parsing lives with the settings.
 export { parseBind } from '../settings/bind.js';
@@ -15,29 +16,35 @@ export const COMMANDS = {
 } as const;
 export type CommandName = keyof typeof COMMANDS;
 
+const ALL_COMMANDS = { ...COMMANDS, ...CONTROL_COMMANDS };
+
 export const USAGE = [
-  ...Object.values(COMMANDS).map((c, i) => `${i === 0 ? 'usage: ' : '       '}${c.usage}`),
+  ...Object.values(ALL_COMMANDS).map((c, i) => `${i === 0 ? 'usage: ' : '       '}${c.usage}`),
   '       rwsgi --help | --version',
   '',
   'commands:',
-  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)}${c.doc}`),
+  ...Object.entries(ALL_COMMANDS).map(([name, c]) => `  ${name.padEnd(16)}${c.doc}`),
   '',
-  "'rwsgi COMMAND --help' lists a command's settings.",
+  "'rwsgi COMMAND --help' lists a command's settings or options.",
 ].join('\n');
 
 export type Command =
   | { kind: 'serve'; inputs: Inputs; printConfig: boolean; json: boolean }
   | { kind: 'check'; inputs: Inputs }
   | { kind: 'help'; command: CommandName | null }
-  | { kind: 'version' };
+  | { kind: 'version' }
+  | ControlCommandLine;
 
 const isCommand = (name: string): name is CommandName => Object.hasOwn(COMMANDS, name);
 
 export function parseCommand(argv: string[], env: Inputs['env'] = process.env, cwd = process.cwd()): Command {
+  // The commands that talk to a running server take their own few options.
+  const first = argv.findIndex((a) => !a.startsWith('-'));
+  if (first >= 0 && isControlCommand(argv[first] as string)) return parseControlCommand([argv[first] as string, ...argv.slice(0, first), ...argv.slice(first + 1)]);
   const flags = parseFlags(argv);
   const [command, ...rest] = flags.positionals;
   if (command !== undefined && !isCommand(command)) {
-    throw new RwsgiError('RWSGI_ERR_USAGE', `unknown command '${command}'${didYouMean(command, Object.keys(COMMANDS))}`);
+    throw new RwsgiError('RWSGI_ERR_USAGE', `unknown command '${command}'${didYouMean(command, Object.keys(ALL_COMMANDS))}`);
   }
   if (flags.help) return { kind: 'help', command: command ?? null };
   if (flags.version) return { kind: 'version' };

@@ -12,6 +12,8 @@ import { type Resolved, resolveSettings } from '../settings/resolve.js';
 import { VERSION } from '../version.js';
 import { COMMANDS, parseCommand, USAGE } from './args.js';
 import { runCheck } from './check.js';
+import { isControlCommand } from './control-args.js';
+import { runControl } from './control.js';
 import { printConfig } from './print-config.js';
 
 /** A mistake in the settings: one line, and where to read more. */
@@ -41,7 +43,7 @@ function exit(code: number): never {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const hint = argv.find((a) => Object.hasOwn(COMMANDS, a)) ?? null;
+  const hint = argv.find((a) => Object.hasOwn(COMMANDS, a) || isControlCommand(a)) ?? null;
   let command;
   try {
     command = parseCommand(argv);
@@ -56,6 +58,8 @@ async function main(argv: string[]): Promise<number> {
     case 'version':
       process.stdout.write(`rwsgi ${VERSION}\n`);
       return 0;
+    case 'control':
+      return runControl(command);
     case 'check':
       return runCheck(await settings(() => resolveSettings(command.inputs), 'check'));
     case 'serve': {

@@ -25,7 +25,16 @@ export interface WorkerInfo {
 }
 
 /** Why a worker exited, as far as rwsgi knows. */
-export type ExitReason = 'timeout' | 'crash' | 'boot-failure' | 'max-requests' | 'reload' | 'scale-down' | 'stop';
+export type ExitReason =
+  | 'timeout'
+  | 'crash'
+  | 'boot-failure'
+  | 'max-requests'
+  | 'memory'
+  | 'restart'
+  | 'reload'
+  | 'scale-down'
+  | 'stop';
 
 export interface WorkerExit extends WorkerInfo {
   readonly pid: number;

@@ -133,6 +133,26 @@ export const SETTINGS = {
     default: 0,
     doc: 'Add a stable 0..N to each worker\'s `maxRequests`, so replacements spread out.',
   }),
+  maxWorkerMemory: int({
+    section: 'Worker processes',
+    applies: ['arbiter'],
+    flag: 'max-worker-memory',
+    meta: 'MB',
+    min: 0,
+    max: 2 ** 40,
+    default: 0,
+    doc: 'Replace a worker, gracefully (its replacement first, then it drains), once its resident memory (RSS, checked at every heartbeat) is above MB megabytes; 0 = never. Set it well above a fresh worker\'s RSS (`rwsgi status` shows it).',
+  }),
+  maxWorkerHeap: int({
+    section: 'Worker processes',
+    applies: ['arbiter'],
+    flag: 'max-worker-heap',
+    meta: 'MB',
+    min: 0,
+    max: 2 ** 40,
+    default: 0,
+    doc: 'As `maxWorkerMemory`, on the V8 heap the worker uses (JavaScript objects only, no buffers); 0 = never.',
+  }),
 
   // ---- Timeouts ----
   timeout: seconds({
@@ -305,6 +325,22 @@ export const SETTINGS = {
     default: null,
     doc: 'Write the arbiter\'s pid to FILE; refuse to start if a live process\'s pid is there.',
   }),
+  controlSocket: path({
+    section: 'Process',
+    applies: ['arbiter'],
+    flag: 'control-socket',
+    meta: 'PATH',
+    default: null,
+    defaultText: '$XDG_RUNTIME_DIR/rwsgi/PID.sock, else /tmp/rwsgi-UID/PID.sock',
+    doc: 'The Unix socket `rwsgi status`, `reload`, `stop`, `scale`, `restart-worker` and `dump` talk to (mode 0600; only this user and root are answered). By default one per server, named by the arbiter\'s pid, in a directory of this user\'s that no one else can enter; the commands find it when it is the only one.',
+  }),
+  noControlSocket: onOff({
+    section: 'Process',
+    applies: ['arbiter'],
+    flag: 'no-control-socket',
+    default: false,
+    doc: 'Listen on no control socket (the commands above then cannot reach this server; signals still work).',
+  }),
 
   // ---- Development ----
   metricsBind: address({
@@ -357,7 +393,7 @@ export const SETTINGS = {
   workerExit: hook<WorkerExitHook>({
     section: 'Hooks',
     applies: ['arbiter'],
-    doc: '`workerExit(server, worker)`, in the arbiter after a worker exited, with `exitCode`, `signal` and `reason` (`timeout`, `crash`, `boot-failure`, `max-requests`, `reload`, `scale-down` or `stop`); not awaited, a throw is logged.',
+    doc: '`workerExit(server, worker)`, in the arbiter after a worker exited, with `exitCode`, `signal` and `reason` (`timeout`, `crash`, `boot-failure`, `max-requests`, `memory` (over `maxWorkerMemory` or `maxWorkerHeap`), `restart` (`rwsgi restart-worker`), `reload`, `scale-down` or `stop`); not awaited, a throw is logged.',
   }),
   nworkersChanged: hook<WorkersChangedHook>({
     section: 'Hooks',

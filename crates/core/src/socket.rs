@@ -128,6 +128,42 @@ pub fn is_listening(fd: RawFd) -> io::Result<bool> {
     socket2::SockRef::from(&fd).is_listener()
 }
 
+/// Who is at the other end of a connected Unix socket, as the kernel saw it
+/// at connect() time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The peer's credentials of Unix socket `fd` (SO_PEERCRED): the control
+/// socket lets only its own user and root in, whatever the file's mode.
+pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCredentials> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of a ucred for this
+    // call; the kernel checks `fd` and writes at most `len` bytes.
+    crate::sys::cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(PeerCredentials {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
 /// A Unix stream socket at `path`, its mode what the process umask leaves.
 /// A socket file nobody answers on (left by a crash) is replaced; one a
 /// live server answers on, or a path that is not a socket, is an error.
@@ -292,6 +328,27 @@ mod tests {
         let unix = bind_unix(&dir, 16).unwrap();
         assert_eq!(accept_queue(unix.as_raw_fd()).unwrap(), None);
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn peer_credentials_name_this_process() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let cred = peer_credentials(a.as_raw_fd()).unwrap();
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!(
+            cred,
+            PeerCredentials {
+                pid: std::process::id() as i32,
+                uid,
+                gid
+            }
+        );
+    }
+
+    #[test]
+    fn peer_credentials_of_a_closed_descriptor_fail() {
+        assert!(peer_credentials(-1).is_err());
     }
 
     #[test]

@@ -154,6 +154,26 @@ pub fn is_listening(fd: i32) -> Result<bool> {
     rwsgi_core::socket::is_listening(fd).map_err(|e| Error::from_reason(e.to_string()))
 }
 
+/// The peer of a connected Unix socket (SO_PEERCRED).
+#[napi(object)]
+pub struct PeerCredentials {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Who connected to Unix socket `fd` (the control socket checks its peers).
+#[napi]
+pub fn peer_credentials(fd: i32) -> Result<PeerCredentials> {
+    let c = rwsgi_core::socket::peer_credentials(fd)
+        .map_err(|e| Error::from_reason(format!("cannot read the peer's credentials: {e}")))?;
+    Ok(PeerCredentials {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
+}
+
 /// From now on a fatal signal ends this process with a CRITICAL line and a
 /// native backtrace written to `logFd` (see rwsgi_core::fatal). Called
 /// again when the error log is reopened.
