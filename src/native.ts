@@ -170,6 +170,8 @@ interface Addon {
   busyNoteTick(): void;
   /** Writes the note to `fd` once no tick came for `lateMs`. */
   watchBusyNotes(fd: number, lateMs: number): void;
+  /** From now on `signal` makes the addon's thread write the main thread's JavaScript stack as a `stack` message. */
+  enableStackReports(signal: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

@@ -6,6 +6,7 @@ mod contract;
 mod driver;
 mod fast;
 mod js;
+pub mod js_stack;
 mod uv;
 
 use std::cell::{Cell, RefCell};
