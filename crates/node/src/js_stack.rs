@@ -84,16 +84,7 @@ struct V8 {
 }
 
 fn lookup(name: &CStr) -> Result<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
-    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    if sym.is_null() {
-        Err(Error::from_reason(format!(
-            "the node binary does not export {}",
-            name.to_string_lossy()
-        )))
-    } else {
-        Ok(sym)
-    }
+    rwsgi_core::sys::host_symbol(name).map_err(Error::from_reason)
 }
 
 macro_rules! resolve {
@@ -258,10 +249,7 @@ pub fn enable_stack_reports(env: Env, signal: i32) -> Result<()> {
         )));
     }
     let uv_loop = env.get_uv_event_loop()?;
-    READER.get_or_init(|| {
-        reader(uv_loop.cast())
-            .map_err(|e| format!("no JavaScript stacks in this worker: {}", e.reason))
-    });
+    READER.get_or_init(|| reader(uv_loop.cast()).map_err(|e| e.reason));
     WAKE_READ.store(fds[0], Ordering::SeqCst);
     WAKE.store(fds[1], Ordering::SeqCst);
     // SAFETY: a zeroed sigaction with a plain handler is valid; the handler
