@@ -211,6 +211,8 @@ interface Addon {
   checkAccessLogFormat(format: string): string | null;
   /** Why the access log cannot be written at `path`, or null (creates the file). */
   checkAccessLogFile(path: string): string | null;
+  /** From now on `signal` makes the addon's thread write the main thread's JavaScript stack as a `stack` message. */
+  enableStackReports(signal: number): void;
   NativeServer: new (fds: number[], options: ServerOptions, callbacks: ServerCallbacks) => NativeServer;
 }
 

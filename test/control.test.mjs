@@ -196,12 +196,22 @@ test.serial('restart-worker: that worker replaced, zero failed requests under li
   t.regex(again.stderr, new RegExp(`no worker with pid ${victim.pid} \\(workers: `));
 });
 
-test.serial('dump: the stub answers "not available" until the stack mechanism is merged', async (t) => {
-  const server = await controlled(t, ROUTES, { workers: 1 });
+test.serial('dump: a live worker\'s stack, idle and then stuck in a handler, with its request', async (t) => {
+  const server = await controlled(t, fixture('stuck.mjs'), { workers: 1, args: ['--timeout', '120'] });
   const [w] = workersOf(await server.status());
+  const idle = await server.ctl('dump', String(w.pid));
+  t.is(idle.code, 0, idle.out);
+  t.regex(idle.stdout, new RegExp(`JavaScript stack of worker ${w.pid}: empty, the event loop was waiting`));
+  t.regex(idle.stdout, /no request in flight/);
+  // Answered (a 503) only when the teardown's quick stop kills the worker.
+  void raw(server.port, 'GET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 60_000 });
+  // The heartbeat stops once the handler spins; the busy note names the request.
+  await waitFor(async () => {
+    const r = await server.ctl('dump', String(w.pid));
+    return r.code === 0 && /spinForever/.test(r.stdout) && /GET \/spin running/.test(r.stdout) && r;
+  }, 30_000, 'the dump to show the spinning handler and its request');
   const r = await server.ctl('dump', String(w.pid));
-  t.is(r.code, 1);
-  t.is(r.stderr.trim(), 'rwsgi dump: not available');
+  t.regex(r.stdout, /at spinForever \(.*stuck\.mjs:\d+:\d+\)/);
   const unknown = await server.ctl('dump', '1');
   t.is(unknown.code, 1);
   t.regex(unknown.stderr, /no worker with pid 1 /);

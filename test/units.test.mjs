@@ -68,7 +68,7 @@ function feed(spread, perSecond, seconds, start = 0) {
   }
 }
 
-test('spread by CPU stays while the slots share accepts evenly, then turns random on skew seen twice', (t) => {
+test('spread by CPU stays while the slots share accepts evenly, then turns random on skew seen ten windows running', (t) => {
   const spread = new Spread('cpu', [0, 1]);
   feed(spread, [0, 0], 30);
   feed(spread, [600, 400], 30, 30_000);
@@ -77,10 +77,39 @@ test('spread by CPU stays while the slots share accepts evenly, then turns rando
   spread.record(0, 50_000, [0, 1], 60_500);
   feed(spread, [5000, 5000], 20, 60_500);
   t.true(spread.usesCpu(2), 'one skewed window is not enough');
-  feed(spread, [900, 100], 6, 80_500);
-  t.true(spread.usesCpu(2), 'six seconds close one window at most');
-  feed(spread, [900, 100], 18, 86_500);
-  t.false(spread.usesCpu(2), 'one client CPU sending 90% of connections, twice running, turns the spread random');
+  feed(spread, [900, 100], 9, 80_500);
+  t.true(spread.usesCpu(2), 'nine one-second windows of 90%/10% are not enough: two client threads do share a CPU for seconds');
+  feed(spread, [900, 100], 2, 89_500);
+  t.false(spread.usesCpu(2), 'one client CPU sending 90% of connections, ten windows running, turns the spread random');
+});
+
+test('a few seconds of two client threads on one CPU, then apart, keep the spread by CPU', (t) => {
+  const spread = new Spread('cpu', [0, 1]);
+  feed(spread, [500, 500], 5);
+  feed(spread, [950, 50], 5, 5000);
+  feed(spread, [500, 500], 2, 10_000);
+  feed(spread, [50, 950], 5, 12_000);
+  t.true(spread.usesCpu(2));
+});
+
+test('spread by CPU compares rates: heartbeats at different moments and intervals are not skew', (t) => {
+  const spread = new Spread('cpu', [0, 1]);
+  // 500 accepts a second on each slot; slot 1 reports every 700 ms, with
+  // what arrived since its last report, so a window holds more of its reports.
+  let next1 = 350;
+  for (let at = 1000; at <= 60_000; at += 1000) {
+    for (; next1 < at; next1 += 700) spread.record(1, 350, [0, 1], next1);
+    spread.record(0, 500, [0, 1], at);
+  }
+  t.true(spread.usesCpu(2));
+});
+
+test('one client thread (every new connection on one CPU) is spread within about two seconds', (t) => {
+  const spread = new Spread('cpu', [0, 1]);
+  feed(spread, [0, 0], 5);
+  let seconds = 0;
+  while (spread.usesCpu(2) && seconds < 10) feed(spread, [400, 0], 1, 5000 + seconds++ * 1000);
+  t.true(seconds <= 3, `${seconds} s`);
 });
 
 test('spread by CPU turns random when a slot gets nothing', (t) => {

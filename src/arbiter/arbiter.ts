@@ -28,6 +28,7 @@ import { recycleFor } from './recycle.js';
 import { type Snapshot, SlotRecords, takeSnapshot } from './snapshot.js';
 import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
+import { STACK_WAIT_MS, type StackReport, StackRequests } from './stack.js';
 import { Notifier, type Progress } from './systemd.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -80,6 +81,7 @@ export class Arbiter {
   private finished: (code: number) => void = () => {};
   private hbMs: number;
   private readonly spread: Spread;
+  private readonly stacks = new StackRequests();
   private reloader: Reloader | null = null;
   /** USR2: the upgrade this arbiter started. */
   private upgrading: Upgrade | null = null;
@@ -485,9 +487,20 @@ export class Arbiter {
         w.full = message.full;
         logger.debug(`Worker (pid:${w.pid}) ${w.full ? 'is full: new connections go to the others' : 'has room again'}`);
         break;
+      case 'stack':
+        this.stacks.answer(w, message);
+        break;
     }
     this.reconcile();
   };
+
+  /** The current JavaScript stack and in-flight requests of worker `pid`
+   * (for `rwsgi dump`); rejects if no worker of this server has that pid. */
+  requestStack(pid: number): Promise<StackReport> {
+    const w = this.workers.find((x) => x.pid === pid);
+    if (!w) return Promise.reject(new Error(`no worker with pid ${pid}`));
+    return this.stacks.ask(w);
+  }
 
   /** whenReady: once, when the first full set of workers is ready. */
   private maybeReady(): void {
@@ -500,6 +513,7 @@ export class Arbiter {
 
   private onExit = (w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
     this.workers = this.workers.filter((x) => x !== w);
+    this.stacks.exited(w);
     const { workerExit } = this.config;
     const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
     // A spawn that failed started no process: nothing exited.
@@ -609,8 +623,9 @@ export class Arbiter {
         logger.critical(`WORKER TIMEOUT (pid:${w.pid}) ${w.describeOldest(now)}`);
         w.state = 'aborting';
         w.exitReason = 'timeout';
-        w.killAt = now + ABORT_GRACE_MS;
-        w.kill('SIGABRT');
+        // Its JavaScript stack first (at most STACK_WAIT_MS), then SIGABRT.
+        w.killAt = now + STACK_WAIT_MS + ABORT_GRACE_MS;
+        this.stacks.abort(w, ABORT_GRACE_MS);
       }
     }
   }
@@ -809,6 +824,7 @@ export class Arbiter {
       this.setWanted(count);
       this.reconcile();
     },
+    stack: (pid) => this.requestStack(pid),
     restartWorker: (pid) => {
       const w = this.workers.find((x) => x.pid === pid);
       if (!w) return;

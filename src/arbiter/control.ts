@@ -9,6 +9,7 @@ import type { ControlReply, ControlRequest } from '../protocol/control.js';
 import { Invalid } from '../settings/kinds.js';
 import { setting } from '../settings/registry.js';
 import type { Snapshot, WorkerSnapshot } from './snapshot.js';
+import { describeStack, type StackReport } from './stack.js';
 
 /** The arbiter, as the control commands drive it. */
 export interface Controlled {
@@ -19,6 +20,8 @@ export interface Controlled {
   scale(workers: number): void;
   /** Replaces worker `pid` (a ready one): the new worker first, then it drains. */
   restartWorker(pid: number): void;
+  /** Worker `pid`'s current JavaScript stack (see stack.ts). */
+  stack(pid: number): Promise<StackReport>;
 }
 
 const refuse = (error: string): ControlReply => ({ ok: false, error });
@@ -29,11 +32,22 @@ function findWorker(snapshot: Snapshot, pid: number): WorkerSnapshot | string {
   return w ?? `no worker with pid ${pid} (workers: ${workers.map((x) => x.pid).join(', ') || 'none'})`;
 }
 
-/** `rwsgi dump PID`: the worker's JavaScript stack and in-flight requests.
- * INTEGRATION POINT (issue 14 item 5): the stack helper's arbiter-side
- * `requestStack(pid)` answers here; until it is merged, this is the reply. */
-async function dumpWorker(_worker: WorkerSnapshot): Promise<ControlReply> {
-  return refuse('not available');
+/** `rwsgi dump PID`: the worker's JavaScript stack (read by its addon even
+ * while its loop is blocked) and its in-flight requests (the oldest, as of
+ * its last heartbeat). */
+async function dumpWorker(worker: WorkerSnapshot, arbiter: Controlled): Promise<ControlReply> {
+  const report = await arbiter.stack(worker.pid);
+  if (report.state === 'exited') return refuse(`worker ${worker.pid} exited before it answered`);
+  logger.info(`Control: dump ${worker.pid}`);
+  return {
+    ok: true,
+    pid: worker.pid,
+    state: report.state,
+    stack: describeStack(report),
+    frames: report.frames,
+    inFlightCount: worker.inFlight,
+    inFlight: worker.oldest ? [worker.oldest] : [],
+  };
 }
 
 export async function answer(request: ControlRequest, arbiter: Controlled): Promise<ControlReply> {
@@ -78,7 +92,7 @@ export async function answer(request: ControlRequest, arbiter: Controlled): Prom
     }
     case 'dump': {
       const w = findWorker(before, request.pid);
-      return typeof w === 'string' ? refuse(w) : dumpWorker(w);
+      return typeof w === 'string' ? refuse(w) : dumpWorker(w, arbiter);
     }
   }
 }

@@ -29,14 +29,13 @@ function toRequest(c: ControlCommandLine): ControlRequest {
   }
 }
 
-/** A dump's stack frames and in-flight requests, as the worker gave them. */
+/** A dump: the stack as the arbiter describes it, then the requests in flight. */
 function renderDump(reply: Record<string, unknown>): string {
-  const lines: string[] = [];
-  const stack = reply.stack;
-  if (Array.isArray(stack)) lines.push(`worker ${String(reply.pid)} stack:`, ...stack.map((f) => `  ${String(f)}`));
-  else if (typeof stack === 'string') lines.push(`worker ${String(reply.pid)} stack:`, stack);
-  const inFlight = (reply.inFlight ?? []) as InFlight[];
-  lines.push(inFlight.length === 0 ? 'no request in flight' : 'in flight:', ...inFlight.map((r) => `  ${r.method} ${r.path} ${r.age.toFixed(1)}s`));
+  const lines = [String(reply.stack)];
+  const count = Number(reply.inFlightCount ?? 0);
+  const oldest = ((reply.inFlight ?? []) as InFlight[])[0];
+  if (count === 0 || !oldest) lines.push('no request in flight at its last heartbeat');
+  else lines.push(`${count} request${count === 1 ? '' : 's'} in flight at its last heartbeat; the oldest: ${oldest.method} ${oldest.path} running ${oldest.age.toFixed(1)}s`);
   return lines.join('\n');
 }
 

@@ -21,6 +21,20 @@ export interface WorkerMetrics {
   rejected: Array<{ status: number; count: number }>;
 }
 
+/** One frame of a worker's JavaScript stack (line and column from 1). */
+export interface StackFrame {
+  /** Empty for an anonymous function. */
+  function: string;
+  file: string;
+  line: number;
+  column: number;
+}
+
+/** The signal that asks a worker for its JavaScript stack: its addon
+ * handles it natively (the JavaScript may be stuck), and it is ignored by
+ * default, so one that reaches a worker still booting does no harm. */
+export const STACK_SIGNAL = 'SIGURG';
+
 export type WorkerMessage =
   | { type: 'ready'; pid: number }
   | {
@@ -47,7 +61,12 @@ export type WorkerMessage =
   | { type: 'busy'; oldest: InFlight }
   | { type: 'boot-error'; reason: string }
   /** At --worker-connections or out of descriptors (full), or below nine tenths again. */
-  | { type: 'capacity'; full: boolean };
+  | { type: 'capacity'; full: boolean }
+  /** Its main thread's JavaScript stack, top first (at most 20 of `total`
+   * frames; none: the event loop was waiting), sent by the addon's thread
+   * after STACK_SIGNAL; `frames` null: it cannot read stacks (`error` says why). */
+  | { type: 'stack'; frames: StackFrame[]; total: number }
+  | { type: 'stack'; frames: null; error: string };
 
 export type ArbiterMessage =
   | { type: 'stop'; graceful: boolean; deadlineMs: number }
@@ -61,7 +80,7 @@ export function encode(message: Message): string {
   return `${JSON.stringify(message)}\n`;
 }
 
-const TYPES = new Set(['ready', 'hb', 'busy', 'boot-error', 'capacity', 'stop', 'owners']);
+const TYPES = new Set(['ready', 'hb', 'busy', 'boot-error', 'capacity', 'stack', 'stop', 'owners']);
 
 /** The abstract socket name a worker receives handed-off connections at. */
 export function handoffName(arbiterPid: number, workerPid: number): string {

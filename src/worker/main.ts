@@ -4,6 +4,7 @@
 
 import { closeSync, fstatSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
+import { constants } from 'node:os';
 import { loadApp } from '../apps/load.js';
 import { openAccessLog } from './access-log.js';
 import { type DetectedApp, detectApp } from '../apps/detect.js';
@@ -18,7 +19,7 @@ import { describe, enabled, logger, reopenLogFile, setLogFile, setLogLevel } fro
 import { native } from '../native.js';
 import { Dispatcher } from './dispatcher.js';
 import { ArbiterLink, PIPE_FD } from './link.js';
-import { handoffName } from '../protocol/messages.js';
+import { handoffName, STACK_SIGNAL } from '../protocol/messages.js';
 import { workerMetrics } from './metrics.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
@@ -200,6 +201,11 @@ async function main(): Promise<void> {
   }, hbMs);
   addon.watchParent(3 * hbMs);
   addon.watchBusyNotes(PIPE_FD, 1.5 * hbMs);
+  try {
+    addon.enableStackReports(constants.signals[STACK_SIGNAL]);
+  } catch (err) {
+    logger.warning(`WORKER TIMEOUT will show no JavaScript stack: ${(err as Error).message}`);
+  }
   if (config.requestTimeout > 0) {
     const tickMs = Math.min(250, config.requestTimeout * 250);
     setInterval(() => dispatcher.expire(config.requestTimeout), tickMs).unref();

@@ -5,8 +5,9 @@
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
 //! limits, date, llhttp, parser, metrics, response, body, socket, event, conn,
 //! timeouts, handoff, access_log, engine (the dispatcher); beside them fatal (fatal-signal
-//! reports), abort (the SIGABRT 503 table, using fatal), affinity and
-//! steering (used by the arbiter), systemd (sd_notify, activated sockets).
+//! reports), abort (the SIGABRT 503 table, using fatal), js_stack (a
+//! worker's JavaScript stack as a message), affinity and steering (used by
+//! the arbiter), systemd (sd_notify, activated sockets).
 
 pub mod abort;
 pub mod access_log;
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod event;
 pub mod fatal;
 pub mod handoff;
+pub mod js_stack;
 pub mod limits;
 pub mod llhttp;
 pub mod metrics;

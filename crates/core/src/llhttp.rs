@@ -117,16 +117,8 @@ pub fn check_version(version: &str) -> Result<(), String> {
 }
 
 fn lookup(name: &CStr) -> Result<*mut c_void, String> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
-    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    if sym.is_null() {
-        Err(format!(
-            "symbol {} not found: the llhttp exported by the node binary is required",
-            name.to_string_lossy()
-        ))
-    } else {
-        Ok(sym)
-    }
+    crate::sys::host_symbol(name)
+        .map_err(|e| format!("{e}: the llhttp exported by the node binary is required"))
 }
 
 macro_rules! resolve {

@@ -1,10 +1,25 @@
-//! The bottom of the engine: libc return values as `io::Result`, and the
-//! three kernel objects one worker's loop is made of (an epoll set, a
-//! periodic timerfd, a wake-up eventfd). Nothing here knows HTTP.
+//! The bottom of the engine: libc return values as `io::Result`, symbols of
+//! the host process, and the three kernel objects one worker's loop is made of
+//! (an epoll set, a periodic timerfd, a wake-up eventfd). Nothing here knows HTTP.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+/// A function or variable the host process exports (the node binary:
+/// llhttp, V8), looked up at run time so this crate links without Node.
+pub fn host_symbol(name: &std::ffi::CStr) -> Result<*mut libc::c_void, String> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if sym.is_null() {
+        Err(format!(
+            "the node binary does not export {}",
+            name.to_string_lossy()
+        ))
+    } else {
+        Ok(sym)
+    }
+}
 
 /// A libc return value: negative means errno.
 pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

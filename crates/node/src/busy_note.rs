@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use napi_derive::napi;
 
+use crate::js_stack;
+
 struct State {
     /// The start of a `busy` message line, up to the value of `age`, and
     /// when it was left; empty while idle.
@@ -53,12 +55,11 @@ pub fn watch_busy_notes(fd: i32, late_ms: u32) {
     let spawned = thread::Builder::new()
         .name("rwsgi-busy-note".into())
         .spawn(move || loop {
-            thread::sleep(Duration::from_millis(50));
+            // This thread is the addon's one writer to the pipe: it answers
+            // stack requests too (see js_stack.rs).
+            js_stack::wait_and_answer(fd, Duration::from_millis(50));
             if let Some(line) = due(late) {
-                // SAFETY: `fd` is the arbiter pipe, open for the process's life;
-                // `line` is a live buffer of `line.len()` bytes. A write below
-                // PIPE_BUF is atomic, so it never tears a line JavaScript writes.
-                unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+                js_stack::write_line(fd, &line);
             }
         });
     // Without the thread the worker still runs; timeouts just name less.

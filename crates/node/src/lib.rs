@@ -7,6 +7,7 @@ mod contract;
 mod driver;
 mod fast;
 mod js;
+pub mod js_stack;
 pub mod systemd;
 mod uv;
 
