@@ -3,7 +3,8 @@
 //!
 //! Modules, bottom up (each uses only those above it in this list):
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
-//! limits, date, llhttp, parser, response, body, socket, event, conn,
+//! limits, date, llhttp, parser, response, body, socket, proxy_protocol,
+//! trust, forwarded, event, conn,
 //! timeouts, handoff, engine (the dispatcher); beside them fatal (fatal-signal
 //! reports), abort (the SIGABRT 503 table, using fatal), affinity and
 //! steering (used by the arbiter).
@@ -16,16 +17,19 @@ pub mod date;
 pub mod engine;
 pub mod event;
 pub mod fatal;
+pub mod forwarded;
 pub mod handoff;
 pub mod limits;
 pub mod llhttp;
 pub mod parser;
+pub mod proxy_protocol;
 pub mod response;
 pub mod slab;
 pub mod socket;
 pub mod steering;
 pub mod sys;
 pub mod timeouts;
+pub mod trust;
 
 pub use conn::WriteError;
 pub use engine::Engine;
