@@ -110,6 +110,7 @@ export class Dispatcher implements ServerCallbacks {
         this.conns.set(id, conn);
       }
       const flags = t[row + Slot.Flags] as number;
+      const clientStart = t[row + Slot.ClientIpStart] as number;
       const ex = new ExchangeType(
         conn,
         this.methods[t[row + Slot.Method] as number] as string,
@@ -119,6 +120,9 @@ export class Dispatcher implements ServerCallbacks {
         startedAt,
         this.events,
       );
+      if (clientStart !== t[row + Slot.PeerIpStart]) {
+        ex.forwardedFor(text.substring(clientStart, t[row + Slot.ClientIpEnd] as number), t[row + Slot.ClientPort] as number);
+      }
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;
       this.inflight.add(ex);
@@ -168,7 +172,7 @@ export class Dispatcher implements ServerCallbacks {
 
   onRejected = (status: number, reason: string, peerIp: string, peerPort: number): void => {
     const host = peerIp.includes(':') ? `[${peerIp}]` : peerIp;
-    logger.debug(`${status} from ${host}:${peerPort}: ${reason}`);
+    logger.debug(`${status === 0 ? 'closed unanswered' : status} from ${host}:${peerPort}: ${reason}`);
   };
 
   onPeerShutdown = (id: number): void => {

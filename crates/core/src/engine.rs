@@ -11,17 +11,19 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::abort;
-use crate::conn::{Conn, Received, Rejection};
+use crate::conn::{Conn, ProxyHeader, Received, Rejection};
 use crate::date::DateCache;
 use crate::event::{Event, Recorder};
 use crate::handoff::{self, Handoff, HANDOFF_TICK};
 use crate::limits::Limits;
 use crate::parser::RequestParser;
+use crate::proxy_protocol::Mode;
 use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
 use crate::socket::{self, listener_port, Accepted, Peer};
 use crate::sys::{cvt, Epoll, Ready, Timer, Waker};
 use crate::timeouts::{self, Expired, TICK};
+use crate::trust::Trust;
 
 // Epoll keys of the engine's own descriptors. Connection tokens stay below
 // 2^52 (see slab.rs), so none of these can name a connection.
@@ -73,6 +75,8 @@ pub struct Engine {
     rejected: Vec<(u16, u64)>,
     /// Each rejection is also an `Event::Rejected`.
     trace_rejections: bool,
+    /// Which peers' forwarding headers and PROXY headers are believed.
+    trust: Trust,
     /// Events collected since the host last took them.
     pub events: Vec<Event>,
     /// Bytes the events' ranges point into; cleared with the events.
@@ -112,6 +116,7 @@ impl Engine {
             now: Instant::now(),
             rejected: Vec::new(),
             trace_rejections: false,
+            trust: Trust::default(),
             events: Vec::new(),
             arena: Vec::new(),
             dirty: Vec::new(),
@@ -197,6 +202,12 @@ impl Engine {
     /// (one per request: for debugging, not for a server scanners reach).
     pub fn trace_rejections(&mut self, on: bool) {
         self.trace_rejections = on;
+    }
+
+    /// Which peers are trusted with forwarding and PROXY headers, for the
+    /// connections accepted from now on.
+    pub fn set_trust(&mut self, trust: Trust) {
+        self.trust = trust;
     }
 
     /// Marks the start of a host turn: output is corked until `end_turn`.
@@ -350,7 +361,8 @@ impl Engine {
         }
     }
 
-    fn insert(&mut self, conn: Conn) -> io::Result<Token> {
+    fn insert(&mut self, mut conn: Conn) -> io::Result<Token> {
+        self.admit(&mut conn);
         let raw = conn.raw_fd();
         let token = self.conns.insert(conn);
         let interest = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
@@ -363,6 +375,58 @@ impl Engine {
         }
         self.update_interest(token);
         Ok(token)
+    }
+
+    /// What a new connection's peer is trusted with. A connection handed
+    /// over by another worker is admitted the same way: it either never
+    /// had a byte read (passed from a full worker's queue) or came from a
+    /// peer that sent no PROXY header (those that did are never handed on).
+    fn admit(&self, conn: &mut Conn) {
+        let peer = &conn.peer().ip;
+        let forwarded = self.trust.forwarded.allows_peer(peer);
+        let proxy_required = self.trust.proxy_allow.allows_peer(peer);
+        conn.set_trusts_forwarded(forwarded);
+        if self.trust.proxy_protocol != Mode::Off {
+            conn.expect_proxy_header(proxy_required);
+        }
+    }
+
+    /// The PROXY header step of `token`; true once HTTP may be parsed.
+    fn read_proxy_header(&mut self, token: Token) -> bool {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return false;
+        };
+        match conn.read_proxy_header(self.trust.proxy_protocol, self.now) {
+            ProxyHeader::Waiting => false,
+            ProxyHeader::Read => {
+                // Forwarding headers are believed of the client the header names.
+                let trusted = self.trust.forwarded.allows_peer(&conn.peer().ip);
+                conn.set_trusts_forwarded(trusted);
+                true
+            }
+            ProxyHeader::Refused(reason) => {
+                self.refuse_unanswered(token, reason.to_string());
+                false
+            }
+        }
+    }
+
+    /// Closes a connection refused before HTTP (its PROXY header), without
+    /// an answer: traced as status 0, not counted among the HTTP rejections.
+    fn refuse_unanswered(&mut self, token: Token, reason: String) {
+        if self.trace_rejections {
+            if let Some(conn) = self.conns.get_mut(token) {
+                let peer = conn.peer();
+                self.events.push(Event::Rejected {
+                    status: 0,
+                    reason,
+                    peer_ip: peer.ip.clone(),
+                    peer_port: peer.port,
+                });
+                self.wake_for_events();
+            }
+        }
+        self.close(token);
     }
 
     fn accept(&mut self, index: usize) {
@@ -473,6 +537,10 @@ impl Engine {
 
     /// Runs the parser over the connection's unparsed input.
     fn parse(&mut self, token: Token) {
+        let in_proxy_header = self.conns.get_mut(token).map(|c| c.in_proxy_header());
+        if in_proxy_header == Some(true) && !self.read_proxy_header(token) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -487,6 +555,7 @@ impl Engine {
             token,
             events: &mut self.events,
             arena: &mut self.arena,
+            trusted_proxies: conn.trusts_forwarded().then_some(&self.trust.forwarded),
         };
         let Some(Rejection {
             status,
@@ -645,6 +714,10 @@ impl Engine {
             match expired {
                 Expired::Close => self.close(token),
                 Expired::Head => self.head_timed_out(token),
+                Expired::ProxyHeader => {
+                    let reason = "PROXY header not received within the header timeout";
+                    self.refuse_unanswered(token, reason.to_string());
+                }
                 Expired::Body => {
                     let reason = "request body stalled past the body timeout".to_string();
                     self.count_rejection(token, 408, reason);
