@@ -108,9 +108,8 @@ impl Run {
             if done(self) {
                 return false;
             }
-            match client.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) | Err(_) => {}
+            if let Ok(0) = client.read(&mut buf) {
+                return true;
             }
             assert!(Instant::now() < deadline, "timed out");
             std::thread::sleep(Duration::from_millis(2));
