@@ -55,15 +55,24 @@ test('forwarding headers set REMOTE_ADDR and the scheme from a trusted peer only
   t.is(line.status, '400');
 });
 
-test('a node app keeps the real peer in req.socket.remoteAddress; a fetch app gets the forwarded scheme in request.url', async (t) => {
+test('a node app keeps the real peer in req.socket.remoteAddress; a fetch app gets the forwarded scheme in request.url and the client from env.requestIP', async (t) => {
   const [node, fetch] = await Promise.all([
     serve(t, `${APP}:node`, { args: ['-i', 'node'] }),
     serve(t, `${APP}:fetchApp`, { args: ['-i', 'fetch'] }),
   ]);
   const forwarded = get('X-Forwarded-For: 203.0.113.9', 'X-Forwarded-Proto: https');
   t.regex((await ask(node, forwarded)).body, /^node 127\.0\.0\.1 \d+ xff=203\.0\.113\.9 /);
-  t.regex((await ask(fetch, forwarded)).body, /^fetch https:\/\/app\.example:8080\/p\?q /);
-  t.regex((await ask(fetch, forwarded, { localAddress: '127.0.0.2' })).body, /^fetch http:\/\/app\.example:8080\/p\?q /);
+  t.regex((await ask(fetch, forwarded)).body, /^fetch https:\/\/app\.example:8080\/p\?q 203\.0\.113\.9 0 IPv4 /);
+  t.regex((await ask(fetch, forwarded, { localAddress: '127.0.0.2' })).body, /^fetch http:\/\/app\.example:8080\/p\?q 127\.0\.0\.2 [1-9]\d* IPv4 /);
+});
+
+test("a Hono app's getConnInfo (hono/bun) gets the client through env.requestIP", async (t) => {
+  const server = await serve(t, fixture('hono-conninfo.mjs'));
+  const request = (...headers) => ['GET / HTTP/1.1', 'Host: x', ...headers, 'Connection: close', '', ''].join(CRLF);
+  t.deepEqual(JSON.parse((await ask(server, request('X-Forwarded-For: [2001:db8::5]:4711'))).body), { address: '2001:db8::5', addressType: 'IPv6', port: 4711 });
+  const direct = JSON.parse((await ask(server, request(), { localAddress: '127.0.0.2' })).body);
+  t.is(direct.address, '127.0.0.2');
+  t.is(direct.addressType, 'IPv4');
 });
 
 test('--forwarded-allow-ips takes CIDR ranges (trusted hops are skipped right to left) and *', async (t) => {

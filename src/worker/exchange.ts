@@ -194,6 +194,10 @@ export class Exchange {
     return this.forwarded === null ? this.conn.peerIp : this.forwarded.ip;
   }
 
+  get clientPort(): number {
+    return this.forwarded === null ? this.conn.peerPort : this.forwarded.port;
+  }
+
   get clientPortText(): string {
     return this.forwarded === null ? this.conn.peerPortText : String(this.forwarded.port);
   }
