@@ -384,10 +384,11 @@ impl Engine {
     fn admit(&self, conn: &mut Conn) {
         let peer = &conn.peer().ip;
         let forwarded = self.trust.forwarded.allows_peer(peer);
-        let proxy_required = self.trust.proxy_allow.allows_peer(peer);
+        let proxy_required = (self.trust.proxy_protocol != Mode::Off)
+            .then(|| self.trust.proxy_allow.allows_peer(peer));
         conn.set_trusts_forwarded(forwarded);
-        if self.trust.proxy_protocol != Mode::Off {
-            conn.expect_proxy_header(proxy_required);
+        if let Some(required) = proxy_required {
+            conn.expect_proxy_header(required);
         }
     }
 

@@ -2,7 +2,6 @@
 //! point into: request heads and body bytes are copied there once, and the
 //! host takes events and arena together after each `poll`.
 
-use std::io::Write;
 use std::ops::Range;
 
 use crate::forwarded;
@@ -97,17 +96,13 @@ impl Recorder<'_> {
         let url = self.stash(head.url);
         let headers = self.stash(head.headers);
         let peer_ip = self.stash(peer.ip.as_bytes());
-        let forwarded = self
-            .trusted_proxies
-            .map(|trusted| forwarded::scan(head.headers, trusted))
-            .unwrap_or_default();
+        // Scanned only when the parser saw a forwarding header.
+        let forwarded = match self.trusted_proxies {
+            Some(trusted) if head.forwarding => forwarded::scan(head.headers, trusted),
+            _ => forwarded::Forwarded::default(),
+        };
         let (client_ip, client_port) = match forwarded.client {
-            Some(addr) => {
-                let start = self.arena.len();
-                // Writing into a Vec cannot fail.
-                let _ = write!(self.arena, "{}", addr.ip());
-                (start..self.arena.len(), addr.port())
-            }
+            Some(client) => (self.stash(client.ip), client.port),
             None => (peer_ip.clone(), peer.port),
         };
         self.events.push(Event::Request {

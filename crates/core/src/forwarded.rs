@@ -10,16 +10,23 @@
 //! override what such a proxy wrote. A proxy that writes only `Forwarded`
 //! must drop the X-Forwarded-* headers clients send (as it should anyway).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::trust::{canonical, AllowList};
 
+/// The client a proxy named: its address as the header wrote it (without
+/// brackets, quotes or port), and its port (0 when none was given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Client<'a> {
+    pub ip: &'a [u8],
+    pub port: u16,
+}
+
 /// What the headers say; None where they say nothing usable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Forwarded {
-    /// The client: the rightmost address in the chain that is not itself a
-    /// trusted proxy (port 0 when the proxy gave none).
-    pub client: Option<SocketAddr>,
+pub struct Forwarded<'a> {
+    /// The rightmost hop in the chain that is not itself a trusted proxy.
+    pub client: Option<Client<'a>>,
     /// Whether the request reached the first proxy over https.
     pub https: Option<bool>,
 }
@@ -33,15 +40,8 @@ struct Scheme {
 
 impl Scheme {
     fn vote(&mut self, value: &[u8]) {
-        let value = value.trim_ascii();
-        let value = value
-            .strip_prefix(b"\"")
-            .and_then(|v| v.strip_suffix(b"\""))
-            .unwrap_or(value);
-        for (names, secure) in [
-            ([&b"https"[..], b"wss", b"on"], true),
-            ([&b"http"[..], b"ws", b"off"], false),
-        ] {
+        let value = unquote(value.trim_ascii());
+        for (names, secure) in [(SECURE, true), (PLAIN, false)] {
             if names.iter().any(|n| value.eq_ignore_ascii_case(n)) {
                 self.secure |= secure;
                 self.plain |= !secure;
@@ -54,6 +54,15 @@ impl Scheme {
     fn verdict(&self) -> Option<bool> {
         (self.secure || self.plain).then_some(self.secure && !self.plain)
     }
+}
+
+const SECURE: &[&[u8]] = &[b"https", b"wss", b"on"];
+const PLAIN: &[&[u8]] = &[b"http", b"ws", b"off"];
+
+fn unquote(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(b"\""))
+        .unwrap_or(text)
 }
 
 /// One `name\0value\0` pair after another.
@@ -88,106 +97,139 @@ fn name_of(name: &[u8]) -> Option<Name> {
         .map(|&(_, kind)| kind)
 }
 
-/// Whether a request's headers name any forwarding header at all (cheap:
-/// the common request has none and needs nothing more).
-fn any_forwarding(headers: &[u8]) -> bool {
-    fields(headers).any(|(name, _)| name_of(name).is_some())
+/// Whether `name` is a forwarding header (the parser notes it, so a
+/// request without one is never scanned).
+pub fn is_forwarding(name: &[u8]) -> bool {
+    name_of(name).is_some()
 }
 
 /// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5`, `2001:db8::1`,
-/// `[2001:db8::1]`, `[2001:db8::1]:5`, possibly quoted (Forwarded).
-fn address(text: &[u8]) -> Option<SocketAddr> {
-    let text = text.trim_ascii();
-    let text = text
-        .strip_prefix(b"\"")
-        .and_then(|t| t.strip_suffix(b"\""))
-        .unwrap_or(text);
-    let text = std::str::from_utf8(text).ok()?;
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(SocketAddr::new(canonical(ip), 0));
+/// `[2001:db8::1]`, `[2001:db8::1]:5`, possibly quoted (Forwarded): the
+/// address's own bytes, parsed, and the port.
+fn address(text: &[u8]) -> Option<(&[u8], IpAddr, u16)> {
+    let text = unquote(text.trim_ascii());
+    let parse = |bytes: &[u8]| std::str::from_utf8(bytes).ok()?.parse::<IpAddr>().ok();
+    let port = |bytes: &[u8]| -> Option<u16> {
+        let digits = bytes.strip_prefix(b":")?;
+        if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    if let Some(ip) = parse(text) {
+        return Some((text, ip, 0));
     }
-    if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        return Some(SocketAddr::new(canonical(inner.parse().ok()?), 0));
+    if let Some(rest) = text.strip_prefix(b"[") {
+        let end = rest.iter().position(|&b| b == b']')?;
+        let (inner, after) = (&rest[..end], &rest[end + 1..]);
+        let port = if after.is_empty() { 0 } else { port(after)? };
+        return match parse(inner)? {
+            ip @ IpAddr::V6(_) => Some((inner, ip, port)),
+            IpAddr::V4(_) => None,
+        };
     }
-    let addr: SocketAddr = text.parse().ok()?;
-    Some(SocketAddr::new(canonical(addr.ip()), addr.port()))
+    // IPv4 with a port: exactly one colon.
+    let colon = text.iter().position(|&b| b == b':')?;
+    let (host, after) = text.split_at(colon);
+    match parse(host)? {
+        ip @ IpAddr::V4(_) => Some((host, ip, port(after)?)),
+        IpAddr::V6(_) => None,
+    }
 }
 
 /// The client of a chain of hops, oldest first: walking from the newest,
 /// the first one that is not a trusted proxy. A hop that is not an address
 /// (`unknown`, an obfuscated name, garbage a client wrote) ends the walk:
 /// the last trusted hop before it is as far as the chain can be believed.
-fn client_of<'a>(
-    hops: impl DoubleEndedIterator<Item = &'a [u8]>,
-    trusted: &AllowList,
-) -> Option<SocketAddr> {
-    let mut last = None;
-    for hop in hops.rev() {
-        let Some(addr) = address(hop) else {
-            break;
+///
+/// Fed one hop at a time from the oldest, in the same pass over the
+/// headers that finds them: it keeps what that walk from the right would
+/// return for the hops seen so far, and each newer hop changes it as the
+/// walk would meet it first.
+#[derive(Default)]
+enum Walk<'a> {
+    /// An untrusted hop answers.
+    Found(Client<'a>),
+    /// The walk stops (garbage, or past the oldest hop), having last
+    /// walked this trusted hop.
+    Ended(Option<Client<'a>>),
+    /// No hop yet.
+    #[default]
+    Empty,
+}
+
+impl<'a> Walk<'a> {
+    fn hop(&mut self, hop: &'a [u8], trusted: &AllowList) {
+        let Some((ip_text, ip, port)) = address(hop) else {
+            *self = Walk::Ended(None);
+            return;
         };
-        if !trusted.contains(addr.ip()) {
-            return Some(addr);
+        let client = Client { ip: ip_text, port };
+        if !trusted.contains(canonical(ip)) {
+            *self = Walk::Found(client);
+        } else if matches!(self, Walk::Empty | Walk::Ended(None)) {
+            *self = Walk::Ended(Some(client));
         }
-        last = Some(addr);
     }
-    last
+
+    fn client(self) -> Option<Client<'a>> {
+        match self {
+            Walk::Found(client) | Walk::Ended(Some(client)) => Some(client),
+            Walk::Ended(None) | Walk::Empty => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Walk::Empty)
+    }
 }
 
-/// The `for=` or `proto=` value of each element of `Forwarded` fields, in
-/// order (`None` for an element without it).
-fn forwarded_params<'a>(
-    values: &'a [&'a [u8]],
-    param: &'a [u8],
-) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
-    values
-        .iter()
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(move |element| {
-            element
-                .split(|&b| b == b';')
-                .filter_map(|pair| {
-                    let eq = pair.iter().position(|&b| b == b'=')?;
-                    let (name, value) = (&pair[..eq], &pair[eq + 1..]);
-                    name.trim_ascii()
-                        .eq_ignore_ascii_case(param)
-                        .then_some(value)
-                })
-                .next()
-                .unwrap_or(b"")
-        })
+/// The `for=` and `proto=` values of one `Forwarded` element.
+fn forwarded_element(element: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let (mut for_value, mut proto) = (&b""[..], None);
+    for pair in element.split(|&b| b == b';') {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (name, value) = (pair[..eq].trim_ascii(), &pair[eq + 1..]);
+        if name.eq_ignore_ascii_case(b"for") {
+            for_value = value;
+        } else if name.eq_ignore_ascii_case(b"proto") {
+            proto = Some(value);
+        }
+    }
+    (for_value, proto)
 }
 
-/// What the forwarding headers of a request from a trusted peer say.
-pub fn scan(headers: &[u8], trusted: &AllowList) -> Forwarded {
-    if !any_forwarding(headers) {
-        return Forwarded::default();
-    }
-    let mut for_values: Vec<&[u8]> = Vec::new();
-    let mut forwarded: Vec<&[u8]> = Vec::new();
-    let mut scheme = Scheme::default();
+/// What the forwarding headers of a request from a trusted peer say, in
+/// one pass over them.
+pub fn scan<'a>(headers: &'a [u8], trusted: &AllowList) -> Forwarded<'a> {
+    let (mut x_for, mut x_scheme) = (Walk::default(), Scheme::default());
+    let (mut rfc_for, mut rfc_scheme) = (Walk::default(), Scheme::default());
+    let comma = |b: &u8| *b == b',';
     for (name, value) in fields(headers) {
         match name_of(name) {
-            Some(Name::ForwardedFor) => for_values.push(value),
-            Some(Name::ForwardedProto) => value.split(|&b| b == b',').for_each(|v| scheme.vote(v)),
-            Some(Name::ForwardedSsl) => scheme.vote(value),
-            Some(Name::Forwarded) => forwarded.push(value),
+            Some(Name::ForwardedFor) => value.split(comma).for_each(|hop| x_for.hop(hop, trusted)),
+            Some(Name::ForwardedProto) => value.split(comma).for_each(|v| x_scheme.vote(v)),
+            Some(Name::ForwardedSsl) => x_scheme.vote(value),
+            Some(Name::Forwarded) => {
+                for element in value.split(comma) {
+                    let (for_value, proto) = forwarded_element(element);
+                    rfc_for.hop(for_value, trusted);
+                    if let Some(proto) = proto {
+                        rfc_scheme.vote(proto);
+                    }
+                }
+            }
             None => {}
         }
     }
-    let client = if for_values.is_empty() {
-        client_of(forwarded_params(&forwarded, b"for"), trusted)
+    let client = if x_for.is_empty() {
+        rfc_for.client()
     } else {
-        client_of(
-            for_values.iter().flat_map(|v| v.split(|&b| b == b',')),
-            trusted,
-        )
+        x_for.client()
     };
-    let https = scheme.verdict().or_else(|| {
-        let mut proto = Scheme::default();
-        forwarded_params(&forwarded, b"proto").for_each(|v| proto.vote(v));
-        proto.verdict()
-    });
+    let https = x_scheme.verdict().or_else(|| rfc_scheme.verdict());
     Forwarded { client, https }
 }
 
@@ -206,21 +248,27 @@ mod tests {
         out
     }
 
-    fn scan_with(pairs: &[(&str, &str)], trusted: &str) -> Forwarded {
-        scan(&headers(pairs), &AllowList::parse(trusted).unwrap())
+    /// The client and scheme, the client as `ip port`.
+    fn scan_with(pairs: &[(&str, &str)], trusted: &str) -> (Option<String>, Option<bool>) {
+        let bytes = headers(pairs);
+        let f = scan(&bytes, &AllowList::parse(trusted).unwrap());
+        let client = f
+            .client
+            .map(|c| format!("{} {}", String::from_utf8_lossy(c.ip), c.port));
+        (client, f.https)
     }
 
     fn client(pairs: &[(&str, &str)], trusted: &str) -> Option<String> {
-        scan_with(pairs, trusted).client.map(|a| a.to_string())
+        scan_with(pairs, trusted).0
     }
 
     #[test]
     fn nothing_forwarded_says_nothing() {
         assert_eq!(
             scan_with(&[("Host", "x"), ("Accept", "*/*")], "*"),
-            Forwarded::default()
+            (None, None)
         );
-        assert_eq!(scan_with(&[], "*"), Forwarded::default());
+        assert_eq!(scan_with(&[], "*"), (None, None));
     }
 
     #[test]
@@ -228,31 +276,31 @@ mod tests {
         let t = "127.0.0.1,10.0.0.0/8";
         assert_eq!(
             client(&[("X-Forwarded-For", "203.0.113.7")], t).as_deref(),
-            Some("203.0.113.7:0")
+            Some("203.0.113.7 0")
         );
         // A client-written entry on the left is not believed.
         let chain = [("X-Forwarded-For", "1.1.1.1, 203.0.113.7, 10.0.0.5")];
-        assert_eq!(client(&chain, t).as_deref(), Some("203.0.113.7:0"));
+        assert_eq!(client(&chain, t).as_deref(), Some("203.0.113.7 0"));
         // Several fields are one list, in order.
         let split = [
             ("x-forwarded-for", "1.1.1.1, 203.0.113.7"),
             ("X-FORWARDED-FOR", "10.0.0.5"),
         ];
-        assert_eq!(client(&split, t).as_deref(), Some("203.0.113.7:0"));
+        assert_eq!(client(&split, t).as_deref(), Some("203.0.113.7 0"));
         // Every hop trusted: the oldest one.
         assert_eq!(
             client(&[("X-Forwarded-For", "10.1.1.1, 10.0.0.5")], t).as_deref(),
-            Some("10.1.1.1:0")
+            Some("10.1.1.1 0")
         );
         // `*` trusts every hop: the leftmost is the client.
-        assert_eq!(client(&chain, "*").as_deref(), Some("1.1.1.1:0"));
+        assert_eq!(client(&chain, "*").as_deref(), Some("1.1.1.1 0"));
     }
 
     #[test]
     fn garbage_ends_the_walk() {
         let t = "10.0.0.0/8";
         let chain = [("X-Forwarded-For", "203.0.113.7, nonsense, 10.0.0.5")];
-        assert_eq!(client(&chain, t).as_deref(), Some("10.0.0.5:0"));
+        assert_eq!(client(&chain, t).as_deref(), Some("10.0.0.5 0"));
         assert_eq!(client(&[("X-Forwarded-For", "unknown")], t), None);
         assert_eq!(client(&[("X-Forwarded-For", "")], t), None);
         assert_eq!(client(&[("X-Forwarded-For", "1.2.3.4:99999")], t), None);
@@ -263,23 +311,23 @@ mod tests {
         let t = "127.0.0.1";
         assert_eq!(
             client(&[("X-Forwarded-For", "203.0.113.7:4711")], t).as_deref(),
-            Some("203.0.113.7:4711")
+            Some("203.0.113.7 4711")
         );
         assert_eq!(
             client(&[("X-Forwarded-For", "2001:db8::1")], t).as_deref(),
-            Some("[2001:db8::1]:0")
+            Some("2001:db8::1 0")
         );
         assert_eq!(
             client(&[("X-Forwarded-For", "[2001:db8::1]:80")], t).as_deref(),
-            Some("[2001:db8::1]:80")
+            Some("2001:db8::1 80")
         );
         assert_eq!(
             client(&[("X-Forwarded-For", "::ffff:203.0.113.7")], t).as_deref(),
-            Some("203.0.113.7:0")
+            Some("::ffff:203.0.113.7 0")
         );
         // A mapped trusted proxy is skipped like the IPv4 one.
         let chain = [("X-Forwarded-For", "203.0.113.7, ::ffff:127.0.0.1")];
-        assert_eq!(client(&chain, t).as_deref(), Some("203.0.113.7:0"));
+        assert_eq!(client(&chain, t).as_deref(), Some("203.0.113.7 0"));
     }
 
     #[test]
@@ -289,15 +337,11 @@ mod tests {
             &[("Forwarded", "for=1.1.1.1, for=\"[2001:db8:cafe::17]:4711\";proto=https, For=10.0.0.5;by=10.0.0.1")],
             t,
         );
-        assert_eq!(
-            f.client.map(|a| a.to_string()).as_deref(),
-            Some("[2001:db8:cafe::17]:4711")
-        );
-        assert_eq!(f.https, Some(true));
+        assert_eq!(f, (Some("2001:db8:cafe::17 4711".into()), Some(true)));
         // An element without for= ends the walk where it stands.
         assert_eq!(
             client(&[("Forwarded", "for=1.1.1.1, proto=http, for=10.0.0.5")], t).as_deref(),
-            Some("10.0.0.5:0")
+            Some("10.0.0.5 0")
         );
         assert_eq!(client(&[("Forwarded", "for=_hidden")], t), None);
     }
@@ -309,23 +353,21 @@ mod tests {
             ("X-Forwarded-For", "203.0.113.7"),
             ("X-Forwarded-Proto", "https"),
         ];
-        let f = scan_with(&both, "127.0.0.1");
         assert_eq!(
-            f.client.map(|a| a.ip().to_string()).as_deref(),
-            Some("203.0.113.7")
+            scan_with(&both, "127.0.0.1"),
+            (Some("203.0.113.7 0".into()), Some(true))
         );
-        assert_eq!(f.https, Some(true));
         // Each for what it says: the scheme from Forwarded when no X- header gives one.
         let mixed = [
             ("Forwarded", "for=198.51.100.1;proto=https"),
             ("X-Forwarded-For", "203.0.113.7"),
         ];
-        assert_eq!(scan_with(&mixed, "127.0.0.1").https, Some(true));
+        assert_eq!(scan_with(&mixed, "127.0.0.1").1, Some(true));
     }
 
     #[test]
     fn scheme_headers_and_contradictions() {
-        let https = |pairs: &[(&str, &str)]| scan_with(pairs, "*").https;
+        let https = |pairs: &[(&str, &str)]| scan_with(pairs, "*").1;
         assert_eq!(https(&[("X-Forwarded-Proto", "https")]), Some(true));
         assert_eq!(https(&[("X-Forwarded-Proto", "HTTP")]), Some(false));
         assert_eq!(https(&[("X-Forwarded-Ssl", "on")]), Some(true));
