@@ -175,6 +175,19 @@ fn octets<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
     bytes.get(at..at + N)?.try_into().ok()
 }
 
+/// A v2 address block of the INET (N = 4) or INET6 (N = 16) family: source
+/// and destination address, source and destination port; and its length.
+fn inet<const N: usize>(block: &[u8]) -> Option<(Source, usize)>
+where
+    IpAddr: From<[u8; N]>,
+{
+    let (source, destination) = (octets::<N>(block, 0)?, octets::<N>(block, N)?);
+    let (source_port, destination_port) = (be16(block, 2 * N)?, be16(block, 2 * N + 2)?);
+    let client = SocketAddr::new(IpAddr::from(source), source_port);
+    let server = SocketAddr::new(IpAddr::from(destination), destination_port);
+    Some((Source::Inet { client, server }, 2 * N + 4))
+}
+
 /// The 16-byte fixed part, the addresses, then TLVs (type, 16-bit length,
 /// value), which are checked to stay in bounds and otherwise skipped.
 fn parse_v2(buf: &[u8]) -> Parsed {
@@ -207,22 +220,8 @@ fn parse_v2(buf: &[u8]) -> Parsed {
         return Parsed::Invalid("PROXY v2 header for a transport other than a stream");
     }
     let addressed = match family {
-        1 => octets::<4>(block, 0)
-            .zip(octets::<4>(block, 4))
-            .zip(be16(block, 8).zip(be16(block, 10)))
-            .map(|((s, d), (sp, dp))| {
-                let client = SocketAddr::new(IpAddr::from(s), sp);
-                let server = SocketAddr::new(IpAddr::from(d), dp);
-                (Source::Inet { client, server }, 12)
-            }),
-        2 => octets::<16>(block, 0)
-            .zip(octets::<16>(block, 16))
-            .zip(be16(block, 32).zip(be16(block, 34)))
-            .map(|((s, d), (sp, dp))| {
-                let client = SocketAddr::new(IpAddr::from(s), sp);
-                let server = SocketAddr::new(IpAddr::from(d), dp);
-                (Source::Inet { client, server }, 36)
-            }),
+        1 => inet::<4>(block),
+        2 => inet::<16>(block),
         // Two 108-byte paths.
         3 => (block.len() >= 216).then_some((Source::Unix, 216)),
         _ => return Parsed::Invalid("PROXY v2 header with an unknown address family"),

@@ -383,6 +383,18 @@ fn handoff_name(tag: &str) -> String {
     format!("rwsgi-test-{}-{tag}", std::process::id())
 }
 
+/// A loopback TCP client whose server side `engine` serves (the handoff
+/// takes TCP connections only).
+fn tcp_client(engine: &mut Engine) -> TcpStream {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    engine.adopt(server_side.into()).unwrap();
+    client
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
@@ -401,13 +413,8 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     a.engine.set_cpu_owners(vec![None, Some(name("b"))]);
     b.engine.set_cpu_owners(vec![Some(name("a")), None]);
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     run_on(1);
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    server_side.set_nonblocking(true).unwrap();
-    a.engine.adopt(server_side.into()).unwrap();
+    let mut client = tcp_client(&mut a.engine);
     client.write_all(get("/one").as_bytes()).unwrap();
     a.responses(&mut client, 1);
     // Idle, its packets on CPU 1: it moves to b, but only after staying there.
@@ -451,12 +458,7 @@ fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
     a.engine.enable_handoff(&name("bounce-a")).unwrap();
     let _b = handoff::bind(&name("bounce-b")).unwrap();
     a.engine.set_cpu_owners(vec![None, Some(name("bounce-b"))]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    server_side.set_nonblocking(true).unwrap();
-    a.engine.adopt(server_side.into()).unwrap();
+    let mut client = tcp_client(&mut a.engine);
     // A request every 150 ms from alternating CPUs, for 1.5 s.
     for i in 0..10 {
         run_on(i % 2);
@@ -487,13 +489,8 @@ fn a_connection_that_sent_a_proxy_header_is_never_handed_off() {
     a.engine.enable_handoff(&name("proxied-a")).unwrap();
     let _b = handoff::bind(&name("proxied-b")).unwrap();
     a.engine.set_cpu_owners(vec![None, Some(name("proxied-b"))]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     run_on(1);
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    server_side.set_nonblocking(true).unwrap();
-    a.engine.adopt(server_side.into()).unwrap();
+    let mut client = tcp_client(&mut a.engine);
     client
         .write_all(
             format!(
