@@ -48,7 +48,7 @@ export const enum Slot {
   HeadersEnd = 6,
   PeerIpStart = 7,
   PeerIpEnd = 8,
-  /** The client address: the same offsets as the peer's unless a trusted proxy named another. */
+  /** The client address: the peer's very range unless a trusted proxy named another, stashed after it (so its end differs). */
   ClientIpStart = 9,
   ClientIpEnd = 10,
   PeerPort = 11,

@@ -2,6 +2,10 @@
 // the PROXY protocol (v1 text, v2 binary) read before HTTP, over raw
 // sockets. The untrusted client is a second loopback address, 127.0.0.2.
 
+import { mkdtempSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { fixture, raw, serve } from './helpers.mjs';
 
@@ -15,6 +19,19 @@ async function ask(server, data, options = {}) {
   const { text, closed } = await raw(server.port, data, { ms: 8000, ...options });
   const at = text.indexOf('\r\n\r\n');
   return { status: text.slice(9, 12), body: at === -1 ? '' : text.slice(at + 4), text, closed };
+}
+
+/** Sends `data` over the Unix socket at `path`; resolves with what came back before the close. */
+function overUnix(path, data) {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ path });
+    const chunks = [];
+    socket.setTimeout(8000, () => socket.destroy(new Error('no close within 8 s')));
+    socket.on('connect', () => socket.write(data));
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
 }
 
 /** A PROXY v2 header: command (0 LOCAL, 1 PROXY), family/transport byte, address block. */
@@ -87,6 +104,18 @@ test('--forwarded-allow-ips takes CIDR ranges (trusted hops are skipped right to
   t.regex((await ask(range, chain)).body, /^wsgi 127\.0\.0\.1 /);
   // `*` trusts every hop: the leftmost is the client.
   t.regex((await ask(any, chain, { localAddress: '127.0.0.2' })).body, /^wsgi 198\.51\.100\.1 0 /);
+});
+
+test('a Unix-socket peer is trusted with forwarding headers and must send a PROXY header when one is read', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-proxy-'));
+  const [plain, proxied] = [join(dir, 'plain.sock'), join(dir, 'proxied.sock')];
+  await Promise.all([
+    serve(t, APP, { args: ['-b', `unix:${plain}`] }),
+    serve(t, APP, { args: ['-b', `unix:${proxied}`, '--proxy-protocol', 'v1'] }),
+  ]);
+  t.regex(await overUnix(plain, get('X-Forwarded-For: 203.0.113.9', 'X-Forwarded-Proto: https')), /\r\n\r\nwsgi 203\.0\.113\.9 0 https /);
+  t.regex(await overUnix(proxied, `PROXY TCP4 198.51.100.7 10.0.0.1 4711 443${CRLF}${get()}`), /\r\n\r\nwsgi 198\.51\.100\.7 4711 /);
+  t.is(await overUnix(proxied, get()), '', 'no header: closed unanswered');
 });
 
 test('PROXY v1 and v2 headers (TCP4, TCP6, LOCAL, UNIX, TLVs, split) give the app the client they name', async (t) => {

@@ -110,7 +110,8 @@ export class Dispatcher implements ServerCallbacks {
         this.conns.set(id, conn);
       }
       const flags = t[row + Slot.Flags] as number;
-      const clientStart = t[row + Slot.ClientIpStart] as number;
+      // A client a proxy named is stashed after the peer's address: its range ends elsewhere.
+      const clientEnd = t[row + Slot.ClientIpEnd] as number;
       const ex = new ExchangeType(
         conn,
         this.methods[t[row + Slot.Method] as number] as string,
@@ -120,8 +121,8 @@ export class Dispatcher implements ServerCallbacks {
         startedAt,
         this.events,
       );
-      if (clientStart !== t[row + Slot.PeerIpStart]) {
-        ex.forwardedFor(text.substring(clientStart, t[row + Slot.ClientIpEnd] as number), t[row + Slot.ClientPort] as number);
+      if (clientEnd !== t[row + Slot.PeerIpEnd]) {
+        ex.forwardedFor(text.substring(t[row + Slot.ClientIpStart] as number, clientEnd), t[row + Slot.ClientPort] as number);
       }
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;

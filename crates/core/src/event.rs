@@ -25,9 +25,11 @@ pub enum Event {
         peer_ip: Range<usize>,
         peer_port: u16,
         local_port: u16,
-        /// The client address: the peer's (the same range as `peer_ip`),
-        /// or the one a trusted proxy named in a forwarding header. What
-        /// REMOTE_ADDR, the access log's `%(h)s` and the like show.
+        /// The client address: the peer's (the very range of `peer_ip`),
+        /// or the one a trusted proxy named in a forwarding header, stashed
+        /// after `peer_ip` (so the range ends elsewhere, even when the
+        /// peer's address is empty). What REMOTE_ADDR, the access log's
+        /// `%(h)s` and the like show.
         client_ip: Range<usize>,
         client_port: u16,
         /// A trusted proxy said the request came over https.
