@@ -178,3 +178,17 @@ test('a node app behind PROXY v2 sees the header\'s client as req.socket.remoteA
   t.true(v1.closed);
   t.is(v1.text, '');
 });
+
+test('the trust lists take a comma-separated string or a list, and name the entry at fault', async (t) => {
+  const { SETTINGS } = await import('../dist/settings/registry.js');
+  const ips = SETTINGS.forwardedAllowIps;
+  t.is(ips.fromValue(['10.0.0.0/8', ' ::1 ', '*']), '10.0.0.0/8,::1,*');
+  t.is(ips.fromText(['127.0.0.1, 2001:db8::/32']), '127.0.0.1,2001:db8::/32');
+  for (const bad of ['10.0.0.0/33', 'host.example', '::/129', '10.0.0.1/8/8', '1.2.3']) {
+    const error = t.throws(() => ips.fromText([`127.0.0.1,${bad}`]));
+    t.is(error.sentence('--forwarded-allow-ips', ''), `--forwarded-allow-ips: '${bad}' is not an IP address, a CIDR range or *`);
+  }
+  t.throws(() => SETTINGS.proxyAllowFrom.fromValue(42));
+  t.is(SETTINGS.proxyProtocol.fromText(['v2']), 'v2');
+  t.throws(() => SETTINGS.proxyProtocol.fromText(['on']));
+});
