@@ -11,13 +11,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::abort;
-use crate::conn::{Conn, ProxyHeader, Received, Rejection};
+use crate::conn::{Conn, Received, Rejection};
 use crate::date::DateCache;
 use crate::event::{Event, Recorder};
 use crate::handoff::{self, Handoff, HANDOFF_TICK};
 use crate::limits::Limits;
 use crate::parser::RequestParser;
-use crate::proxy_protocol::Mode;
 use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
 use crate::socket::{self, listener_port, Accepted, Peer};
@@ -27,6 +26,7 @@ use crate::trust::Trust;
 
 // Epoll keys of the engine's own descriptors. Connection tokens stay below
 // 2^52 (see slab.rs), so none of these can name a connection.
+mod proxying;
 mod respond;
 
 const TIMER_KEY: u64 = u64::MAX;
@@ -204,12 +204,6 @@ impl Engine {
         self.trace_rejections = on;
     }
 
-    /// Which peers are trusted with forwarding and PROXY headers, for the
-    /// connections accepted from now on.
-    pub fn set_trust(&mut self, trust: Trust) {
-        self.trust = trust;
-    }
-
     /// Marks the start of a host turn: output is corked until `end_turn`.
     pub fn begin_turn(&mut self) {
         self.in_turn = true;
@@ -375,59 +369,6 @@ impl Engine {
         }
         self.update_interest(token);
         Ok(token)
-    }
-
-    /// What a new connection's peer is trusted with. A connection handed
-    /// over by another worker is admitted the same way: it either never
-    /// had a byte read (passed from a full worker's queue) or came from a
-    /// peer that sent no PROXY header (those that did are never handed on).
-    fn admit(&self, conn: &mut Conn) {
-        let peer = &conn.peer().ip;
-        let forwarded = self.trust.forwarded.allows_peer(peer);
-        let proxy_required = (self.trust.proxy_protocol != Mode::Off)
-            .then(|| self.trust.proxy_allow.allows_peer(peer));
-        conn.set_trusts_forwarded(forwarded);
-        if let Some(required) = proxy_required {
-            conn.expect_proxy_header(required);
-        }
-    }
-
-    /// The PROXY header step of `token`; true once HTTP may be parsed.
-    fn read_proxy_header(&mut self, token: Token) -> bool {
-        let Some(conn) = self.conns.get_mut(token) else {
-            return false;
-        };
-        match conn.read_proxy_header(self.trust.proxy_protocol, self.now) {
-            ProxyHeader::Waiting => false,
-            ProxyHeader::Read => {
-                // Forwarding headers are believed of the client the header names.
-                let trusted = self.trust.forwarded.allows_peer(&conn.peer().ip);
-                conn.set_trusts_forwarded(trusted);
-                true
-            }
-            ProxyHeader::Refused(reason) => {
-                self.refuse_unanswered(token, reason.to_string());
-                false
-            }
-        }
-    }
-
-    /// Closes a connection refused before HTTP (its PROXY header), without
-    /// an answer: traced as status 0, not counted among the HTTP rejections.
-    fn refuse_unanswered(&mut self, token: Token, reason: String) {
-        if self.trace_rejections {
-            if let Some(conn) = self.conns.get_mut(token) {
-                let peer = conn.peer();
-                self.events.push(Event::Rejected {
-                    status: 0,
-                    reason,
-                    peer_ip: peer.ip.clone(),
-                    peer_port: peer.port,
-                });
-                self.wake_for_events();
-            }
-        }
-        self.close(token);
     }
 
     fn accept(&mut self, index: usize) {
