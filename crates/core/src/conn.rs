@@ -330,16 +330,18 @@ impl Conn {
         let Reading::ProxyHeader { required } = self.reading else {
             return ProxyHeader::Read;
         };
-        let parsed = match (required, proxy_protocol::detect(&self.inbuf)) {
-            (true, _) => proxy_protocol::parse(&self.inbuf, mode),
-            (false, None) => Parsed::Incomplete,
-            (false, Some(true)) => {
-                Parsed::Invalid("PROXY header from a peer not in --proxy-allow-from")
+        let parsed = if required {
+            proxy_protocol::parse(&self.inbuf, mode)
+        } else {
+            match proxy_protocol::detect(&self.inbuf) {
+                None => Parsed::Incomplete,
+                Some(true) => Parsed::Invalid("PROXY header from a peer not in --proxy-allow-from"),
+                // Plain HTTP, as a peer not allowed speaks: nothing to skip.
+                Some(false) => Parsed::Header {
+                    len: 0,
+                    source: None,
+                },
             }
-            (false, Some(false)) => Parsed::Header {
-                len: 0,
-                source: None,
-            },
         };
         match parsed {
             Parsed::Incomplete => {
