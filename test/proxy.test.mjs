@@ -72,6 +72,16 @@ test('forwarding headers set REMOTE_ADDR and the scheme from a trusted peer only
   t.is(line.status, '400');
 });
 
+test('an IPv6 peer: ::1 is trusted by default, and only what the list names', async (t) => {
+  const [byDefault, v4Only] = await Promise.all([
+    serve(t, APP, { bind: '[::1]:0' }),
+    serve(t, APP, { bind: '[::1]:0', args: ['--forwarded-allow-ips', '127.0.0.0/8'] }),
+  ]);
+  const forwarded = get('X-Forwarded-For: 2001:db8::5', 'X-Forwarded-Proto: https');
+  t.regex((await ask(byDefault, forwarded, { host: '::1' })).body, /^wsgi 2001:db8::5 0 https /);
+  t.regex((await ask(v4Only, forwarded, { host: '::1' })).body, /^wsgi ::1 \d+ http /);
+});
+
 test('a node app keeps the real peer in req.socket.remoteAddress; a fetch app gets the forwarded scheme in request.url and the client from env.requestIP', async (t) => {
   const [node, fetch] = await Promise.all([
     serve(t, `${APP}:node`, { args: ['-i', 'node'] }),
