@@ -30,10 +30,13 @@ const SERVER_OPTION_NAMES = {
   limitRequestBody: true,
   bodyTimeoutSeconds: true,
   workerConnections: true,
+  forwardedAllowIps: true,
+  proxyProtocol: true,
+  proxyAllowFrom: true,
 } satisfies Record<keyof ServerOptions, true>;
 
 /** Slots per request in `ServerCallbacks.requestTable` (checked against the addon at load). */
-export const REQUEST_STRIDE = 11;
+export const REQUEST_STRIDE = 14;
 /** Slot offsets within one request's row; string slots are offsets into `onRequests`' text. */
 export const enum Slot {
   Conn = 0,
@@ -45,8 +48,12 @@ export const enum Slot {
   HeadersEnd = 6,
   PeerIpStart = 7,
   PeerIpEnd = 8,
-  PeerPort = 9,
-  LocalPort = 10,
+  /** The client address: the peer's very range unless a trusted proxy named another, stashed after it (so its end differs). */
+  ClientIpStart = 9,
+  ClientIpEnd = 10,
+  PeerPort = 11,
+  LocalPort = 12,
+  ClientPort = 13,
 }
 
 /** `Slot`'s members by name (a const enum has no runtime names). */
@@ -60,8 +67,11 @@ const SLOT_NAMES = {
   HeadersEnd: Slot.HeadersEnd,
   PeerIpStart: Slot.PeerIpStart,
   PeerIpEnd: Slot.PeerIpEnd,
+  ClientIpStart: Slot.ClientIpStart,
+  ClientIpEnd: Slot.ClientIpEnd,
   PeerPort: Slot.PeerPort,
   LocalPort: Slot.LocalPort,
+  ClientPort: Slot.ClientPort,
 };
 
 export interface ServerCallbacks {
@@ -80,7 +90,7 @@ export interface ServerCallbacks {
   onPeerShutdown(conn: number): void;
   /** Accepting backs off for a second: out of descriptors or memory. */
   onAcceptPaused(reason: string): void;
-  /** A request was refused with `status` (only while `setTraceRejections(true)`). */
+  /** A request was refused with `status`, or a connection closed unanswered before HTTP (status 0: its PROXY header), only while `setTraceRejections(true)`. */
   onRejected(status: number, reason: string, peerIp: string, peerPort: number): void;
   /** The worker became full (1: at --worker-connections, or out of descriptors) or has room again (0). */
   onCapacity(full: number): void;
@@ -221,7 +231,9 @@ export const FLAG_KEEP_ALIVE = 1;
 export const FLAG_HAS_BODY = 2;
 export const FLAG_EXPECT_CONTINUE = 4;
 export const FLAG_HTTP10 = 8;
-const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10 };
+/** A trusted proxy said the request came over https. */
+export const FLAG_HTTPS = 16;
+const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10, FLAG_HTTPS };
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);

@@ -88,10 +88,10 @@ export function launch(t, command, args, { env = {}, stdio = [], stopSignal = 'S
   return launched;
 }
 
-/** Sends raw bytes; resolves with everything received until the peer closes (or `ms`). */
-export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0 } = {}) {
+/** Sends raw bytes (from `localAddress` if given, e.g. 127.0.0.2); resolves with everything received until the peer closes (or `ms`). */
+export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0, localAddress } = {}) {
   return new Promise((resolve, reject) => {
-    const socket = connect(port, host);
+    const socket = connect({ port, host, localAddress });
     const chunks = [];
     let closed = false;
     const timer = setTimeout(() => {

@@ -47,7 +47,9 @@ function afterMicrotasks(ticks: number): Promise<typeof NOT_YET> {
   return p.then(() => NOT_YET);
 }
 
-type ExchangeRequestClass = new (ex: Exchange, url: string, init: RequestInit) => Request;
+type ExchangeRequestClass = (new (ex: Exchange, url: string, init: RequestInit) => Request) & {
+  exchangeOf(value: object): Exchange | null;
+};
 let ExchangeRequest: ExchangeRequestClass | null = null;
 
 /** A Request whose `signal` is the exchange's, made only if the app reads
@@ -61,6 +63,10 @@ function exchangeRequestClass(): ExchangeRequestClass {
     constructor(ex: Exchange, url: string, init: RequestInit) {
       super(url, init);
       this.#ex = ex;
+    }
+
+    static exchangeOf(value: object): Exchange | null {
+      return #ex in value ? value.#ex : null;
     }
 
     override get signal(): AbortSignal {
@@ -107,7 +113,7 @@ function requestFields(raw: string): RequestFields {
 function requestUrl(ex: Exchange, host: string): string {
   const url = ex.url;
   if (url.charCodeAt(0) !== 0x2f && /^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url;
-  return `http://${host || `localhost:${ex.localPort}`}${url.charCodeAt(0) === 0x2f ? url : `/${url}`}`;
+  return `${ex.scheme}://${host || `localhost:${ex.localPort}`}${url.charCodeAt(0) === 0x2f ? url : `/${url}`}`;
 }
 
 /** The real Request, made when the app asks for more than a light one has. */
@@ -121,6 +127,17 @@ function makeRequest(ex: Exchange, url: string, headers: HeadersInit, bodyRead =
   // A read marks the body used, as reading it through the light request did.
   if (bodyRead && request.body) void request.body.getReader().read();
   return request;
+}
+
+/** The client of a request this runner made, as Bun's `server.requestIP`
+ * gives it (so Hono's `getConnInfo` from `hono/bun` works): the peer, or
+ * the client a trusted proxy named. */
+export function requestIP(request: unknown): { address: string; family: 'IPv4' | 'IPv6'; port: number } | null {
+  if (typeof request !== 'object' || request === null) return null;
+  const ex = LightRequest.exchangeOf(request) ?? ExchangeRequest?.exchangeOf(request) ?? null;
+  if (ex === null) return null;
+  const address = ex.clientIp;
+  return { address, family: address.includes(':') ? 'IPv6' : 'IPv4', port: ex.clientPort };
 }
 
 /** `ctx`, the third argument of fetch(). */
@@ -148,7 +165,8 @@ function statusLine(status: number, text: string): string {
 }
 
 export class FetchRunner {
-  private readonly env: Record<string, unknown> = {};
+  /** `env`, the second argument of fetch(): `requestIP(request)` as in Bun. */
+  private readonly env: Record<string, unknown> = { requestIP };
   private readonly ctx: Context;
   /** False where this Node's undici could not take a light request. */
   private readonly lightRequests: boolean;

@@ -79,6 +79,11 @@ export class LightRequest {
     this.#factory = factory;
   }
 
+  /** The exchange of a light request, else null. */
+  static exchangeOf(value: object): Exchange | null {
+    return #ex in value ? value.#ex : null;
+  }
+
   get method(): string {
     return this.#ex.method;
   }

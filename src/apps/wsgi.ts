@@ -176,12 +176,12 @@ export function buildEnviron(ex: Exchange): EnvironRecord {
   environ.QUERY_STRING = query;
   environ.RAW_URI = ex.url;
   environ.SERVER_PROTOCOL = ex.httpVersion;
-  environ.REMOTE_ADDR = ex.peerIp;
-  environ.REMOTE_PORT = ex.conn.peerPortText;
+  environ.REMOTE_ADDR = ex.clientIp;
+  environ.REMOTE_PORT = ex.clientPortText;
   environ.SERVER_NAME = 'localhost';
   environ.SERVER_PORT = ex.conn.localPortText;
   environ['wsgi.version'] = WSGI_VERSION;
-  environ['wsgi.url_scheme'] = 'http';
+  environ['wsgi.url_scheme'] = ex.scheme;
   environ['wsgi.input'] = ex.input;
   environ['wsgi.errors'] = errorsStream;
   environ['wsgi.multithread'] = false;

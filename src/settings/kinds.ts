@@ -2,6 +2,7 @@
 // hook ...): how each reads a flag's text and checks a config file's value,
 // and how it says what is allowed when a value is not.
 
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { inheritedFd, parseBind, unixPath } from './bind.js';
 
@@ -14,6 +15,7 @@ export const SECTIONS = [
   'Logging',
   'Process',
   'Observability',
+  'Proxies',
   'Development',
   'Hooks',
 ] as const;
@@ -43,7 +45,10 @@ export type EngineField =
   | 'headerTimeoutSeconds'
   | 'limitRequestBody'
   | 'bodyTimeoutSeconds'
-  | 'workerConnections';
+  | 'workerConnections'
+  | 'forwardedAllowIps'
+  | 'proxyProtocol'
+  | 'proxyAllowFrom';
 
 export interface Common {
   readonly section: Section;
@@ -204,6 +209,28 @@ export function patterns(o: Options<string[]>): Setting<string[], string | strin
     fromValue: (v) => (Array.isArray(v) ? v : [v]).map(one),
     show: (v) => v.join(' '),
   };
+}
+
+/** Whether `item` is an IP address, a CIDR range or `*`. */
+function isAddressOrRange(item: string): boolean {
+  if (item === '*') return true;
+  const [addr = '', prefix, ...rest] = item.split('/');
+  const family = isIP(addr);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
+/** Peers to trust: addresses, CIDR ranges and `*`, comma-separated (or a
+ * list in a file); kept as one comma-separated string, as the engine takes it. */
+export function addresses(o: Options<string>): Setting<string, string | string[]> {
+  const check = (v: unknown): string => {
+    const items = (Array.isArray(v) ? v : [v]).flatMap((x: unknown) => (typeof x === 'string' ? x.split(',') : [null]));
+    const allowed = 'IP addresses, CIDR ranges (10.0.0.0/8) or *, comma-separated';
+    const bad = items.find((x) => x === null || !isAddressOrRange(x.trim()));
+    if (bad !== undefined) throw new Invalid(allowed, bad === null ? null : (label) => `${label}: '${bad.trim()}' is not an IP address, a CIDR range or *`);
+    return (items as string[]).map((x) => x.trim()).join(',');
+  };
+  return { ...o, kind: 'addresses', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: String };
 }
 
 /** Listening addresses: repeatable flag, a string or a list in a file. */

@@ -16,7 +16,7 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { address, binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
+import { address, addresses, binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
 import { native } from '../native.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
@@ -24,6 +24,8 @@ export type InterfaceChoice = (typeof INTERFACES)[number];
 
 export const SPREADS = ['cpu', 'random'] as const;
 export type SpreadChoice = (typeof SPREADS)[number];
+
+export const PROXY_PROTOCOLS = ['off', 'v1', 'v2', 'auto'] as const;
 
 const U32 = 2 ** 32 - 1;
 const I32 = 2 ** 31 - 1;
@@ -342,6 +344,35 @@ export const SETTINGS = {
     doc: 'Listen on no control socket (the commands above then cannot reach this server; signals still work).',
   }),
 
+  // ---- Proxies ----
+  forwardedAllowIps: addresses({
+    section: 'Proxies',
+    applies: ['engine'],
+    engine: 'forwardedAllowIps',
+    flag: 'forwarded-allow-ips',
+    meta: 'IPS',
+    default: '127.0.0.1,::1',
+    doc: 'The front proxies (addresses, CIDR ranges, or `*` for any) whose `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Ssl` and `Forwarded` headers set the client address (`REMOTE_ADDR`) and the scheme (`wsgi.url_scheme`, the fetch `Request.url`); from other peers those headers change nothing. Unix-socket peers are trusted. Node apps keep the real peer in `req.socket.remoteAddress` (see Behind a proxy).',
+  }),
+  proxyProtocol: choice(PROXY_PROTOCOLS, {
+    section: 'Proxies',
+    applies: ['engine'],
+    engine: 'proxyProtocol',
+    flag: 'proxy-protocol',
+    meta: 'MODE',
+    default: 'off',
+    doc: 'Read a PROXY protocol header (HAProxy `send-proxy`, nginx `proxy_protocol`) before HTTP: `off`, `v1` (text), `v2` (binary) or `auto` (either). Peers in `proxyAllowFrom` must send one; others must not. A connection that breaks this is closed unanswered.',
+  }),
+  proxyAllowFrom: addresses({
+    section: 'Proxies',
+    applies: ['engine'],
+    engine: 'proxyAllowFrom',
+    flag: 'proxy-allow-from',
+    meta: 'IPS',
+    default: '127.0.0.1,::1',
+    doc: 'With `proxyProtocol`: the peers (addresses, CIDR ranges, or `*`) that send a PROXY header. Unix-socket peers are included.',
+  }),
+
   // ---- Development ----
   metricsBind: address({
     section: 'Observability',
@@ -462,13 +493,13 @@ export function defaults(): Config {
 
 /** The options handed to the Rust engine (crates/node's ServerOptions):
  * each engine setting under its `engine` field name. */
-export type EngineOptions = Record<EngineField, number>;
+export type EngineOptions = Record<EngineField, number | string>;
 
 export function engineOptions(config: Config): EngineOptions {
   const out: Partial<EngineOptions> = {};
   for (const name of NAMES) {
     const field = setting(name).engine;
-    if (field !== undefined) out[field] = config[name] as number;
+    if (field !== undefined) out[field] = config[name] as number | string;
   }
   return out as EngineOptions;
 }

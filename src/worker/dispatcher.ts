@@ -110,6 +110,8 @@ export class Dispatcher implements ServerCallbacks {
         this.conns.set(id, conn);
       }
       const flags = t[row + Slot.Flags] as number;
+      // A client a proxy named is stashed after the peer's address: its range ends elsewhere.
+      const clientEnd = t[row + Slot.ClientIpEnd] as number;
       const ex = new ExchangeType(
         conn,
         this.methods[t[row + Slot.Method] as number] as string,
@@ -119,6 +121,9 @@ export class Dispatcher implements ServerCallbacks {
         startedAt,
         this.events,
       );
+      if (clientEnd !== t[row + Slot.PeerIpEnd]) {
+        ex.forwardedFor(text.substring(t[row + Slot.ClientIpStart] as number, clientEnd), t[row + Slot.ClientPort] as number);
+      }
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;
       this.inflight.add(ex);
@@ -168,7 +173,7 @@ export class Dispatcher implements ServerCallbacks {
 
   onRejected = (status: number, reason: string, peerIp: string, peerPort: number): void => {
     const host = peerIp.includes(':') ? `[${peerIp}]` : peerIp;
-    logger.debug(`${status} from ${host}:${peerPort}: ${reason}`);
+    logger.debug(`${status === 0 ? 'closed unanswered' : status} from ${host}:${peerPort}: ${reason}`);
   };
 
   onPeerShutdown = (id: number): void => {

@@ -3,7 +3,7 @@
 // at the head of its connection's queue buffers its response until it is.
 
 import type { NativeServer, ResponseCalls } from '../native.js';
-import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
+import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
@@ -180,6 +180,31 @@ export class Exchange {
 
   get peerIp(): string {
     return this.conn.peerIp;
+  }
+
+  /** The client a trusted proxy named (see crates/core/src/forwarded.rs), if one did. */
+  private forwarded: { ip: string; port: number } | null = null;
+
+  forwardedFor(ip: string, port: number): void {
+    this.forwarded = { ip, port };
+  }
+
+  /** The client address: the peer's, or the one a trusted proxy named. */
+  get clientIp(): string {
+    return this.forwarded === null ? this.conn.peerIp : this.forwarded.ip;
+  }
+
+  get clientPort(): number {
+    return this.forwarded === null ? this.conn.peerPort : this.forwarded.port;
+  }
+
+  get clientPortText(): string {
+    return this.forwarded === null ? this.conn.peerPortText : String(this.forwarded.port);
+  }
+
+  /** `https` when a trusted proxy said so, else `http`. */
+  get scheme(): 'http' | 'https' {
+    return this.flags & FLAG_HTTPS ? 'https' : 'http';
   }
 
   get peerPort(): number {

@@ -47,7 +47,7 @@ export class MeasuredExchange extends Exchange {
 }
 
 export function requestInfo(ex: Exchange): RequestInfo {
-  return { method: ex.method, path: ex.path, url: ex.url, remoteAddress: ex.peerIp };
+  return { method: ex.method, path: ex.path, url: ex.url, remoteAddress: ex.clientIp };
 }
 
 /** Logs a hook's error the first time it is seen, not on every request. */

@@ -11,6 +11,7 @@ use crate::body::{BodyEncoder, BodyError};
 use crate::event::Recorder;
 use crate::metrics::MethodClass;
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
+use crate::proxy_protocol::{self, Mode, Parsed, Source};
 use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
 use crate::socket::Peer;
 
@@ -73,6 +74,10 @@ pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
 /// Whether more requests are read from the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reading {
+    /// Before any HTTP byte (`--proxy-protocol`): a PROXY header is awaited
+    /// from a peer in `--proxy-allow-from` (`required`), or, from any
+    /// other peer, refused if one begins.
+    ProxyHeader { required: bool },
     /// Requests are read and parsed (unless paused, see `Paused`).
     Open,
     /// No more requests are read. `peer_done`: the client's last request
@@ -147,6 +152,12 @@ pub struct Conn {
     last_read: Instant,
     /// The epoll interest currently registered.
     interest: u32,
+    /// Its peer is a trusted proxy: its forwarding headers are believed.
+    trusts_forwarded: bool,
+    /// A PROXY header was read: the connection stays on this worker (one
+    /// it were handed to would know neither the addresses nor that the
+    /// header is past).
+    proxied: bool,
 }
 
 /// Parser events for one connection: the request queue is kept here, the
@@ -192,6 +203,17 @@ impl Sink for Tracker<'_, '_> {
     }
 }
 
+/// What `Conn::read_proxy_header` made of the bytes so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// More bytes are needed.
+    Waiting,
+    /// Done: HTTP follows (the addresses are the header's, if it gave any).
+    Read,
+    /// The connection must close unanswered, for this reason.
+    Refused(&'static str),
+}
+
 /// What one `Conn::receive` got.
 pub enum Received {
     /// This many bytes were added to the unparsed input.
@@ -229,6 +251,8 @@ impl Conn {
             idle_since: now,
             last_read: now,
             interest: 0,
+            trusts_forwarded: false,
+            proxied: false,
         }
     }
 
@@ -245,7 +269,9 @@ impl Conn {
             Closing::Lingering { .. } => true,
             Closing::AfterOutput => false,
             Closing::KeepOpen => {
-                self.reading == Reading::Open && !self.paused.pipeline && !self.paused.app
+                matches!(self.reading, Reading::Open | Reading::ProxyHeader { .. })
+                    && !self.paused.pipeline
+                    && !self.paused.app
             }
         }
     }
@@ -280,7 +306,83 @@ impl Conn {
 
     /// Idle and staying open: another worker could take it over as is.
     pub fn is_movable(&self) -> bool {
-        self.is_idle() && self.reading == Reading::Open && self.closing == Closing::KeepOpen
+        self.is_idle()
+            && self.reading == Reading::Open
+            && self.closing == Closing::KeepOpen
+            && !self.proxied
+    }
+
+    /// Whether the peer's forwarding headers are believed.
+    pub fn trusts_forwarded(&self) -> bool {
+        self.trusts_forwarded
+    }
+
+    pub fn set_trusts_forwarded(&mut self, trusted: bool) {
+        self.trusts_forwarded = trusted;
+    }
+
+    /// Nothing of HTTP is read before the PROXY header step: a header is
+    /// `required` of the peer, or else refused.
+    pub fn expect_proxy_header(&mut self, required: bool) {
+        self.reading = Reading::ProxyHeader { required };
+    }
+
+    /// The PROXY header step is not over.
+    pub fn in_proxy_header(&self) -> bool {
+        matches!(self.reading, Reading::ProxyHeader { .. })
+    }
+
+    /// The PROXY header step over the bytes received so far (nothing to do
+    /// after it). A header's addresses replace the peer's; the bytes after
+    /// it are HTTP. A partial header is bounded by the header timeout.
+    pub fn read_proxy_header(&mut self, mode: Mode, now: Instant) -> ProxyHeader {
+        let Reading::ProxyHeader { required } = self.reading else {
+            return ProxyHeader::Read;
+        };
+        let parsed = if required {
+            proxy_protocol::parse(&self.inbuf, mode)
+        } else {
+            match proxy_protocol::detect(&self.inbuf) {
+                None => Parsed::Incomplete,
+                Some(true) => Parsed::Invalid("PROXY header from a peer not in --proxy-allow-from"),
+                // Plain HTTP, as a peer not allowed speaks: nothing to skip.
+                Some(false) => Parsed::Header {
+                    len: 0,
+                    source: None,
+                },
+            }
+        };
+        match parsed {
+            Parsed::Incomplete => {
+                if !self.inbuf.is_empty() && self.head_since.is_none() {
+                    self.head_since = Some(now);
+                }
+                ProxyHeader::Waiting
+            }
+            Parsed::Invalid(reason) => ProxyHeader::Refused(reason),
+            Parsed::Header { len, source } => {
+                self.inbuf.drain(..len.min(self.inbuf.len()));
+                self.head_since = None;
+                self.reading = Reading::Open;
+                self.proxied = required;
+                match source {
+                    Some(Source::Inet { client, server }) => {
+                        self.peer = Peer {
+                            ip: client.ip().to_string(),
+                            port: client.port(),
+                            local_port: server.port(),
+                        };
+                    }
+                    // As a direct Unix-socket peer is shown.
+                    Some(Source::Unix) => {
+                        self.peer.ip.clear();
+                        self.peer.port = 0;
+                    }
+                    None => {}
+                }
+                ProxyHeader::Read
+            }
+        }
     }
 
     pub fn is_lingering(&self) -> bool {

@@ -24,10 +24,12 @@ use crate::slab::{index_of, Slab, Token};
 use crate::socket::{self, listener_port, Accepted, Peer};
 use crate::sys::{cvt, Epoll, Ready, Timer, Waker};
 use crate::timeouts::{self, Expired, TICK};
+use crate::trust::Trust;
 
 // Epoll keys of the engine's own descriptors. Connection tokens stay below
 // 2^52 (see slab.rs), so none of these can name a connection.
 mod access;
+mod proxying;
 mod respond;
 
 const TIMER_KEY: u64 = u64::MAX;
@@ -78,6 +80,8 @@ pub struct Engine {
     trace_rejections: bool,
     /// Requests and bytes, counted once the host asks for metrics.
     metrics: Option<Box<Metrics>>,
+    /// Which peers' forwarding headers and PROXY headers are believed.
+    trust: Trust,
     /// Events collected since the host last took them.
     pub events: Vec<Event>,
     /// Bytes the events' ranges point into; cleared with the events.
@@ -119,6 +123,7 @@ impl Engine {
             rejected: Vec::new(),
             trace_rejections: false,
             metrics: None,
+            trust: Trust::default(),
             events: Vec::new(),
             arena: Vec::new(),
             dirty: Vec::new(),
@@ -368,7 +373,8 @@ impl Engine {
         }
     }
 
-    fn insert(&mut self, conn: Conn) -> io::Result<Token> {
+    fn insert(&mut self, mut conn: Conn) -> io::Result<Token> {
+        self.admit(&mut conn);
         let raw = conn.raw_fd();
         let token = self.conns.insert(conn);
         let interest = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
@@ -495,6 +501,10 @@ impl Engine {
 
     /// Runs the parser over the connection's unparsed input.
     fn parse(&mut self, token: Token) {
+        let in_proxy_header = self.conns.get_mut(token).map(|c| c.in_proxy_header());
+        if in_proxy_header == Some(true) && !self.read_proxy_header(token) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -510,6 +520,7 @@ impl Engine {
             token,
             events: &mut self.events,
             arena: &mut self.arena,
+            trusted_proxies: conn.trusts_forwarded().then_some(&self.trust.forwarded),
         };
         let rejection = conn.parse(self.now, pause_at, &mut recorder);
         self.log_requests(token, first_event);
@@ -677,6 +688,10 @@ impl Engine {
             match expired {
                 Expired::Close => self.close(token),
                 Expired::Head => self.head_timed_out(token),
+                Expired::ProxyHeader => {
+                    let reason = "PROXY header not received within the header timeout";
+                    self.refuse_unanswered(token, reason.to_string());
+                }
                 Expired::Body => {
                     let reason = "request body stalled past the body timeout".to_string();
                     self.count_rejection(token, 408, reason, true);

@@ -4,9 +4,11 @@
 
 use std::ops::Range;
 
+use crate::forwarded;
 use crate::parser::RequestHead;
 use crate::slab::Token;
 use crate::socket::Peer;
+use crate::trust::AllowList;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -23,6 +25,15 @@ pub enum Event {
         peer_ip: Range<usize>,
         peer_port: u16,
         local_port: u16,
+        /// The client address: the peer's (the very range of `peer_ip`),
+        /// or the one a trusted proxy named in a forwarding header, stashed
+        /// after `peer_ip` (so the range ends elsewhere, even when the
+        /// peer's address is empty). What REMOTE_ADDR, the access log's
+        /// `%(h)s` and the like show.
+        client_ip: Range<usize>,
+        client_port: u16,
+        /// A trusted proxy said the request came over https.
+        https: bool,
     },
     Body {
         conn: Token,
@@ -71,6 +82,9 @@ pub struct Recorder<'a> {
     pub token: Token,
     pub events: &'a mut Vec<Event>,
     pub arena: &'a mut Vec<u8>,
+    /// The trusted proxies, when the connection's peer is one of them:
+    /// its forwarding headers are read (see forwarded.rs).
+    pub trusted_proxies: Option<&'a AllowList>,
 }
 
 impl Recorder<'_> {
@@ -84,6 +98,15 @@ impl Recorder<'_> {
         let url = self.stash(head.url);
         let headers = self.stash(head.headers);
         let peer_ip = self.stash(peer.ip.as_bytes());
+        // Scanned only when the parser saw a forwarding header.
+        let forwarded = match self.trusted_proxies {
+            Some(trusted) if head.forwarding => forwarded::scan(head.headers, trusted),
+            _ => forwarded::Forwarded::default(),
+        };
+        let (client_ip, client_port) = match forwarded.client {
+            Some(client) => (self.stash(client.ip), client.port),
+            None => (peer_ip.clone(), peer.port),
+        };
         self.events.push(Event::Request {
             conn: self.token,
             method: head.method,
@@ -96,6 +119,9 @@ impl Recorder<'_> {
             peer_ip,
             peer_port: peer.port,
             local_port: peer.local_port,
+            client_ip,
+            client_port,
+            https: forwarded.https == Some(true),
         });
     }
 

@@ -5,6 +5,7 @@
 use std::ffi::{c_char, c_int};
 use std::ptr;
 
+use crate::forwarded;
 use crate::limits::Limits;
 use crate::llhttp::{self, Parser, Settings};
 
@@ -18,6 +19,8 @@ pub struct RequestHead<'a> {
     pub keep_alive: bool,
     pub has_body: bool,
     pub expect_continue: bool,
+    /// A forwarding header (X-Forwarded-*, Forwarded) is among `headers`.
+    pub forwarding: bool,
 }
 
 /// Receives what the parser finds, in order.
@@ -135,6 +138,7 @@ struct HeadState {
     /// Transfer codings in order, across all Transfer-Encoding fields.
     codings: TransferCodings,
     expect_continue: bool,
+    forwarding: bool,
     in_message: bool,
     in_trailers: bool,
     in_body: bool,
@@ -409,6 +413,8 @@ unsafe extern "C" fn on_header_value_complete(p: *mut Parser) -> c_int {
         state.codings.add(value);
     } else if name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue") {
         state.expect_continue = true;
+    } else if forwarded::is_forwarding(name) {
+        state.forwarding = true;
     }
     state.buf.push(0);
     state.field_start = state.buf.len();
@@ -462,6 +468,7 @@ unsafe extern "C" fn on_headers_complete(p: *mut Parser) -> c_int {
         keep_alive: state.keep_alive,
         has_body,
         expect_continue: state.expect_continue && minor >= 1 && has_body,
+        forwarding: state.forwarding,
     };
     ctx.sink.head(head);
     0

@@ -19,6 +19,9 @@ pub enum Expired {
     Close,
     /// The request head did not arrive within the header timeout: 408.
     Head,
+    /// A PROXY header begun did not end within the header timeout: the
+    /// connection closes unanswered.
+    ProxyHeader,
     /// The request body stalled past the body timeout: 408.
     Body,
 }
@@ -32,7 +35,11 @@ pub fn expired(conn: &Conn, limits: &Limits, now: Instant) -> Option<Expired> {
         .head_started()
         .is_some_and(|t| past(t, limits.header_timeout))
     {
-        Some(Expired::Head)
+        Some(if conn.in_proxy_header() {
+            Expired::ProxyHeader
+        } else {
+            Expired::Head
+        })
     } else if conn.reading_body() && past(conn.last_read(), limits.body_timeout) {
         Some(Expired::Body)
     } else if conn.is_idle() && past(conn.idle_since(), limits.keep_alive) {

@@ -405,6 +405,18 @@ fn handoff_name(tag: &str) -> String {
     format!("rwsgi-test-{}-{tag}", std::process::id())
 }
 
+/// A loopback TCP client whose server side `engine` serves (the handoff
+/// takes TCP connections only).
+fn tcp_client(engine: &mut Engine) -> TcpStream {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    engine.adopt(server_side.into()).unwrap();
+    client
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
@@ -423,13 +435,8 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     a.engine.set_cpu_owners(vec![None, Some(name("b"))]);
     b.engine.set_cpu_owners(vec![Some(name("a")), None]);
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     run_on(1);
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    server_side.set_nonblocking(true).unwrap();
-    a.engine.adopt(server_side.into()).unwrap();
+    let mut client = tcp_client(&mut a.engine);
     client.write_all(get("/one").as_bytes()).unwrap();
     a.responses(&mut client, 1);
     // Idle, its packets on CPU 1: it moves to b, but only after staying there.
@@ -473,12 +480,7 @@ fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
     a.engine.enable_handoff(&name("bounce-a")).unwrap();
     let _b = handoff::bind(&name("bounce-b")).unwrap();
     a.engine.set_cpu_owners(vec![None, Some(name("bounce-b"))]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    server_side.set_nonblocking(true).unwrap();
-    a.engine.adopt(server_side.into()).unwrap();
+    let mut client = tcp_client(&mut a.engine);
     // A request every 150 ms from alternating CPUs, for 1.5 s.
     for i in 0..10 {
         run_on(i % 2);
@@ -492,4 +494,44 @@ fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
     }
     assert_eq!(a.requests.len(), 10, "every request answered by a");
     assert_eq!(a.engine.handoff_counts(), (0, 0), "never moved");
+}
+
+#[test]
+fn a_connection_that_sent_a_proxy_header_is_never_handed_off() {
+    if !two_cpus() {
+        return;
+    }
+    let name = handoff_name;
+    let mut a = Harness::new(Limits::default(), &[]);
+    a.engine.set_trust(rwsgi_core::trust::Trust {
+        proxy_protocol: rwsgi_core::proxy_protocol::Mode::Auto,
+        proxy_allow: rwsgi_core::trust::AllowList::parse("127.0.0.1").unwrap(),
+        ..Default::default()
+    });
+    a.engine.enable_handoff(&name("proxied-a")).unwrap();
+    let _b = handoff::bind(&name("proxied-b")).unwrap();
+    a.engine.set_cpu_owners(vec![None, Some(name("proxied-b"))]);
+    run_on(1);
+    let mut client = tcp_client(&mut a.engine);
+    client
+        .write_all(
+            format!(
+                "PROXY TCP4 198.51.100.7 10.0.0.1 4711 443\r\n{}",
+                get("/one")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    a.responses(&mut client, 1);
+    // Idle on b's CPU three times as long as a move takes: it stays (the
+    // receiver would know neither the addresses nor that the header is past).
+    let until = Instant::now() + handoff::STAY_BEFORE_MOVE * 3;
+    while Instant::now() < until {
+        a.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(a.engine.handoff_counts(), (0, 0), "never moved");
+    client.write_all(get("/two").as_bytes()).unwrap();
+    a.responses(&mut client, 1);
+    assert_eq!(a.requests.len(), 2);
 }

@@ -30,8 +30,11 @@ slots! {
     HeadersEnd,
     PeerIpStart,
     PeerIpEnd,
+    ClientIpStart,
+    ClientIpEnd,
     PeerPort,
     LocalPort,
+    ClientPort,
 }
 
 /// Slots per request.
@@ -39,22 +42,25 @@ pub const REQUEST_STRIDE: usize = SLOTS.len();
 
 /// The slots holding offsets into the batch's text: a contiguous run.
 pub const TEXT_OFFSETS: std::ops::Range<usize> =
-    Slot::UrlStart as usize..Slot::PeerIpEnd as usize + 1;
+    Slot::UrlStart as usize..Slot::ClientIpEnd as usize + 1;
 
-const _: () = assert!(Slot::LocalPort as usize + 1 == REQUEST_STRIDE);
+const _: () = assert!(Slot::ClientPort as usize + 1 == REQUEST_STRIDE);
 
 /// Request flag bits in the `Flags` slot.
 pub const FLAG_KEEP_ALIVE: u32 = 1;
 pub const FLAG_HAS_BODY: u32 = 2;
 pub const FLAG_EXPECT_CONTINUE: u32 = 4;
 pub const FLAG_HTTP10: u32 = 8;
+/// A trusted proxy said the request came over https.
+pub const FLAG_HTTPS: u32 = 16;
 
 /// The flags by the names native.ts gives them.
-pub const FLAGS: [(&str, u32); 4] = [
+pub const FLAGS: [(&str, u32); 5] = [
     ("FLAG_KEEP_ALIVE", FLAG_KEEP_ALIVE),
     ("FLAG_HAS_BODY", FLAG_HAS_BODY),
     ("FLAG_EXPECT_CONTINUE", FLAG_EXPECT_CONTINUE),
     ("FLAG_HTTP10", FLAG_HTTP10),
+    ("FLAG_HTTPS", FLAG_HTTPS),
 ];
 
 /// Members of the `callbacks` object the server reads.
@@ -116,7 +122,9 @@ mod tests {
                 "HeadersStart",
                 "HeadersEnd",
                 "PeerIpStart",
-                "PeerIpEnd"
+                "PeerIpEnd",
+                "ClientIpStart",
+                "ClientIpEnd"
             ]
         );
         assert_eq!(SLOTS[Slot::PeerPort as usize], "PeerPort");
@@ -135,6 +143,6 @@ mod tests {
             assert!(bit.is_power_of_two());
             acc | bit
         });
-        assert_eq!(all, 15);
+        assert_eq!(all, 31);
     }
 }

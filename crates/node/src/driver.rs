@@ -16,8 +16,8 @@ use napi::sys;
 use rwsgi_core::{Engine, Event};
 
 use crate::contract::{
-    Slot, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_KEEP_ALIVE, REQUEST_STRIDE,
-    TEXT_OFFSETS,
+    Slot, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS, FLAG_KEEP_ALIVE,
+    REQUEST_STRIDE, TEXT_OFFSETS,
 };
 use crate::js::{check, log_failure};
 
@@ -256,10 +256,11 @@ impl Driver {
                 url,
                 headers,
                 peer_ip,
+                client_ip,
                 ..
             } = event
             {
-                let (start, end) = batch.span_with([url, headers, peer_ip]);
+                let (start, end) = batch.span_with([url, headers, peer_ip, client_ip]);
                 if batch.count == self.table.capacity
                     || (batch.count > 0 && end - start > BATCH_TEXT_LIMIT)
                 {
@@ -304,6 +305,9 @@ impl Driver {
             peer_ip,
             peer_port,
             local_port,
+            client_ip,
+            client_port,
+            https,
         } = event
         else {
             return Ok(());
@@ -315,9 +319,10 @@ impl Driver {
             } else {
                 0
             })
-            | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
+            | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 })
+            | (if *https { FLAG_HTTPS } else { 0 });
         let method = self.method_index(napi, method)?;
-        (batch.start, batch.end) = batch.span_with([url, headers, peer_ip]);
+        (batch.start, batch.end) = batch.span_with([url, headers, peer_ip, client_ip]);
         let mut row = [0f64; REQUEST_STRIDE];
         row[Slot::Conn as usize] = *conn as f64;
         row[Slot::Flags as usize] = f64::from(flags);
@@ -330,6 +335,9 @@ impl Driver {
         row[Slot::PeerIpEnd as usize] = peer_ip.end as f64;
         row[Slot::PeerPort as usize] = f64::from(*peer_port);
         row[Slot::LocalPort as usize] = f64::from(*local_port);
+        row[Slot::ClientIpStart as usize] = client_ip.start as f64;
+        row[Slot::ClientIpEnd as usize] = client_ip.end as f64;
+        row[Slot::ClientPort as usize] = f64::from(*client_port);
         // SAFETY: count < capacity (checked by the caller), and the table
         // holds capacity * REQUEST_STRIDE slots.
         unsafe {
@@ -441,7 +449,7 @@ struct Batch {
 
 impl Batch {
     /// The span of the turn's buffer the batch covers with `ranges` added.
-    fn span_with(&self, ranges: [&std::ops::Range<usize>; 3]) -> (usize, usize) {
+    fn span_with(&self, ranges: [&std::ops::Range<usize>; 4]) -> (usize, usize) {
         ranges
             .iter()
             .fold((self.start, self.end), |(start, end), r| {

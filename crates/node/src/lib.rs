@@ -22,7 +22,9 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 use rwsgi_core::fatal;
+use rwsgi_core::proxy_protocol::Mode;
 use rwsgi_core::steering::Spread;
+use rwsgi_core::trust::{AllowList, Trust};
 use rwsgi_core::{Engine, Limits, WriteError};
 
 use contract::REQUEST_STRIDE;
@@ -220,12 +222,18 @@ pub struct ServerOptions {
     pub limit_request_body: f64,
     pub body_timeout_seconds: f64,
     pub worker_connections: u32,
+    /// Comma-separated addresses, CIDR ranges or `*`.
+    pub forwarded_allow_ips: String,
+    /// off, v1, v2 or auto.
+    pub proxy_protocol: String,
+    /// Comma-separated addresses, CIDR ranges or `*`.
+    pub proxy_allow_from: String,
 }
 
 /// `ServerOptions`' fields, for `contract()`. The destructuring below
 /// stops compiling when a field is added, renamed or removed and this list
 /// is not.
-const SERVER_OPTION_FIELDS: [&str; 8] = [
+const SERVER_OPTION_FIELDS: [&str; 11] = [
     "limit_request_line",
     "limit_request_fields",
     "limit_request_field_size",
@@ -234,6 +242,9 @@ const SERVER_OPTION_FIELDS: [&str; 8] = [
     "limit_request_body",
     "body_timeout_seconds",
     "worker_connections",
+    "forwarded_allow_ips",
+    "proxy_protocol",
+    "proxy_allow_from",
 ];
 
 #[allow(dead_code)]
@@ -247,6 +258,9 @@ fn server_option_fields_are_listed(options: ServerOptions) {
         limit_request_body: _,
         body_timeout_seconds: _,
         worker_connections: _,
+        forwarded_allow_ips: _,
+        proxy_protocol: _,
+        proxy_allow_from: _,
     } = options;
 }
 
@@ -280,6 +294,17 @@ fn limits_from(options: &ServerOptions) -> Result<Limits> {
         max_body: body as u64,
         body_timeout: seconds("bodyTimeoutSeconds", options.body_timeout_seconds)?,
         max_connections: options.worker_connections as usize,
+    })
+}
+
+fn trust_from(options: &ServerOptions) -> Result<Trust> {
+    let list = |name: &str, text: &str| {
+        AllowList::parse(text).map_err(|e| Error::from_reason(format!("{name}: {e}")))
+    };
+    Ok(Trust {
+        forwarded: list("forwardedAllowIps", &options.forwarded_allow_ips)?,
+        proxy_protocol: Mode::parse(&options.proxy_protocol).map_err(Error::from_reason)?,
+        proxy_allow: list("proxyAllowFrom", &options.proxy_allow_from)?,
     })
 }
 
@@ -394,8 +419,9 @@ impl NativeServer {
     pub fn new(env: Env, fds: Vec<i32>, options: ServerOptions, callbacks: Object) -> Result<Self> {
         let raw_env = env.raw();
         rwsgi_core::abort::install();
-        let engine = Engine::new(&fds, limits_from(&options)?)
+        let mut engine = Engine::new(&fds, limits_from(&options)?)
             .map_err(|e| Error::from_reason(e.to_string()))?;
+        engine.set_trust(trust_from(&options)?);
         let resource = Object::new(&env)?;
         let mut async_context = ptr::null_mut();
         let name = env.create_string("rwsgi.request")?;

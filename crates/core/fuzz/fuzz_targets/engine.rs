@@ -9,6 +9,8 @@ use std::os::unix::net::UnixStream;
 
 use libfuzzer_sys::fuzz_target;
 use rwsgi_test_llhttp as _;
+use rwsgi_core::proxy_protocol::Mode;
+use rwsgi_core::trust::{AllowList, Trust};
 use rwsgi_core::{Engine, Event, HeaderList, Limits};
 
 const HEADERS: HeaderList<'static> = HeaderList {
@@ -25,8 +27,9 @@ fn app(engine: &mut Engine, choice: u8) {
     let arena_len = engine.arena.len();
     for event in &events {
         match event {
-            Event::Request { conn, url, headers, peer_ip, .. } => {
+            Event::Request { conn, url, headers, peer_ip, client_ip, .. } => {
                 assert!(url.end <= arena_len && headers.end <= arena_len && peer_ip.end <= arena_len);
+                assert!(client_ip.end <= arena_len);
                 let conn = *conn;
                 let _ = match choice % 8 {
                     0 => engine.respond(conn, b"200 OK", &HEADERS, b"ok"),
@@ -78,6 +81,14 @@ fuzz_target!(|data: &[u8]| {
     };
     // A failure here is a broken harness (llhttp not linked), not a finding.
     let mut engine = Engine::new(&[], limits).expect("llhttp is compiled into the fuzz binary");
+    // The first control byte also picks the PROXY protocol mode; every
+    // peer's forwarding headers are read (the socketpair shows as 127.0.0.1).
+    let proxy_protocol = [Mode::Off, Mode::V1, Mode::V2, Mode::Auto][usize::from(control[0] % 4)];
+    engine.set_trust(Trust {
+        forwarded: AllowList::parse("*").expect("a valid list"),
+        proxy_protocol,
+        proxy_allow: AllowList::parse("127.0.0.1").expect("a valid list"),
+    });
     let Ok((server, mut client)) = UnixStream::pair() else {
         return;
     };

@@ -225,8 +225,8 @@ impl AccessLog {
                 url,
                 headers,
                 http_minor,
-                peer_ip,
-                peer_port,
+                client_ip,
+                client_port,
                 local_port,
                 ..
             } = event
@@ -239,9 +239,10 @@ impl AccessLog {
             entry.method = method;
             entry.http_minor = *http_minor;
             entry.url = entry.stash(bytes(url));
-            entry.client = entry.stash(bytes(peer_ip));
+            // The client a trusted proxy named, else the peer (see forwarded.rs).
+            entry.client = entry.stash(bytes(client_ip));
             entry.server = entry.stash(server.as_bytes());
-            entry.client_port = *peer_port;
+            entry.client_port = *client_port;
             entry.local_port = *local_port;
             for (name, value) in pairs(bytes(headers)) {
                 for (i, field) in self.format.fields.iter().enumerate() {

@@ -48,9 +48,12 @@ impl Scratch {
             keep_alive: true,
             has_body: false,
             expect_continue: false,
-            peer_ip,
+            peer_ip: peer_ip.clone(),
             peer_port: 40000,
             local_port: 8000,
+            client_ip: peer_ip,
+            client_port: 40000,
+            https: false,
         };
         self.log
             .capture(token, &[event], &arena, "127.0.0.1", Instant::now());
