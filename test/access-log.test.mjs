@@ -107,6 +107,21 @@ test('--access-log-json: one object per line, the request id from X-Request-Id',
   await server.stop();
 });
 
+test('%(h)s is the client a trusted proxy names, and the peer otherwise', async (t) => {
+  const file = join(scratch(), 'access.log');
+  const server = await serve(t, APP, { args: ['--access-logfile', file, '--access-logformat', '%(h)s %(U)s'] });
+  const forwarded = (from) =>
+    raw(server.port, `GET /${from} HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9, 198.51.100.7\r\nConnection: close\r\n\r\n`, {
+      localAddress: from,
+    });
+  await forwarded('127.0.0.1');
+  await forwarded('127.0.0.2');
+  await waitFor(() => linesOf(file).length >= 2, 10_000, 'two lines');
+  // From 127.0.0.1 (trusted by default): the rightmost untrusted hop; from 127.0.0.2: the peer.
+  t.deepEqual(linesOf(file).sort(), ['127.0.0.2 /127.0.0.2', '198.51.100.7 /127.0.0.1']);
+  await server.stop();
+});
+
 test('--access-logfile - writes to stdout', async (t) => {
   const server = await serve(t, APP, { args: ['--access-logfile', '-'] });
   await raw(server.port, 'GET /missing HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n');
