@@ -25,9 +25,11 @@ use clock::Clock;
 use format::Format;
 use sink::Sink;
 
-/// The client address a line shows (`%(h)s`, JSON `remote`) for a
-/// connection's requests: today the peer. One place, so a trusted proxy's
-/// address (X-Forwarded-For, the PROXY protocol) can be put here.
+/// The client address a line shows (`%(h)s`, JSON `remote`) for a request
+/// the engine refused: today the connection's peer. A request the app got
+/// shows the address the app was told (`Event::Request`'s `peer_ip`, see
+/// `capture`), so the two agree. The one place to put a trusted proxy's
+/// address (the PROXY protocol's, X-Forwarded-For's) for the log.
 pub fn client_address(peer: &Peer) -> &str {
     &peer.ip
 }
@@ -239,6 +241,7 @@ impl AccessLog {
             entry.method = method;
             entry.http_minor = *http_minor;
             entry.url = entry.stash(bytes(url));
+            // The address the app is told (REMOTE_ADDR): see `client_address`.
             entry.client = entry.stash(bytes(peer_ip));
             entry.server = entry.stash(server.as_bytes());
             entry.client_port = *peer_port;
