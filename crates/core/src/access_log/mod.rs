@@ -25,9 +25,11 @@ use clock::Clock;
 use format::Format;
 use sink::Sink;
 
-/// The client address a line shows (`%(h)s`, JSON `remote`) for a
-/// connection's requests: today the peer. One place, so a trusted proxy's
-/// address (X-Forwarded-For, the PROXY protocol) can be put here.
+/// The client address a line shows (`%(h)s`, JSON `remote`) for a request
+/// the engine refused: the connection's peer (the PROXY header's client
+/// when there was one; forwarding headers of a refused request are not
+/// believed). A request the app got shows the address the app was told
+/// (`Event::Request`'s `client_ip`, see `capture`).
 pub fn client_address(peer: &Peer) -> &str {
     &peer.ip
 }
@@ -239,7 +241,8 @@ impl AccessLog {
             entry.method = method;
             entry.http_minor = *http_minor;
             entry.url = entry.stash(bytes(url));
-            // The client a trusted proxy named, else the peer (see forwarded.rs).
+            // The address the app is told (REMOTE_ADDR): a trusted proxy's
+            // client, else the peer (see forwarded.rs).
             entry.client = entry.stash(bytes(client_ip));
             entry.server = entry.stash(server.as_bytes());
             entry.client_port = *client_port;
