@@ -27,7 +27,7 @@ async function hang(t, path, env = {}) {
 test('while (true) {} in a handler: the WORKER TIMEOUT lines show its function and file, then it is killed', async (t) => {
   const log = await hang(t, '/spin');
   t.regex(log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running \d+\.\ds/);
-  t.regex(log, /\[CRITICAL\] JavaScript stack of worker \d+ \(\d+ frames\):\n {4}at spinForever \(file:\/\/\S+\/test\/fixtures\/stuck\.mjs:\d+:\d+\)\n/);
+  t.regex(log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) JavaScript stack of worker \d+ \(\d+ frames\):\n {4}at spinForever \(file:\/\/\S+\/test\/fixtures\/stuck\.mjs:\d+:\d+\)\n/);
   t.regex(log, /\n {4}at app \(file:\/\/\S+stuck\.mjs:\d+:\d+\)/, 'the frames below it too');
 });
 
@@ -42,7 +42,7 @@ test('a handler blocked in a system call: no stack, said so within the bound, th
   const fifo = join(dir, 'fifo');
   await new Promise((resolve, reject) => spawn('mkfifo', [fifo]).on('exit', (code) => (code === 0 ? resolve() : reject(new Error('mkfifo')))));
   const log = await hang(t, '/fifo', { STUCK_FIFO: fifo });
-  t.regex(log, /\[CRITICAL\] no JavaScript stack: the main thread did not reach JavaScript within 1 s \(blocked in a system call\?\)/);
+  t.regex(log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) no JavaScript stack: the main thread did not reach JavaScript within 1 s \(blocked in a system call\?\)/);
   t.notRegex(log, /JavaScript stack of worker/);
 });
 

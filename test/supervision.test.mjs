@@ -23,7 +23,7 @@ test('a hung worker: others take new connections, then WORKER TIMEOUT names the 
   t.deepEqual(statusLines(text), ['HTTP/1.1 503 Service Unavailable'], 'the hung request gets a 503, not a reset');
   t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running [6-9]\.\ds/);
   await waitFor(() => booted(server.log).length === 3, 10_000, 'the replacement');
-  await waitFor(() => /Accepting on slots \[0, 1\] of 2/.test(server.log.slice(server.log.lastIndexOf('WORKER TIMEOUT'))), 10_000, 'both slots healthy again');
+  await waitFor(() => /Accepting on slots \[0, 1\] of 2/.test(server.log.slice(server.log.indexOf('WORKER TIMEOUT'))), 10_000, 'both slots healthy again');
   t.is(await curl(`${server.url}/ok`), 'ok');
 });
 

@@ -99,7 +99,8 @@ export class StackRequests {
    * (SIGABRT: 503s to its clients) and killed `graceMs` later if still there. */
   abort(w: WorkerProcess, graceMs: number): void {
     void this.ask(w).then((stack) => {
-      logger.critical(describeStack(stack));
+      // Other lines may come between (its replacement booting): this one says whose it is.
+      logger.critical(`WORKER TIMEOUT (pid:${w.pid}) ${describeStack(stack)}`);
       w.kill('SIGABRT');
       w.killAt = Math.min(w.killAt, Date.now() + graceMs);
     });

@@ -240,6 +240,7 @@ unsafe extern "C" fn on_loop_wake(_: *mut c_void) {
 /// whose V8 the binding was not checked against, the line says so.
 #[napi]
 pub fn enable_stack_reports(env: Env, signal: i32) -> Result<()> {
+    let uv_loop = env.get_uv_event_loop()?;
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two descriptors of a live array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -248,7 +249,6 @@ pub fn enable_stack_reports(env: Env, signal: i32) -> Result<()> {
             std::io::Error::last_os_error()
         )));
     }
-    let uv_loop = env.get_uv_event_loop()?;
     READER.get_or_init(|| reader(uv_loop.cast()).map_err(|e| e.reason));
     WAKE_READ.store(fds[0], Ordering::SeqCst);
     WAKE.store(fds[1], Ordering::SeqCst);
