@@ -215,6 +215,7 @@ test('slot records: restarts count replacements, not stops or scale-downs', (t) 
   records.exited(0, { pid: 7, reason: 'stop', exitCode: 0, signal: null }, 3000);
   records.exited(1, { pid: 8, reason: 'scale-down', exitCode: 0, signal: null }, 3000);
   t.is(records.record(0).restarts, 2);
+  t.deepEqual(records.record(0).exits, { crash: 1, memory: 1, stop: 1 });
   t.is(records.record(0).lastExit.pid, 7);
   t.is(records.record(1).restarts, 0);
   t.is(records.record(2).lastExit, null);

@@ -55,6 +55,8 @@ export interface SlotSnapshot {
   notSteered: NotSteered | null;
   /** Workers of this slot replaced since the server started (not counting stop and scale-down). */
   restarts: number;
+  /** Every exit of the slot's workers since the server started, by reason. */
+  exits: Partial<Record<ExitReason, number>>;
   lastExit: LastExit | null;
   workers: WorkerSnapshot[];
 }
@@ -101,6 +103,7 @@ const NOT_RESTARTS: ReadonlySet<ExitReason> = new Set(['stop', 'scale-down']);
 
 interface SlotRecord {
   restarts: number;
+  exits: Partial<Record<ExitReason, number>>;
   lastExit: (Omit<LastExit, 'ago'> & { at: number }) | null;
 }
 
@@ -111,13 +114,14 @@ export class SlotRecords {
   exited(slot: number, exit: Omit<LastExit, 'ago'>, now: number): void {
     const record = this.record(slot);
     if (!NOT_RESTARTS.has(exit.reason)) record.restarts++;
+    record.exits[exit.reason] = (record.exits[exit.reason] ?? 0) + 1;
     record.lastExit = { ...exit, at: now };
   }
 
   record(slot: number): SlotRecord {
     let record = this.bySlot.get(slot);
     if (!record) {
-      record = { restarts: 0, lastExit: null };
+      record = { restarts: 0, exits: {}, lastExit: null };
       this.bySlot.set(slot, record);
     }
     return record;
@@ -177,12 +181,13 @@ export function takeSnapshot(view: ArbiterView, records: SlotRecords, now: numbe
   const slots = view.slots.map(({ index }): SlotSnapshot => {
     const mine = workers.filter((w) => w.slot === index);
     const steered = !view.stopping && !view.handedOver && view.steered.includes(index);
-    const { restarts, lastExit } = records.record(index);
+    const { restarts, exits, lastExit } = records.record(index);
     return {
       slot: index,
       steered,
       notSteered: steered ? null : whyNotSteered(index, mine, view),
       restarts,
+      exits: { ...exits },
       lastExit: lastExit && {
         pid: lastExit.pid,
         reason: lastExit.reason,
