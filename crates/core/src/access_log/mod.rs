@@ -60,6 +60,8 @@ pub struct Entry {
     server: Range<usize>,
     client_port: u16,
     local_port: u16,
+    /// The request came over https (as `wsgi.url_scheme` says).
+    https: bool,
     fields: Vec<Option<Range<usize>>>,
     response_fields: Vec<Option<Range<usize>>>,
     /// 0 until the response starts.
@@ -78,6 +80,7 @@ impl Entry {
         self.status = 0;
         self.sent = 0;
         self.method = "";
+        self.https = false;
         self.raw = RawHead::Absent;
     }
 
@@ -230,6 +233,7 @@ impl AccessLog {
                 client_ip,
                 client_port,
                 local_port,
+                https,
                 ..
             } = event
             else {
@@ -247,6 +251,7 @@ impl AccessLog {
             entry.server = entry.stash(server.as_bytes());
             entry.client_port = *client_port;
             entry.local_port = *local_port;
+            entry.https = *https;
             for (name, value) in pairs(bytes(headers)) {
                 for (i, field) in self.format.fields.iter().enumerate() {
                     if field.name.eq_ignore_ascii_case(name) {

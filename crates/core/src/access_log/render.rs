@@ -247,6 +247,7 @@ impl Line<'_> {
             Environ::ServerName => put_latin1(out, entry.bytes(&entry.server)),
             Environ::ServerPort => put_number(out, u64::from(entry.local_port)),
             Environ::Empty => {}
+            Environ::Scheme if entry.https => out.extend_from_slice(b"https"),
             Environ::Scheme => out.extend_from_slice(b"http"),
             Environ::Field(i) => Self::field_or_dash(out, entry.field(i)),
             Environ::Unknown => out.push(b'-'),
