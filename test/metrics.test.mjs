@@ -243,3 +243,16 @@ test('after USR2 the new arbiter serves the metrics port once the old one lets i
   process.kill(pid, 'SIGTERM');
   await waitFor(() => !alive(pid), 20_000, 'the new arbiter to stop');
 });
+
+test('a WORKER TIMEOUT is counted as a timeout and as a restart for that reason', async (t) => {
+  const server = await serveWithMetrics(t, { args: ['--timeout', '2'] });
+  raw(server.port, 'GET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 30_000 }).catch(() => {});
+  const m = await waitFor(async () => {
+    const s = await scrape(server.metricsPort);
+    return s['rwsgi_worker_timeouts_total{}'] >= 1 && s['rwsgi_workers_ready{}'] === 1 ? s : null;
+  }, 30_000, 'the timeout and the replacement');
+  t.regex(server.log, /WORKER TIMEOUT/);
+  t.is(m['rwsgi_worker_timeouts_total{}'], 1);
+  t.is(m['rwsgi_worker_restarts_total{reason="timeout"}'], 1);
+  t.is(m['rwsgi_worker_restarts_total{reason="crash"}'], 0);
+});
