@@ -201,8 +201,8 @@ interface Addon {
   closeOnExec(fd: number): void;
   /** Passes up to `max` connections queued on listening socket `fd` to the worker receiving handoffs under `to`. */
   passQueued(fd: number, to: string, max: number): number;
-  /** How `RequestMetrics` is laid out: the methods counted, the duration buckets' upper bounds (seconds). */
-  metricsLayout(): { methods: string[]; buckets: number[] };
+  /** How `RequestMetrics` is laid out: the methods counted, the status classes per method (1xx..), the duration buckets' upper bounds (seconds). */
+  metricsLayout(): { methods: string[]; statusClasses: number; buckets: number[] };
   /** A TCP listening socket's `[queue length, backlog]`; null for a Unix socket. */
   acceptQueue(fd: number): [number, number] | null;
   /** Who connected to Unix socket `fd` (SO_PEERCRED). */

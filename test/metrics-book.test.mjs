@@ -22,14 +22,15 @@ const gets = (text) => value(text, 'rwsgi_requests_total{method="GET",code="2xx"
 
 test('totals sum the workers, keep an exited worker\'s counts, and count a report read after its exit once', (t) => {
   const book = new MetricsBook();
-  book.heartbeat(1, report(10), 0);
-  book.heartbeat(2, report(5), 0);
+  const [one, two, three] = [{}, {}, {}];
+  book.heartbeat(one, report(10), 0);
+  book.heartbeat(two, report(5), 0);
   t.is(gets(book.render(EMPTY_VIEW, 0)), 15);
-  book.exited(1, 'crash', 100);
+  book.exited(one, 'crash', 100);
   // Its final report comes out of the pipe after the exit event.
-  book.heartbeat(1, report(12), 150);
+  book.heartbeat(one, report(12), 150);
   t.is(gets(book.render(EMPTY_VIEW, 200)), 17);
-  book.heartbeat(3, report(1), 10_000);
+  book.heartbeat(three, report(1), 10_000);
   const later = book.render(EMPTY_VIEW, 10_000);
   t.is(gets(later), 18);
   t.is(value(later, 'rwsgi_requests_rejected_total{code="400"}'), 3);

@@ -4,7 +4,7 @@
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -151,16 +151,21 @@ test('TERM with --shutdown-delay: /ready turns 503 at once while requests are st
   t.is(exit.code, 0);
 });
 
-test('/metrics and /live answer while the only worker hangs; its slot shows as late', async (t) => {
+test('/metrics and /live answer while the only worker hangs; its slot shows as late, its accept queue fills', async (t) => {
   const server = await serveWithMetrics(t, { args: ['--timeout', '60'] });
   // The busy loop never returns: fire and forget, the teardown ends it.
   raw(server.port, 'GET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 30_000 }).catch(() => {});
   await waitFor(() => server.log.includes('spin request started'), 10_000, 'the hang');
+  // Connections to the hung worker wait in its socket's accept queue.
+  const waiting = Array.from({ length: 3 }, () => connect(server.port, '127.0.0.1').on('error', () => {}));
+  t.teardown(() => waiting.forEach((c) => c.destroy()));
+  const queued = `rwsgi_listen_queue_length{listener="${server.url}",slot="0"}`;
   const m = await waitFor(async () => {
     const s = await scrape(server.metricsPort);
-    return s['rwsgi_worker_steering{slot="0",state="late"}'] === 1 ? s : null;
-  }, 20_000, 'the late slot');
+    return s['rwsgi_worker_steering{slot="0",state="late"}'] === 1 && s[queued] >= 3 ? s : null;
+  }, 20_000, 'the late slot and its queue');
   t.is(m['rwsgi_worker_steering{slot="0",state="steered"}'], 0);
+  t.is(m[queued], 3);
   t.is(await curl('-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${server.metricsPort}/live`), '200');
 });
 
@@ -237,4 +242,17 @@ test('after USR2 the new arbiter serves the metrics port once the old one lets i
   t.is(m['rwsgi_workers_ready{}'], 1);
   process.kill(pid, 'SIGTERM');
   await waitFor(() => !alive(pid), 20_000, 'the new arbiter to stop');
+});
+
+test('a WORKER TIMEOUT is counted as a timeout and as a restart for that reason', async (t) => {
+  const server = await serveWithMetrics(t, { args: ['--timeout', '2'] });
+  raw(server.port, 'GET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 30_000 }).catch(() => {});
+  const m = await waitFor(async () => {
+    const s = await scrape(server.metricsPort);
+    return s['rwsgi_worker_timeouts_total{}'] >= 1 && s['rwsgi_workers_ready{}'] === 1 ? s : null;
+  }, 30_000, 'the timeout and the replacement');
+  t.regex(server.log, /WORKER TIMEOUT/);
+  t.is(m['rwsgi_worker_timeouts_total{}'], 1);
+  t.is(m['rwsgi_worker_restarts_total{reason="timeout"}'], 1);
+  t.is(m['rwsgi_worker_restarts_total{reason="crash"}'], 0);
 });

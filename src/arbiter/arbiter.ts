@@ -469,7 +469,7 @@ export class Arbiter {
       case 'hb': {
         this.spread.record(w.slot, message.accepted - (w.report?.accepted ?? 0), this.healthySlots(now), now);
         w.heartbeat(message, now);
-        this.metrics.heartbeat(w.pid, message.metrics, now);
+        this.metrics.heartbeat(w, message.metrics, now);
         const recycle = w.recycle === null && w.state === 'ready' ? recycleFor(this.config, w.pid, message) : null;
         if (recycle) {
           w.recycle = recycle.reason;
@@ -517,7 +517,7 @@ export class Arbiter {
     const { workerExit } = this.config;
     const reason: ExitReason = w.bootError !== null ? 'boot-failure' : (w.exitReason ?? (this.stopping ? 'stop' : 'crash'));
     // A spawn that failed started no process: nothing exited.
-    if (!spawnError) this.metrics.exited(w.pid, reason, Date.now());
+    if (!spawnError) this.metrics.exited(w, reason, Date.now());
     if (!spawnError) this.records.exited(w.slot, { pid: w.pid, reason, exitCode: code, signal }, Date.now());
     if (workerExit && !spawnError) {
       const exit = { pid: w.pid, slot: w.slot, generation: w.generation, exitCode: code, signal, reason };

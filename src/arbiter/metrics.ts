@@ -75,11 +75,14 @@ class Totals {
  * its counters join the retired base only this long after it exited. */
 const LATE_REPORT_MS = 5000;
 
+/** A worker process, as the book tells them apart. */
+type Worker = object;
+
 export class MetricsBook {
-  /** Each worker's last counters, by pid, including workers that exited
-   * less than LATE_REPORT_MS ago. */
-  private readonly last = new Map<number, WorkerMetrics>();
-  private readonly exitedAt = new Map<number, number>();
+  /** Each worker's last counters (keyed by its process object: a pid can be
+   * reused), including workers that exited less than LATE_REPORT_MS ago. */
+  private readonly last = new Map<Worker, WorkerMetrics>();
+  private readonly exitedAt = new Map<Worker, number>();
   private readonly retired = new Totals();
   private readonly restarts = new Map<string, number>();
   private timeouts = 0;
@@ -87,14 +90,14 @@ export class MetricsBook {
   private readonly layout = native().metricsLayout();
 
   /** A heartbeat's counters (cumulative since that worker started). */
-  heartbeat(pid: number, metrics: WorkerMetrics | undefined, now: number): void {
-    if (metrics) this.last.set(pid, metrics);
+  heartbeat(worker: Worker, metrics: WorkerMetrics | undefined, now: number): void {
+    if (metrics) this.last.set(worker, metrics);
     this.retire(now);
   }
 
-  /** Worker `pid` exited, for `reason`; its counters stay in the totals. */
-  exited(pid: number, reason: ExitReason, now: number): void {
-    this.exitedAt.set(pid, now);
+  /** `worker` exited, for `reason`; its counters stay in the totals. */
+  exited(worker: Worker, reason: ExitReason, now: number): void {
+    this.exitedAt.set(worker, now);
     if (reason === 'timeout') this.timeouts++;
     if (reason === 'boot-failure') this.bootFailures++;
     const label = RESTART_REASONS[reason];
@@ -103,12 +106,12 @@ export class MetricsBook {
 
   /** Folds the last counters of workers long gone into the retired base. */
   private retire(now: number): void {
-    for (const [pid, at] of this.exitedAt) {
+    for (const [worker, at] of this.exitedAt) {
       if (now - at < LATE_REPORT_MS) continue;
-      const last = this.last.get(pid);
+      const last = this.last.get(worker);
       if (last) this.retired.add(last);
-      this.last.delete(pid);
-      this.exitedAt.delete(pid);
+      this.last.delete(worker);
+      this.exitedAt.delete(worker);
     }
   }
 
@@ -126,9 +129,8 @@ export class MetricsBook {
   }
 
   private families(view: ServerView, now: number): Family[] {
-    const { methods, buckets } = this.layout;
+    const { methods, buckets, statusClasses: classes } = this.layout;
     const t = this.totals(now);
-    const classes = 5;
     const requests: Sample[] = [];
     methods.forEach((method, m) => {
       for (let c = 0; c < classes; c++) {

@@ -378,15 +378,18 @@ pub struct RequestMetrics {
 #[napi(object)]
 pub struct MetricsLayout {
     pub methods: Vec<String>,
+    /// Status classes per method: 1xx, 2xx ...
+    pub status_classes: u32,
     /// Upper bounds of the duration buckets, in seconds.
     pub buckets: Vec<f64>,
 }
 
 #[napi]
 pub fn metrics_layout() -> MetricsLayout {
-    use rwsgi_core::metrics::{DURATION_BUCKETS, METHODS};
+    use rwsgi_core::metrics::{DURATION_BUCKETS, METHODS, STATUS_CLASSES};
     MetricsLayout {
         methods: METHODS.iter().map(|m| m.to_string()).collect(),
+        status_classes: STATUS_CLASSES as u32,
         buckets: DURATION_BUCKETS.to_vec(),
     }
 }
