@@ -133,19 +133,28 @@ test('--access-logfile - writes to stdout', async (t) => {
 test('USR1 reopens the file: after a rename, new lines go to a new file', async (t) => {
   const dir = scratch();
   const file = join(dir, 'access.log');
-  const server = await serve(t, APP, { workers: 2, args: ['--access-logfile', file] });
-  t.is(await burst(server.port, 5), 5);
-  await waitFor(() => linesOf(file).length >= 5, 10_000, 'five lines');
+  const args = ['--access-logfile', file, '--access-logformat', '%(p)s %(r)s', '--spread', 'random'];
+  const server = await serve(t, APP, { workers: 2, args });
+  const pids = workerPids(server.log);
+  const writers = (path) => new Set(linesOf(path).map((l) => l.split(' ')[0]));
+  let sent = 0;
+  const some = async (n) => (sent += await freshRequests(server.port, n, { path: '/' }));
+  // Both workers have written (fresh connections, spread at random).
+  await waitFor(async () => (await some(10), writers(file).size === 2), 20_000, 'lines from both workers');
   renameSync(file, `${file}.1`);
   server.child.kill('SIGUSR1');
-  // Every worker reopens before its next write: wait until a line shows up in the new file.
-  await waitFor(async () => (await burst(server.port, 2), linesOf(file).length > 0), 10_000, 'the new file');
-  const before = linesOf(`${file}.1`).length;
-  const after = linesOf(file).length;
-  t.is(await burst(server.port, 20), 20);
+  // Each worker reopens before its next write: wait until both write to the new file.
+  await waitFor(async () => (await some(10), writers(file).size === 2), 20_000, 'both workers in the new file');
+  t.deepEqual([...writers(file)].sort(), pids.map((p) => `<${p}>`).sort());
+  const total = () => linesOf(file).length + linesOf(`${file}.1`).length;
+  await waitFor(() => total() === sent, 10_000, 'every line so far written');
+  const rotated = linesOf(`${file}.1`).length;
+  const current = linesOf(file).length;
+  await some(20);
   await server.stop();
-  t.is(linesOf(`${file}.1`).length, before, 'nothing more in the rotated file');
-  t.is(linesOf(file).length, after + 20);
+  t.is(linesOf(`${file}.1`).length, rotated, 'nothing more in the rotated file');
+  t.is(linesOf(file).length, current + 20);
+  t.is(total(), sent);
 });
 
 test('no line is lost on TERM right after a burst, nor from workers replaced by HUP', async (t) => {

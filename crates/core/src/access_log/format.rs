@@ -132,6 +132,21 @@ impl Format {
     pub fn needs_server_address(&self) -> bool {
         matches!(&self.style, Style::Text(ops) if ops.contains(&Op::Environ(Environ::ServerName)))
     }
+
+    /// Whether lines show how long a request took (gunicorn's default
+    /// format does not: no clock is read for it then).
+    pub fn needs_duration(&self) -> bool {
+        let timed = |op: &Op| {
+            matches!(
+                op,
+                Op::Atom(Atom::Seconds | Atom::Micros | Atom::Millis | Atom::DecimalSeconds)
+            )
+        };
+        match &self.style {
+            Style::Text(ops) => ops.iter().any(timed),
+            Style::Json => true,
+        }
+    }
 }
 
 /// The request header the JSON `request_id` comes from.

@@ -14,7 +14,7 @@ pub mod sink;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::event::Event;
 use crate::response::HeaderList;
@@ -164,11 +164,14 @@ pub struct AccessLog {
     spare: Vec<Box<Entry>>,
     clock: Clock,
     pid: u32,
+    /// The format shows durations (see `Format::needs_duration`).
+    timed: bool,
 }
 
 impl AccessLog {
     pub fn new(format: Format, sink: Arc<Sink>) -> AccessLog {
         AccessLog {
+            timed: format.needs_duration(),
             format,
             sink,
             queues: Vec::new(),
@@ -355,7 +358,10 @@ impl AccessLog {
     }
 
     fn write(&mut self, entry: Box<Entry>) {
-        let elapsed = entry.started.map(|s| s.elapsed()).unwrap_or_default();
+        let elapsed = match entry.started {
+            Some(start) if self.timed => start.elapsed(),
+            _ => Duration::ZERO,
+        };
         let clock = self.clock.now();
         let line = render::Line {
             entry: &entry,
