@@ -62,19 +62,22 @@ export class ControlSocket {
       if ((await answers(this.path)) && !takeOver) throw new Error('another server answers on it');
       unlinkSync(this.path);
     }
-    // Made 0600 from the start (listen binds synchronously), not chmod-ed after.
+    const listening = new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.once('listening', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    // Made 0600 from the start (a pipe is bound within listen()), so it is
+    // never open to others; the chmod only makes sure.
     const umask = process.umask(0o177);
     try {
-      await new Promise<void>((resolve, reject) => {
-        this.server.once('error', reject);
-        this.server.listen(this.path, () => {
-          this.server.off('error', reject);
-          resolve();
-        });
-      });
+      this.server.listen(this.path);
     } finally {
       process.umask(umask);
     }
+    await listening;
     chmodSync(this.path, 0o600);
     this.listening = true;
     this.server.on('error', (err) => logger.error(`Control socket ${this.path}: ${describe(err)}`));

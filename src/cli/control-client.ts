@@ -17,9 +17,9 @@ import {
 import type { Target } from './control-args.js';
 
 /** Exit status when no server is there, or it said no. */
-export const EXIT_NO = 1;
+const EXIT_NO = 1;
 /** Exit status when several servers run and none was named. */
-export const EXIT_AMBIGUOUS = 2;
+const EXIT_AMBIGUOUS = 2;
 const REPLY_TIMEOUT_MS = 10_000;
 
 /** A reason the command cannot be done, printed as one line. */

@@ -6,7 +6,7 @@ import type { Snapshot } from '../arbiter/snapshot.js';
 import type { ControlReply, ControlRequest } from '../protocol/control.js';
 import type { InFlight } from '../protocol/messages.js';
 import { type ControlCommandLine, controlHelp } from './control-args.js';
-import { ControlError, EXIT_NO, findSocket, request } from './control-client.js';
+import { ControlError, findSocket, request } from './control-client.js';
 import { renderStatus } from './status-table.js';
 
 const WATCH_MS = 1000;
@@ -78,6 +78,6 @@ export async function runControl(c: ControlCommandLine): Promise<number> {
   } catch (err) {
     if (!(err instanceof ControlError)) throw err;
     process.stderr.write(`rwsgi ${c.command}: ${err.message}\n`);
-    return err.exitCode ?? EXIT_NO;
+    return err.exitCode;
   }
 }
