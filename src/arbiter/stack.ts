@@ -21,7 +21,7 @@ export interface StackReport {
    * idle: no JavaScript was running, the event loop was waiting (an idle worker).
    * blocked: no answer within STACK_WAIT_MS: the main thread did not reach
    *   JavaScript (blocked in a system call, or a native call).
-   * unavailable: this worker cannot read stacks (`error` says why).
+   * unavailable: this worker cannot read stacks, or not yet (`error` says why).
    * exited: the worker exited before it answered.
    */
   state: 'running' | 'idle' | 'blocked' | 'unavailable' | 'exited';
@@ -66,6 +66,8 @@ export class StackRequests {
 
   /** The worker's current stack and in-flight requests, within STACK_WAIT_MS. */
   ask(w: WorkerProcess): Promise<StackReport> {
+    // It handles the signal only once its app is loaded.
+    if (w.state === 'booting') return Promise.resolve(report(w, { type: 'stack', frames: null, error: 'the worker is still booting' }));
     return new Promise((resolve) => {
       const queue = this.waiting.get(w) ?? [];
       const first = queue.length === 0;
