@@ -55,9 +55,10 @@ test('--worker-connections caps open connections; the next waits in the queue, n
 });
 
 test('running out of file descriptors backs off without spinning and logs once', async (t) => {
-  const server = await serve(t, ROUTES, { args: ['--keep-alive', '60'], ulimit: 40 });
+  // Room for the processes to load their modules, not for 120 connections.
+  const server = await serve(t, ROUTES, { args: ['--keep-alive', '60'], ulimit: 80 });
   const worker = Number(/Booting worker with pid: (\d+)/.exec(server.log)[1]);
-  const sockets = await openSlow(t, server.port, 60, '');
+  const sockets = await openSlow(t, server.port, 120, '');
   await waitFor(() => /Cannot accept connections \(EMFILE\)/.test(server.log), 5000, 'the EMFILE warning');
   const before = cpuSeconds(worker);
   const started = Date.now();

@@ -88,16 +88,18 @@ export function launch(t, command, args, { env = {}, stdio = [], stopSignal = 'S
   return launched;
 }
 
-/** Sends raw bytes (from `localAddress` if given, e.g. 127.0.0.2); resolves with everything received until the peer closes (or `ms`). */
-export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0, localAddress } = {}) {
+/** Sends raw bytes (from `localAddress` if given, e.g. 127.0.0.2); resolves with everything received until the peer closes,
+ * or what was received matches `until` (then it hangs up), or `ms` passed. */
+export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0, localAddress, until = null } = {}) {
   return new Promise((resolve, reject) => {
     const socket = connect({ port, host, localAddress });
     const chunks = [];
     let closed = false;
-    const timer = setTimeout(() => {
+    const hangUp = () => {
       socket.destroy();
       resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
-    }, ms);
+    };
+    const timer = setTimeout(hangUp, ms);
     socket.setNoDelay(true);
     socket.on('connect', async () => {
       for (const part of Array.isArray(data) ? data : [data]) {
@@ -107,7 +109,13 @@ export function raw(port, data, { ms = 5000, host = '127.0.0.1', paceMs = 0, loc
         if (paceMs) await new Promise((r) => setTimeout(r, paceMs));
       }
     });
-    socket.on('data', (d) => chunks.push(d));
+    socket.on('data', (d) => {
+      chunks.push(d);
+      if (until && until.test(Buffer.concat(chunks).toString('latin1'))) {
+        clearTimeout(timer);
+        hangUp();
+      }
+    });
     socket.on('error', (e) => {
       if (e.code === 'ECONNRESET') return;
       clearTimeout(timer);

@@ -98,8 +98,7 @@ export class Arbiter {
   private health: HealthServer | null = null;
   private readonly metrics = new MetricsBook();
   private lastTick = Date.now();
-  /** The slots last found healthy, and those new connections go to. */
-  private healthy: number[] = [];
+  /** The slots new connections went to at the last reconcile step. */
   private steered: number[] = [];
   /** TERM with --shutdown-delay: when the graceful stop begins (not ready meanwhile). */
   private stopAt: number | null = null;
@@ -218,8 +217,7 @@ export class Arbiter {
         fds: slot.fds,
       })),
       listeners: this.listeners.map((l) => ({ url: url(l), shared: l.shared !== null })),
-      healthy: this.healthy,
-      steered: this.steered,
+      snapshot: this.snapshot(),
     };
   }
 
@@ -585,8 +583,7 @@ export class Arbiter {
     }
     this.manageWorkers(now);
     if (this.handedOver) return;
-    this.healthy = this.healthySlots(now);
-    const steered = this.roomySlots(this.healthy);
+    const steered = this.roomySlots(this.healthySlots(now));
     this.steered = steered;
     this.steer(steered);
     this.pin(steered);

@@ -9,6 +9,7 @@ import { native } from '../native.js';
 import type { WorkerMetrics } from '../protocol/messages.js';
 import type { ExitReason } from '../settings/hooks.js';
 import { type Family, histogramSamples, render, type Sample } from './exposition.js';
+import { NOT_STEERED, type Snapshot } from './snapshot.js';
 import type { WorkerProcess } from './worker-process.js';
 
 /** The statuses the engine refuses requests with, always shown. */
@@ -24,9 +25,8 @@ const RESTART_REASONS: Partial<Record<ExitReason | 'memory', string>> = {
   'scale-down': 'scale',
 };
 
-/** Why a slot is or is not in the steering set (an enum as a state set). */
-export const STEERING_STATES = ['steered', 'booting', 'late', 'full', 'retiring', 'down'] as const;
-export type SteeringState = (typeof STEERING_STATES)[number];
+/** Whether a slot is in the steering set, or why not (an enum as a state set). */
+const STEERING_STATES = ['steered', ...NOT_STEERED] as const;
 
 /** One worker slot as the arbiter sees it at a scrape. */
 export interface SlotView {
@@ -42,9 +42,8 @@ export interface ServerView {
   slots: SlotView[];
   /** Per listener: its URL and whether all slots share one socket. */
   listeners: Array<{ url: string; shared: boolean }>;
-  /** Slots with a ready, punctual worker, and those new connections go to. */
-  healthy: number[];
-  steered: number[];
+  /** The state `rwsgi status` shows: each slot's steering, and why not. */
+  snapshot: Snapshot;
 }
 
 const zeros = (n: number): number[] => new Array<number>(n).fill(0);
@@ -186,9 +185,9 @@ export class MetricsBook {
       gauge(
         'rwsgi_worker_steering',
         'Whether new connections go to each slot (state "steered") and, if not, why: booting, late (missed heartbeats), full (at --worker-connections or out of descriptors), retiring (scaled down), down (no worker).',
-        view.slots.flatMap((slot) => {
-          const state = steeringState(slot, view, newest(slot.workers));
-          return STEERING_STATES.map((s) => ({ labels: { slot: String(slot.index), state: s }, value: s === state ? 1 : 0 }));
+        view.snapshot.slots.flatMap((slot) => {
+          const state = slot.notSteered ?? 'steered';
+          return STEERING_STATES.map((s) => ({ labels: { slot: String(slot.slot), state: s }, value: s === state ? 1 : 0 }));
         }),
       ),
       ...acceptQueues(view),
@@ -209,14 +208,6 @@ function newest(workers: WorkerProcess[]): WorkerProcess | undefined {
     (a, w) => (a && a.spawnedAt > w.spawnedAt ? a : w),
     undefined,
   );
-}
-
-function steeringState(slot: SlotView, view: ServerView, w: WorkerProcess | undefined): SteeringState {
-  if (view.steered.includes(slot.index)) return 'steered';
-  if (slot.retiring) return 'retiring';
-  if (view.healthy.includes(slot.index)) return 'full';
-  if (slot.workers.some((x) => x.state === 'ready')) return 'late';
-  return w?.state === 'booting' ? 'booting' : 'down';
 }
 
 /** Per TCP listening socket, its accept queue (Unix sockets have no such report). */

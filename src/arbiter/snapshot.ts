@@ -15,7 +15,9 @@ import type { WorkerProcess } from './worker-process.js';
 export type WorkerStatus = 'booting' | 'ready' | 'late' | 'draining' | 'aborting';
 
 /** Why a slot gets no new connections. */
-export type NotSteered = 'full' | 'late' | 'booting' | 'draining' | 'down' | 'retiring' | 'stopping' | 'handed-over';
+/** Why a slot gets no new connections (`rwsgi status` and /metrics say it). */
+export const NOT_STEERED = ['full', 'late', 'booting', 'draining', 'down', 'retiring', 'stopping', 'handed-over'] as const;
+export type NotSteered = (typeof NOT_STEERED)[number];
 
 export interface LastExit {
   pid: number;
