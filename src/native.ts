@@ -132,7 +132,34 @@ export interface NativeServer {
   enableHandoff(name: string): void;
   /** Per CPU, the handoff name of the worker serving connections arriving there (null: this one). */
   setCpuOwners(owners: (string | null)[]): void;
+  /** Serves the listeners at `listeners` (indexes) over TLS; tickets sealed with `ticketKeys`. */
+  enableTls(options: TlsOptions, listeners: number[], ticketKeys: Buffer[]): void;
+  /** Replaces the session-ticket keys (the first seals, all open). */
+  setTicketKeys(ticketKeys: Buffer[]): void;
+  /** The verified client certificate of `conn`, or null. */
+  peerCertificate(conn: number): PeerCertificate | null;
   close(): void;
+}
+
+/** crates/node/src/tls.rs's TlsOptions. */
+export interface TlsOptions {
+  certfile: string;
+  keyfile: string;
+  caCerts?: string;
+  certReqs: string;
+  minVersion: string;
+  ciphers: string[];
+  alpn: string[];
+}
+
+/** A client certificate, named as Node's `getPeerCertificate()` names it. */
+export interface PeerCertificate {
+  subject: string;
+  issuer: string;
+  serialNumber: string;
+  validFrom: string;
+  validTo: string;
+  raw: Buffer;
 }
 
 /** What the addon says the contract is (crates/node/src/contract.rs). */
@@ -146,6 +173,10 @@ export interface Contract {
 interface Addon {
   checkLlhttp(version: string): void;
   contract(): Contract;
+  /** Loads the TLS files and settings as a worker would; throws naming the file or setting at fault. */
+  checkTls(options: TlsOptions): void;
+  /** Bytes of one session-ticket key. */
+  TICKET_KEY_BYTES: number;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
   /** A Unix listening socket all workers share; a stale file is replaced, a live one refused. */
@@ -178,7 +209,9 @@ export const FLAG_KEEP_ALIVE = 1;
 export const FLAG_HAS_BODY = 2;
 export const FLAG_EXPECT_CONTINUE = 4;
 export const FLAG_HTTP10 = 8;
-const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10 };
+export const FLAG_TLS = 16;
+export const FLAG_CLIENT_CERT = 32;
+const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10, FLAG_TLS, FLAG_CLIENT_CERT };
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);

@@ -107,7 +107,7 @@ function requestFields(raw: string): RequestFields {
 function requestUrl(ex: Exchange, host: string): string {
   const url = ex.url;
   if (url.charCodeAt(0) !== 0x2f && /^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url;
-  return `http://${host || `localhost:${ex.localPort}`}${url.charCodeAt(0) === 0x2f ? url : `/${url}`}`;
+  return `${ex.scheme}://${host || `localhost:${ex.localPort}`}${url.charCodeAt(0) === 0x2f ? url : `/${url}`}`;
 }
 
 /** The real Request, made when the app asks for more than a light one has. */

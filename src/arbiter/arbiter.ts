@@ -21,6 +21,8 @@ import { closeListener, closeSlotSocket, type Listener, type Opened, openListene
 import { appDirectory, Reloader } from './reload.js';
 import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.js';
 import { Spread } from './spread.js';
+import { checkTls, TICKET_ROTATION_MS, TicketKeys } from './tls.js';
+import { servesTls, tlsListenerIndexes } from '../settings/tls.js';
 import { WorkerProcess } from './worker-process.js';
 
 const TICK_MS = 100;
@@ -85,6 +87,8 @@ export class Arbiter {
   private wasReady = false;
   /** The arbiter, as its hooks see it. */
   private readonly info: ServerInfo;
+  /** Session-ticket keys for TLS workers, made once certificates are set. */
+  private ticketKeys: TicketKeys | null = null;
 
   /** `reread` resolves the settings again, for HUP. */
   constructor(
@@ -127,6 +131,7 @@ export class Arbiter {
     } catch (err) {
       throw new RwsgiError('RWSGI_ERR_CONFIG', (err as Error).message, EXIT_CONFIG);
     }
+    checkTls(this.config);
     this.writePidfile();
     try {
       await this.bind();
@@ -142,6 +147,7 @@ export class Arbiter {
       });
     }
     this.tick = setInterval(() => this.reconcile(), TICK_MS);
+    setInterval(() => this.rotateTicketKeys(), TICKET_ROTATION_MS).unref();
     this.watchCode();
     this.reconcile();
     return new Promise((resolve) => {
@@ -206,7 +212,7 @@ export class Arbiter {
   private addListener({ listener, fds }: Opened): void {
     fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
     this.listeners.push(listener);
-    logger.info(`Listening at: ${url(listener)} (${process.pid})`);
+    logger.info(`Listening at: ${url(listener, servesTls(this.config, listener.bind))} (${process.pid})`);
   }
 
   /** HUP with other binds: listens at the new ones and closes the removed
@@ -322,6 +328,13 @@ export class Arbiter {
       logger.error(`Reload: the settings do not resolve, keeping the running ones: ${why}`);
     }
     if (this.stopping) return;
+    try {
+      // New workers read the certificate files afresh: broken ones keep the running workers.
+      checkTls(this.config);
+    } catch (err) {
+      logger.error(`Reload: TLS cannot be served, keeping the running workers: ${(err as Error).message}`);
+      return;
+    }
     this.generation++;
     logger.info(`Reloading: starting generation ${this.generation} workers`);
     const { onReload } = this.config;
@@ -541,6 +554,7 @@ export class Arbiter {
       slot: slot.index,
       generation: this.generation,
       strayFds: this.handover?.listeners.flatMap((l) => l.fds) ?? [],
+      tls: this.tlsSpec(),
     };
     let w: WorkerProcess;
     try {
@@ -552,6 +566,20 @@ export class Arbiter {
     this.workers.push(w);
     // Without a pid the spawn failed; its 'error' event reports it (onExit).
     if (w.pid !== -1) logger.info(`Booting worker with pid: ${w.pid}`);
+  }
+
+  /** Which of this arbiter's listeners serve TLS, with the ticket keys. */
+  private tlsSpec(): { listeners: number[]; ticketKeys: string[] } | null {
+    const listeners = tlsListenerIndexes(this.config, this.listeners.map((l) => l.bind));
+    if (listeners.length === 0) return null;
+    this.ticketKeys ??= new TicketKeys();
+    return { listeners, ticketKeys: this.ticketKeys.current() };
+  }
+
+  private rotateTicketKeys(): void {
+    if (!this.ticketKeys) return;
+    const keys = this.ticketKeys.rotate();
+    for (const w of this.workers) w.send({ type: 'tls-keys', keys });
   }
 
   /** The system would not start a process (out of processes, memory or

@@ -13,6 +13,7 @@ export const SECTIONS = [
   'Limits',
   'Logging',
   'Process',
+  'TLS',
   'Development',
   'Hooks',
 ] as const;
@@ -185,6 +186,17 @@ export function patterns(o: Options<string[]>): Setting<string[], string | strin
     fromValue: (v) => (Array.isArray(v) ? v : [v]).map(one),
     show: (v) => v.join(' '),
   };
+}
+
+/** Names separated by commas (or colons, as OpenSSL writes cipher lists):
+ * a string or a list in a file; the last flag wins. */
+export function names(o: Options<string[]>): Setting<string[], string | string[]> {
+  const split = (v: unknown): string[] => {
+    const items = Array.isArray(v) ? v : [v];
+    if (!items.every((s) => typeof s === 'string')) throw new Invalid('names separated by commas, or a list of them');
+    return (items as string[]).flatMap((s) => s.split(/[,:]/)).map((s) => s.trim()).filter((s) => s !== '');
+  };
+  return { ...o, kind: 'names', multiple: false, default: thunk(o.default), fromText: (t) => split(last(t)), fromValue: split, show: (v) => v.join(',') };
 }
 
 /** Listening addresses: repeatable flag, a string or a list in a file. */

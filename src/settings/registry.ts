@@ -16,13 +16,16 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { binds, choice, type EngineField, hook, int, module, onOff, path, patterns, seconds, type Setting } from './kinds.js';
+import { binds, choice, type EngineField, hook, int, module, names, onOff, path, patterns, seconds, type Setting } from './kinds.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
 export type InterfaceChoice = (typeof INTERFACES)[number];
 
 export const SPREADS = ['cpu', 'random'] as const;
 export type SpreadChoice = (typeof SPREADS)[number];
+
+export const CERT_REQS = ['none', 'optional', 'required'] as const;
+export const TLS_VERSIONS = ['1.2', '1.3'] as const;
 
 const U32 = 2 ** 32 - 1;
 const I32 = 2 ** 31 - 1;
@@ -86,6 +89,68 @@ export const SETTINGS = {
     meta: 'HOW',
     default: 'cpu',
     doc: 'How new connections are spread over the workers: `cpu` (by the CPU that received the connection, each worker running on its CPUs, so one client thread\'s connections share a worker; random as soon as that loads the workers unevenly) or `random`.',
+  }),
+
+  // ---- TLS ----
+  certfile: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'certfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: 'none (plain HTTP)',
+    doc: 'The server certificate (PEM; the chain after it in the same file). With `keyfile`, TCP binds serve HTTPS (see TLS); checked before any worker starts.',
+  }),
+  keyfile: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'keyfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: '',
+    doc: 'The private key of `certfile` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA or Ed25519).',
+  }),
+  caCerts: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'ca-certs',
+    meta: 'FILE',
+    default: null,
+    defaultText: '',
+    doc: 'The CA certificates (PEM) client certificates are verified against, for `certReqs`.',
+  }),
+  certReqs: choice(CERT_REQS, {
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'cert-reqs',
+    meta: 'REQ',
+    default: 'none',
+    doc: 'Client certificates: `none` (not asked for), `optional` (verified if sent) or `required` (the handshake fails without one).',
+  }),
+  tlsMinVersion: choice(TLS_VERSIONS, {
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'tls-min-version',
+    meta: 'V',
+    default: '1.2',
+    doc: 'The oldest TLS version accepted: `1.2` or `1.3`.',
+  }),
+  ciphers: names({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'ciphers',
+    meta: 'SUITES',
+    default: [],
+    defaultText: 'rustls\' defaults',
+    doc: 'The cipher suites offered, by IANA name, comma-separated, e.g. `TLS13_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`; an unknown name is refused.',
+  }),
+  alpn: names({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'alpn',
+    meta: 'PROTOCOLS',
+    default: ['http/1.1'],
+    doc: 'The ALPN protocols offered, comma-separated, in preference order.',
   }),
 
   // ---- Worker processes ----

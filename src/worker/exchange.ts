@@ -3,7 +3,7 @@
 // at the head of its connection's queue buffers its response until it is.
 
 import type { NativeServer, ResponseCalls } from '../native.js';
-import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10 } from '../native.js';
+import { FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_TLS, type PeerCertificate } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
@@ -188,6 +188,16 @@ export class Exchange {
 
   get localPort(): number {
     return this.conn.localPort;
+  }
+
+  /** Over TLS: `https`, else `http`. */
+  get scheme(): 'https' | 'http' {
+    return this.flags & FLAG_TLS ? 'https' : 'http';
+  }
+
+  /** The client certificate the CAs verified (asked of the engine on use), or null. */
+  peerCertificate(): PeerCertificate | null {
+    return this.flags & FLAG_CLIENT_CERT ? this.conn.server.peerCertificate(this.conn.id) : null;
   }
 
   get httpVersion(): string {

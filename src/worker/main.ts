@@ -20,6 +20,7 @@ import { handoffName } from '../protocol/messages.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
 import { engineOptions } from '../settings/registry.js';
+import { serveTls } from './tls.js';
 import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
@@ -163,6 +164,7 @@ async function main(): Promise<void> {
   const fds = Array.from({ length: spec.listeners }, (_, i) => FIRST_LISTENER_FD + i);
   const server = new addon.NativeServer(fds, engineOptions(config), dispatcher);
   dispatcher.attach(server);
+  if (spec.tls) await bootStep(send, 'cannot serve TLS', async () => serveTls(server, config, spec.tls!, link));
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));

@@ -8,10 +8,12 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
-use crate::event::Recorder;
+use crate::event::{Recorder, Secure};
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
 use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
 use crate::socket::Peer;
+use crate::tls::PeerCertificate;
+use crate::tls_conn::{TlsLayer, TlsRead};
 
 /// Output past this many unsent bytes tells the app to wait for `drain`.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -41,6 +43,11 @@ impl std::fmt::Display for WriteError {
 
 /// Canned error responses, written by the engine itself.
 pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
+    canned_response(status, None, date_line, out);
+}
+
+/// A canned response whose body is `body`, or the reason phrase.
+fn canned_response(status: u16, body: Option<&str>, date_line: &[u8], out: &mut Vec<u8>) {
     let reason = match status {
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -55,10 +62,11 @@ pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
     let status = if reason == "Bad Request" { 400 } else { status };
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     out.extend_from_slice(date_line);
+    let body = body.unwrap_or(reason);
     out.extend_from_slice(
         format!(
-            "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
-            reason.len()
+            "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .as_bytes(),
     );
@@ -141,6 +149,8 @@ pub struct Conn {
     last_read: Instant,
     /// The epoll interest currently registered.
     interest: u32,
+    /// TLS between the socket and the buffers above (see tls_conn.rs).
+    tls: Option<Box<TlsLayer>>,
 }
 
 /// Parser events for one connection: the request queue is kept here, the
@@ -150,6 +160,7 @@ struct Tracker<'a, 'r> {
     head_since: &'a mut Option<Instant>,
     known_to_app: &'a mut bool,
     peer: &'a Peer,
+    secure: Secure,
     now: Instant,
     pause_at: usize,
     recorder: &'a mut Recorder<'r>,
@@ -168,7 +179,7 @@ impl Sink for Tracker<'_, '_> {
             http_minor: head.http_minor,
             keep_alive: head.keep_alive,
         });
-        self.recorder.request(&head, self.peer);
+        self.recorder.request(&head, self.peer, self.secure);
     }
 
     fn body(&mut self, data: &[u8]) {
@@ -193,6 +204,8 @@ pub enum Received {
     Nothing,
     /// The connection failed.
     Failed,
+    /// Plain HTTP arrived on a TLS port.
+    PlainHttp,
 }
 
 /// Bytes asked of the socket per read.
@@ -220,7 +233,45 @@ impl Conn {
             idle_since: now,
             last_read: now,
             interest: 0,
+            tls: None,
         }
+    }
+
+    /// Serves the connection over TLS; false if rustls refused to start.
+    pub fn start_tls(&mut self, config: std::sync::Arc<rustls::ServerConfig>) -> bool {
+        self.tls = TlsLayer::new(config).map(Box::new);
+        self.tls.is_some()
+    }
+
+    /// The TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.tls.as_ref()?.peer_certificate()
+    }
+
+    /// The TLS version and cipher suite negotiated, if over TLS.
+    pub fn tls_negotiated(&self) -> Option<(String, String)> {
+        self.tls.as_ref()?.negotiated()
+    }
+
+    fn secure(&self) -> Secure {
+        self.tls.as_ref().map_or(Secure::default(), |t| Secure {
+            tls: true,
+            client_cert: t.has_peer_certificate(),
+        })
+    }
+
+    /// Answers plain HTTP sent to the TLS port in plain HTTP, as nginx
+    /// does, then closes.
+    pub fn refuse_plain_http(&mut self, date_line: &[u8]) {
+        self.tls = None;
+        self.inbuf.clear();
+        let body = "The plain HTTP request was sent to an HTTPS port: use https://";
+        canned_response(400, Some(body), date_line, &mut self.out);
+        self.close_after_output();
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -242,7 +293,8 @@ impl Conn {
     }
 
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
+        let sealed = self.tls.as_ref().is_some_and(|t| t.wants_write());
+        self.out.len() - self.out_pos + usize::from(sealed)
     }
 
     /// The epoll interest to register: reading and/or writing.
@@ -267,11 +319,17 @@ impl Conn {
             && self.unsent() == 0
             && !self.parser.busy()
             && self.inbuf.is_empty()
+            && !self.handshaking()
     }
 
     /// Idle and staying open: another worker could take it over as is.
+    /// Not over TLS: the session's keys and sequence numbers live in this
+    /// process, and cannot follow the descriptor.
     pub fn is_movable(&self) -> bool {
-        self.is_idle() && self.reading == Reading::Open && self.closing == Closing::KeepOpen
+        self.is_idle()
+            && self.reading == Reading::Open
+            && self.closing == Closing::KeepOpen
+            && self.tls.is_none()
     }
 
     pub fn is_lingering(&self) -> bool {
@@ -331,6 +389,22 @@ impl Conn {
 
     /// Reads what the client sent into the unparsed input.
     pub fn receive(&mut self, now: Instant) -> Received {
+        if let Some(tls) = &mut self.tls {
+            let got = tls.receive(self.fd.as_raw_fd(), &mut self.inbuf);
+            if got == TlsRead::Progress {
+                self.last_read = now;
+            }
+            return match got {
+                TlsRead::Progress => Received::Data,
+                TlsRead::Nothing => Received::Nothing,
+                TlsRead::End => Received::End,
+                TlsRead::PlainHttp => Received::PlainHttp,
+                TlsRead::Failed => {
+                    tls.send_queued(self.fd.as_raw_fd());
+                    Received::Failed
+                }
+            };
+        }
         let start = self.inbuf.len();
         self.inbuf.reserve(READ_CHUNK);
         let spare = self.inbuf.capacity() - start;
@@ -380,11 +454,13 @@ impl Conn {
         if self.inbuf.is_empty() || self.reading != Reading::Open {
             return None;
         }
+        let secure = self.secure();
         let mut tracker = Tracker {
             pending: &mut self.pending,
             head_since: &mut self.head_since,
             known_to_app: &mut self.known_to_app,
             peer: &self.peer,
+            secure,
             now,
             pause_at,
             recorder,
@@ -608,6 +684,15 @@ impl Conn {
 
     /// Sends what is buffered. Ok(true) when everything went out.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            let closing = self.closing == Closing::AfterOutput;
+            let done = tls.flush(self.fd.as_raw_fd(), &self.out, &mut self.out_pos, closing)?;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            return Ok(done);
+        }
         while self.out_pos < self.out.len() {
             let rest = &self.out[self.out_pos..];
             // SAFETY: fd is an open socket; rest is a valid readable buffer.

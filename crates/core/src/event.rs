@@ -23,6 +23,8 @@ pub enum Event {
         peer_ip: Range<usize>,
         peer_port: u16,
         local_port: u16,
+        /// Over TLS, and whether with a verified client certificate.
+        secure: Secure,
     },
     Body {
         conn: Token,
@@ -66,6 +68,15 @@ pub enum Event {
     },
 }
 
+/// What a request's connection says about its security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Secure {
+    /// It came over TLS.
+    pub tls: bool,
+    /// The client presented a certificate the CAs verified.
+    pub client_cert: bool,
+}
+
 /// Records one connection's parsed requests as events.
 pub struct Recorder<'a> {
     pub token: Token,
@@ -80,7 +91,7 @@ impl Recorder<'_> {
         start..self.arena.len()
     }
 
-    pub fn request(&mut self, head: &RequestHead<'_>, peer: &Peer) {
+    pub fn request(&mut self, head: &RequestHead<'_>, peer: &Peer, secure: Secure) {
         let url = self.stash(head.url);
         let headers = self.stash(head.headers);
         let peer_ip = self.stash(peer.ip.as_bytes());
@@ -96,6 +107,7 @@ impl Recorder<'_> {
             peer_ip,
             peer_port: peer.port,
             local_port: peer.local_port,
+            secure,
         });
     }
 

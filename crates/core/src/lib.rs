@@ -4,7 +4,9 @@
 //! Modules, bottom up (each uses only those above it in this list):
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
 //! limits, date, llhttp, parser, response, body, socket, event, conn,
-//! timeouts, handoff, engine (the dispatcher); beside them fatal (fatal-signal
+//! timeouts, handoff, engine (the dispatcher); tls (settings to a rustls
+//! config, session-ticket keys) and tls_conn (a connection's TLS layer,
+//! used by conn); beside them fatal (fatal-signal
 //! reports), abort (the SIGABRT 503 table, using fatal), affinity and
 //! steering (used by the arbiter).
 
@@ -26,6 +28,8 @@ pub mod socket;
 pub mod steering;
 pub mod sys;
 pub mod timeouts;
+pub mod tls;
+pub mod tls_conn;
 
 pub use conn::WriteError;
 pub use engine::Engine;

@@ -48,13 +48,19 @@ pub const FLAG_KEEP_ALIVE: u32 = 1;
 pub const FLAG_HAS_BODY: u32 = 2;
 pub const FLAG_EXPECT_CONTINUE: u32 = 4;
 pub const FLAG_HTTP10: u32 = 8;
+/// The connection is TLS; with `FLAG_CLIENT_CERT` the client sent a
+/// certificate the CAs verified (read it with `peerCertificate`).
+pub const FLAG_TLS: u32 = 16;
+pub const FLAG_CLIENT_CERT: u32 = 32;
 
 /// The flags by the names native.ts gives them.
-pub const FLAGS: [(&str, u32); 4] = [
+pub const FLAGS: [(&str, u32); 6] = [
     ("FLAG_KEEP_ALIVE", FLAG_KEEP_ALIVE),
     ("FLAG_HAS_BODY", FLAG_HAS_BODY),
     ("FLAG_EXPECT_CONTINUE", FLAG_EXPECT_CONTINUE),
     ("FLAG_HTTP10", FLAG_HTTP10),
+    ("FLAG_TLS", FLAG_TLS),
+    ("FLAG_CLIENT_CERT", FLAG_CLIENT_CERT),
 ];
 
 /// Members of the `callbacks` object the server reads.
@@ -135,6 +141,6 @@ mod tests {
             assert!(bit.is_power_of_two());
             acc | bit
         });
-        assert_eq!(all, 15);
+        assert_eq!(all, 63);
     }
 }

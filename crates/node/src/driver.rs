@@ -16,8 +16,8 @@ use napi::sys;
 use rwsgi_core::{Engine, Event};
 
 use crate::contract::{
-    Slot, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_KEEP_ALIVE, REQUEST_STRIDE,
-    TEXT_OFFSETS,
+    Slot, FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_KEEP_ALIVE,
+    FLAG_TLS, REQUEST_STRIDE, TEXT_OFFSETS,
 };
 use crate::js::{check, log_failure};
 
@@ -304,6 +304,7 @@ impl Driver {
             peer_ip,
             peer_port,
             local_port,
+            secure,
         } = event
         else {
             return Ok(());
@@ -315,7 +316,13 @@ impl Driver {
             } else {
                 0
             })
-            | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
+            | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 })
+            | (if secure.tls { FLAG_TLS } else { 0 })
+            | (if secure.client_cert {
+                FLAG_CLIENT_CERT
+            } else {
+                0
+            });
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip]);
         let mut row = [0f64; REQUEST_STRIDE];

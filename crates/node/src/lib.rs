@@ -6,6 +6,7 @@ mod contract;
 mod driver;
 mod fast;
 mod js;
+pub mod tls;
 mod uv;
 
 use std::cell::{Cell, RefCell};
@@ -321,6 +322,8 @@ pub struct RejectedCount {
 pub struct NativeServer {
     driver: Rc<Driver>,
     poll: Option<uv::Poll>,
+    /// The session-ticket keys its TLS listeners seal tickets with.
+    tickets: std::sync::Arc<rwsgi_core::tls::TicketKeys>,
 }
 
 #[napi]
@@ -376,6 +379,7 @@ impl NativeServer {
         Ok(NativeServer {
             driver,
             poll: Some(poll),
+            tickets: Default::default(),
         })
     }
 
