@@ -59,7 +59,7 @@ export const SETTINGS = {
     meta: 'HOST:PORT',
     default: ['127.0.0.1:8000'],
     defaultText: '127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set',
-    doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one; `unix:PATH` a Unix socket, `fd://N` an inherited listening socket (see Binding).',
+    doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one; `unix:PATH` a Unix socket, `fd://N` an inherited listening socket (see Binding); `https://HOST:PORT` serves TLS beside plain binds (see HTTPS).',
   }),
   umask: int({
     section: 'Server socket',
