@@ -136,6 +136,8 @@ export interface NativeServer {
   enableTls(options: TlsOptions, listeners: number[], ticketKeys: Buffer[]): void;
   /** Replaces the session-ticket keys (the first seals, all open). */
   setTicketKeys(ticketKeys: Buffer[]): void;
+  /** `[version, suite]` (`TLSv1.3`, `TLS_AES_128_GCM_SHA256`) of `conn`, or null when not over TLS. */
+  tlsNegotiated(conn: number): [string, string] | null;
   /** The verified client certificate of `conn`, or null. */
   peerCertificate(conn: number): PeerCertificate | null;
   close(): void;

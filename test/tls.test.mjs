@@ -91,6 +91,8 @@ test('each interface sees https: node req.socket.encrypted, fetch https: URLs', 
   const n = JSON.parse(await curl('--cacert', at('ca.pem'), `https://localhost:${node.port}/`));
   t.is(n.encrypted, true);
   t.is(n.authorized, false);
+  t.is(n.protocol, 'TLSv1.3');
+  t.regex(n.cipher, /^TLS_AES_(128|256)_GCM_SHA(256|384)$|^TLS_CHACHA20_POLY1305_SHA256$/);
   const fetch = await serve(t, `${APP}:fetchApp`, { args: tlsArgs() });
   const f = JSON.parse(await curl('--cacert', at('ca.pem'), `https://localhost:${fetch.port}/p?q=1`));
   t.is(f.url, `https://localhost:${fetch.port}/p?q=1`);

@@ -37,6 +37,17 @@ class ExchangeSocket extends Duplex {
     this.authorized = (ex.flags & FLAG_CLIENT_CERT) !== 0;
   }
 
+  /** As `tls.TLSSocket.getProtocol()`: `TLSv1.3`, or null when not over TLS. */
+  getProtocol(): string | null {
+    return this.ex.tlsNegotiated()?.[0] ?? null;
+  }
+
+  /** As `tls.TLSSocket.getCipher()` (`name` is the IANA name, as `standardName`). */
+  getCipher(): { name: string; standardName: string; version: string } | null {
+    const negotiated = this.ex.tlsNegotiated();
+    return negotiated && { name: negotiated[1], standardName: negotiated[1], version: negotiated[0] };
+  }
+
   /** As `tls.TLSSocket.getPeerCertificate()`: `{}` without a client certificate. */
   getPeerCertificate(): NodePeerCertificate | Record<string, never> {
     const cert = this.ex.peerCertificate();

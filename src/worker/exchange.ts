@@ -195,6 +195,11 @@ export class Exchange {
     return this.flags & FLAG_TLS ? 'https' : 'http';
   }
 
+  /** `[version, suite]` of the TLS connection (asked of the engine on use), or null. */
+  tlsNegotiated(): [string, string] | null {
+    return this.flags & FLAG_TLS ? this.conn.server.tlsNegotiated(this.conn.id) : null;
+  }
+
   /** The client certificate the CAs verified (asked of the engine on use), or null. */
   peerCertificate(): PeerCertificate | null {
     return this.flags & FLAG_CLIENT_CERT ? this.conn.server.peerCertificate(this.conn.id) : null;

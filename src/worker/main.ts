@@ -33,6 +33,8 @@ function busyLineStart(ex: Exchange): string {
 function readSpec(): WorkerSpec {
   const raw = process.env[SPEC_VARIABLE];
   if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
+  // It holds the TLS session-ticket keys: not for the app or what it spawns.
+  delete process.env[SPEC_VARIABLE];
   return JSON.parse(raw) as WorkerSpec;
 }
 

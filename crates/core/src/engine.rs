@@ -324,6 +324,11 @@ impl Engine {
         tls.is_none_or(|config| conn.start_tls(config))
     }
 
+    /// The TLS version and cipher suite of `token`'s connection, if over TLS.
+    pub fn tls_negotiated(&self, token: Token) -> Option<(String, String)> {
+        self.conns.get(token)?.tls_negotiated()
+    }
+
     /// The verified client certificate of `token`'s connection, if any.
     pub fn peer_certificate(&self, token: Token) -> Option<crate::tls::PeerCertificate> {
         self.conns.get(token)?.peer_certificate()

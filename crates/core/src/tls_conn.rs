@@ -222,11 +222,17 @@ impl TlsLayer {
             .is_some_and(|c| !c.is_empty())
     }
 
-    /// Negotiated protocol version and cipher suite (`TLSv1_3`,
-    /// `TLS13_AES_128_GCM_SHA256`).
+    /// The negotiated protocol version and cipher suite as OpenSSL and
+    /// Node name them: `TLSv1.3`, and the suite's IANA name
+    /// (`TLS_AES_128_GCM_SHA256`).
     pub fn negotiated(&self) -> Option<(String, String)> {
-        let version = self.session.protocol_version()?;
-        let suite = self.session.negotiated_cipher_suite()?;
-        Some((format!("{version:?}"), format!("{:?}", suite.suite())))
+        let version = format!("{:?}", self.session.protocol_version()?).replace('_', ".");
+        let suite = format!("{:?}", self.session.negotiated_cipher_suite()?.suite());
+        // rustls marks TLS 1.3 suites `TLS13_`; their IANA names start `TLS_`.
+        let suite = match suite.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => suite,
+        };
+        Some((version, suite))
     }
 }

@@ -88,6 +88,19 @@ impl NativeServer {
             .map_err(|e| Error::from_reason(e.to_string()))
     }
 
+    /// `[version, cipher suite]` of `conn` (`TLSv1.3`,
+    /// `TLS_AES_128_GCM_SHA256`), or null when it is not over TLS.
+    #[napi]
+    pub fn tls_negotiated(&self, conn: f64) -> Result<Option<Vec<String>>> {
+        let Some(token) = token(conn) else {
+            return Ok(None);
+        };
+        Ok(self
+            .engine()?
+            .tls_negotiated(token)
+            .map(|(version, suite)| vec![version, suite]))
+    }
+
     /// The verified client certificate of `conn`, or null.
     #[napi]
     pub fn peer_certificate(&self, conn: f64) -> Result<Option<PeerCertificate>> {
