@@ -3,7 +3,7 @@
 // client certificates, versions, ALPN, resumption across workers, HUP with
 // a new and a broken certificate, and hostile clients.
 
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,6 +147,9 @@ test('bad TLS settings exit 3 naming the file and the problem, before any worker
     t.regex(r.out, message);
     t.notRegex(r.out, /Booting worker/);
   }
+  const check = await rwsgi(['check', APP, ...tlsArgs('expired')]);
+  t.is(check.code, 3, check.out);
+  t.regex(check.out, /the certificate expired on/);
 });
 
 test('TLS 1.2 and 1.3, --tls-min-version 1.3 refuses 1.2, ALPN http/1.1', async (t) => {
@@ -234,8 +237,25 @@ print(hashlib.sha256(s.getpeercert(True)).hexdigest())
   t.notRegex(server.log.slice(before), /Booting worker/);
 });
 
-test('plain HTTP on the TLS port gets a 400 saying so; garbage and a truncated ClientHello are closed', async (t) => {
+/** openssl s_client over TLS 1.2: one request, then its `R` command (a renegotiation). */
+function renegotiate(port) {
+  return new Promise((resolve) => {
+    const child = execFile('openssl', ['s_client', '-tls1_2', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'], { timeout: 20_000 }, (_err, stdout, stderr) =>
+      resolve(stdout + stderr),
+    );
+    child.stdin.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    setTimeout(() => child.stdin.write('R\n'), 1500);
+    setTimeout(() => child.stdin.end(), 4000);
+  });
+}
+
+test('plain HTTP on the TLS port gets a 400 saying so; garbage, a truncated ClientHello and renegotiation are refused', async (t) => {
   const server = await serve(t, APP, { args: tlsArgs() });
+  const before = JSON.parse(await curl('--cacert', at('ca.pem'), `https://localhost:${server.port}/`)).pid;
+  const renegotiation = await renegotiate(server.port);
+  t.regex(renegotiation, /HTTP\/1\.1 200 OK/);
+  t.regex(renegotiation, /RENEGOTIATING/);
+  t.regex(renegotiation, /no renegotiation/);
   const plain = await raw(server.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
   t.regex(plain.text, /^HTTP\/1\.1 400 Bad Request\r\n/);
   t.regex(plain.text, /plain HTTP request was sent to an HTTPS port/);
@@ -246,7 +266,8 @@ test('plain HTTP on the TLS port gets a 400 saying so; garbage and a truncated C
   // A record header promising more than arrives, then the client closes its side.
   const truncated = await raw(server.port, Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]), { ms: 3000 });
   t.false(truncated.text.startsWith('HTTP'));
-  t.regex(await curl('--cacert', at('ca.pem'), `https://localhost:${server.port}/`), /"wsgi.url_scheme":"https"/);
+  // The same worker served all of it, and still serves.
+  t.is(JSON.parse(await curl('--cacert', at('ca.pem'), `https://localhost:${server.port}/`)).pid, before);
 });
 
 test('1000 stalled handshakes do not keep a normal client waiting; the handshake is bounded by --header-timeout', async (t) => {

@@ -44,6 +44,9 @@ pub struct TlsLayer {
     /// Nothing was received yet (the first byte tells TLS from plain HTTP).
     fresh: bool,
     close_notify_sent: bool,
+    /// The client's close_notify came with data, reported first; the close
+    /// is reported on the next read.
+    peer_closed: bool,
 }
 
 /// A connected socket as rustls reads and writes it.
@@ -85,6 +88,7 @@ impl TlsLayer {
             raw: Vec::new(),
             fresh: true,
             close_notify_sent: false,
+            peer_closed: false,
         })
     }
 
@@ -99,6 +103,9 @@ impl TlsLayer {
 
     /// Reads what the socket has, decrypting it into `plain`.
     pub fn receive(&mut self, fd: RawFd, plain: &mut Vec<u8>) -> TlsRead {
+        if self.peer_closed {
+            return TlsRead::End;
+        }
         let start = self.raw.len();
         self.raw.reserve(RAW_CHUNK);
         let spare = self.raw.capacity() - start;
@@ -128,6 +135,7 @@ impl TlsLayer {
 
     /// Feeds the received ciphertext to rustls, moving plaintext to `plain`.
     fn decrypt(&mut self, plain: &mut Vec<u8>) -> TlsRead {
+        let plain_before = plain.len();
         let mut pos = 0;
         let mut closed = false;
         while pos < self.raw.len() {
@@ -159,7 +167,9 @@ impl TlsLayer {
             }
         }
         self.raw.drain(..pos);
-        if closed {
+        // A request and the close after it in one read: the request first.
+        self.peer_closed = closed && plain.len() > plain_before;
+        if closed && !self.peer_closed {
             TlsRead::End
         } else {
             TlsRead::Progress
@@ -192,7 +202,7 @@ impl TlsLayer {
                 self.session.send_close_notify();
             }
             if !self.session.wants_write() {
-                return Ok(*pos == out.len() || self.is_handshaking());
+                return Ok(*pos == out.len());
             }
             while self.session.wants_write() {
                 match self.session.write_tls(&mut socket) {

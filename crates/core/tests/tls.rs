@@ -231,3 +231,30 @@ fn a_session_from_one_engine_resumes_on_another_with_the_same_ticket_keys() {
         ]
     );
 }
+
+#[test]
+fn a_request_followed_at_once_by_close_notify_is_still_answered() {
+    let (cert, key) = certificate("close-notify");
+    let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
+    let done = Arc::new(AtomicBool::new(false));
+    let config = client_config(&cert);
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut stream = connect(&config, port);
+            stream
+                .write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            // The request and the client's close_notify leave together.
+            stream.conn.send_close_notify();
+            stream.flush().unwrap();
+            let text = read_all(&mut stream);
+            done.store(true, Ordering::SeqCst);
+            text
+        })
+    };
+    serve(&mut [&mut engine], &done);
+    let text = client.join().unwrap().expect("a clean close");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("/last"), "{text}");
+}
