@@ -195,7 +195,7 @@ export class Arbiter {
     for (let i = 0; i < count; i++) this.slots.push(this.newSlot(i, listeners.map((l) => l.fds[i] as number)));
     for (const { listener } of listeners) {
       this.listeners.push(listener);
-      logger.info(`Listening at: ${url(listener)} (${process.pid}), handed over by pid ${handover.from}`);
+      logger.info(`Listening at: ${url(listener, servesTls(this.config, listener.bind))} (${process.pid}), handed over by pid ${handover.from}`);
     }
     try {
       await this.rebind(this.config.bind);
