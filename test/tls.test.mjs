@@ -8,6 +8,7 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { TicketKeys } from '../dist/arbiter/tls.js';
 import { curl, fixture, python, raw, rwsgi, serve, waitFor } from './helpers.mjs';
 
 const APP = fixture('tls-app.mjs');
@@ -302,4 +303,16 @@ print(json.dumps({'ok': ok, 'served': served, 'closed': closed}))
   t.log(`a normal client was served in ${result.served.toFixed(3)} s beside 1000 stalled handshakes (loaded machine)`);
   t.true(result.served < 20);
   t.is(result.closed, 20);
+});
+
+test('ticket keys rotate: a new sealing key first, the previous one kept, older ones dropped', (t) => {
+  const keys = new TicketKeys();
+  const [first] = keys.current();
+  t.regex(first, /^[0-9a-f]{96}$/);
+  const second = keys.rotate();
+  t.deepEqual(second.slice(1), [first]);
+  t.not(second[0], first);
+  const third = keys.rotate();
+  t.deepEqual(third, [third[0], second[0]]);
+  t.false(third.includes(first));
 });
