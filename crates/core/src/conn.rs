@@ -151,6 +151,9 @@ pub struct Conn {
     interest: u32,
     /// TLS between the socket and the buffers above (see tls_conn.rs).
     tls: Option<Box<TlsLayer>>,
+    /// A response was cut short: over TLS the close then goes without
+    /// close_notify, so the client cannot take the cut for the end.
+    cut_short: bool,
 }
 
 /// Parser events for one connection: the request queue is kept here, the
@@ -234,6 +237,7 @@ impl Conn {
             last_read: now,
             interest: 0,
             tls: None,
+            cut_short: false,
         }
     }
 
@@ -528,6 +532,12 @@ impl Conn {
         self.pending.clear();
     }
 
+    /// As `close_after_output`, for a response that could not be completed.
+    pub fn close_cut_short(&mut self) {
+        self.cut_short = true;
+        self.close_after_output();
+    }
+
     /// The request head being received will not be waited for any longer.
     pub fn forget_head(&mut self) {
         self.head_since = None;
@@ -633,8 +643,10 @@ impl Conn {
         };
         let finished = body.finish(&mut self.out);
         let info = self.pending.pop_front().ok_or(WriteError::NoRequest)?;
-        if finished.is_err() || !info.keep_alive {
+        if finished.is_err() {
             // A short body cannot be delimited: closing is the only honest end.
+            self.close_cut_short();
+        } else if !info.keep_alive {
             self.close_after_output();
         } else if self.pending.is_empty() {
             self.idle_since = now;
@@ -685,7 +697,7 @@ impl Conn {
     /// Sends what is buffered. Ok(true) when everything went out.
     pub fn flush(&mut self) -> io::Result<bool> {
         if let Some(tls) = &mut self.tls {
-            let closing = self.closing == Closing::AfterOutput;
+            let closing = self.closing == Closing::AfterOutput && !self.cut_short;
             let done = tls.flush(self.fd.as_raw_fd(), &self.out, &mut self.out_pos, closing)?;
             if self.out_pos == self.out.len() {
                 self.out.clear();

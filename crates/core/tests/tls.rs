@@ -79,7 +79,8 @@ fn tls_engine(settings: &TlsSettings, keys: &[Vec<u8>]) -> (Engine, u16) {
     (engine, addr.port())
 }
 
-/// Serves `engines` (answering each request with its URL) until `done`;
+/// Serves `engines` (answering each request with its URL, `/short` with
+/// a body shorter than its Content-Length) until `done`;
 /// returns the security of every request seen.
 fn serve(engines: &mut [&mut Engine], done: &AtomicBool) -> Vec<Secure> {
     let mut seen = Vec::new();
@@ -97,7 +98,14 @@ fn serve(engines: &mut [&mut Engine], done: &AtomicBool) -> Vec<Secure> {
                 } = event
                 {
                     seen.push(secure);
-                    engine.respond(conn, b"200 OK", &TEXT, &arena[url]).unwrap();
+                    if &arena[url.clone()] == b"/short" {
+                        // Ten bytes promised, three sent: the response is cut short.
+                        engine.start(conn, b"200 OK", &TEXT, Some(10)).unwrap();
+                        engine.write(conn, b"abc").unwrap();
+                        engine.end(conn).unwrap();
+                    } else {
+                        engine.respond(conn, b"200 OK", &TEXT, &arena[url]).unwrap();
+                    }
                 }
             }
             engine.end_turn();
@@ -257,4 +265,31 @@ fn a_request_followed_at_once_by_close_notify_is_still_answered() {
     let text = client.join().unwrap().expect("a clean close");
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("/last"), "{text}");
+}
+
+#[test]
+fn a_response_cut_short_closes_without_close_notify() {
+    let (cert, key) = certificate("cut-short");
+    let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
+    let done = Arc::new(AtomicBool::new(false));
+    let config = client_config(&cert);
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut stream = connect(&config, port);
+            stream
+                .write_all(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut text = Vec::new();
+            let end = stream.read_to_end(&mut text);
+            done.store(true, Ordering::SeqCst);
+            (String::from_utf8_lossy(&text).into_owned(), end)
+        })
+    };
+    serve(&mut [&mut engine], &done);
+    let (text, end) = client.join().unwrap();
+    assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+    // A truncation, which the client can tell from a complete response.
+    let err = end.expect_err("no close_notify after a cut-short response");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
 }
