@@ -3,10 +3,15 @@
 //   node bench/run.mjs [--peers rwsgi,rwsgi-metrics,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
-//                      [--loadgen wrk|rwsgi-load] [--before DIR]
+//                      [--loadgen wrk|rwsgi-load] [--before DIR] [--tls]
 // --before DIR: also run the rwsgi built in DIR (another checkout, after its
 // `npm run build`) as the peer rwsgi-before, in the same interleaved rounds,
 // to compare a change with the code before it.
+// --tls: HTTPS (an ECDSA P-256 certificate made here, TLS 1.3 with
+// AES-128-GCM) for the peers that terminate TLS themselves: rwsgi, nginx
+// (`ssl`), uWS.js (SSLApp), Bun (`tls`), node:cluster (`https`); the others
+// are skipped. Scenarios keepalive, latency and close (a full handshake per
+// request) are the ones that say something about TLS.
 // --pin: one worker per server pinned to core 0, wrk pinned to core 1.
 // Peers that are not installed are skipped with a note (bench/install-peers.sh
 // installs them). Writes bench/results/latest.{md,json} (and .png when
@@ -35,8 +40,20 @@ const { values } = parseArgs({
     app: { type: 'string', default: 'hello' },
     loadgen: { type: 'string', default: 'wrk' },
     before: { type: 'string' },
+    tls: { type: 'boolean', default: false },
   },
 });
+/** --tls: the certificate and key the peers serve (made once per run). */
+const TLS = values.tls ? makeCertificate() : null;
+const TLS_PEERS = ['rwsgi', 'rwsgi-before', 'nginx', 'uws.js', 'bun', 'node-cluster'];
+
+function makeCertificate() {
+  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-bench-tls-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+  return { cert, key };
+}
 /** wrk, or rwsgi-load (crates/loadgen): lighter, GET scenarios only, no latency figures. */
 const LOADGEN = values.loadgen;
 const LOADGEN_BIN = join(ROOT, 'target/release/rwsgi-load');
@@ -65,7 +82,15 @@ http {
   keepalive_requests 1000000;
   client_body_temp_path ${dir};
   server {
-    listen 127.0.0.1:${port} reuseport;
+    listen 127.0.0.1:${port} reuseport${TLS ? ' ssl' : ''};${
+      TLS
+        ? `
+    ssl_certificate ${TLS.cert};
+    ssl_certificate_key ${TLS.key};
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;`
+        : ''
+    }
     location = / { default_type text/plain; return 200 '${HELLO}'; }
     location = /json { default_type application/json; alias ${dir}/json; }
   }
@@ -77,7 +102,20 @@ http {
 
 /** name -> how to start it for `port`, or why it is skipped. */
 const rwsgiIn = (dir, extra = []) => ({
-  cmd: [process.execPath, join(dir, 'dist/cli/main.js'), 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning', ...extra],
+  cmd: [
+    process.execPath,
+    join(dir, 'dist/cli/main.js'),
+    'serve',
+    express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js',
+    '-b',
+    '',
+    '-w',
+    String(workers),
+    '--log-level',
+    'warning',
+    ...extra,
+    ...(TLS ? ['--certfile', TLS.cert, '--keyfile', TLS.key, '--tls-min-version', '1.3', '--ciphers', 'TLS13_AES_128_GCM_SHA256'] : []),
+  ],
   bindArg: true,
 });
 const PEERS = {
@@ -182,8 +220,8 @@ function ownLoad(port, scenario) {
 }
 
 function wrk(port, scenario) {
-  if (LOADGEN === 'rwsgi-load') return ownLoad(port, scenario);
-  const cmd = ['wrk', ...scenario.args, '-d', `${values.seconds}s`, '--latency', `http://127.0.0.1:${port}${scenario.path}`];
+  if (LOADGEN === 'rwsgi-load' && !TLS) return ownLoad(port, scenario);
+  const cmd = ['wrk', ...scenario.args, '-d', `${values.seconds}s`, '--latency', `${TLS ? 'https' : 'http'}://127.0.0.1:${port}${scenario.path}`];
   const full = values.pin ? ['taskset', '-c', '1', ...cmd] : cmd;
   const out = execFileSync(full[0], full.slice(1)).toString();
   return {
@@ -225,7 +263,7 @@ try {
       continue;
     }
     const p = port++;
-    const spec = make(p);
+    const spec = TLS && !TLS_PEERS.includes(name) ? { skip: 'no TLS variant here' } : make(p);
     if (spec.skip) {
       notes.push(`${name}: skipped (${spec.skip})`);
       continue;
@@ -236,7 +274,7 @@ try {
     for (let i = 0; i < (spec.copies ?? 1); i++) {
       const child = spawn(full[0], full.slice(1), {
         cwd: ROOT,
-        env: { ...process.env, WORKERS: String(workers), PORT: String(p), ...(spec.env ?? {}) },
+        env: { ...process.env, WORKERS: String(workers), PORT: String(p), ...(TLS ? { TLS_CERT: TLS.cert, TLS_KEY: TLS.key } : {}), ...(spec.env ?? {}) },
         stdio: ['ignore', 'ignore', 'inherit'],
       });
       running.push(child);
@@ -277,7 +315,7 @@ try {
     }
   }
   const summary = {
-    machine: `${execFileSync('nproc').toString().trim()} cores, ${process.version}`,
+    machine: `${execFileSync('nproc').toString().trim()} cores, ${process.version}${TLS ? ', HTTPS (TLS 1.3, AES-128-GCM, ECDSA P-256)' : ''}`,
     date: new Date().toISOString(),
     options: { ...values, workers },
     notes,

@@ -167,7 +167,36 @@ export interface NativeServer {
   flushAccessLog(): void;
   /** Access log lines dropped since start (the buffer was full, or a write failed). */
   accessLogDropped(): number;
+  /** Serves the listeners at `listeners` (indexes) over TLS; tickets sealed with `ticketKeys`. */
+  enableTls(options: TlsOptions, listeners: number[], ticketKeys: Buffer[]): void;
+  /** Replaces the session-ticket keys (the first seals, all open). */
+  setTicketKeys(ticketKeys: Buffer[]): void;
+  /** `[version, suite]` (`TLSv1.3`, `TLS_AES_128_GCM_SHA256`) of `conn`, or null when not over TLS. */
+  tlsNegotiated(conn: number): [string, string] | null;
+  /** The verified client certificate of `conn`, or null. */
+  peerCertificate(conn: number): PeerCertificate | null;
   close(): void;
+}
+
+/** crates/node/src/tls.rs's TlsOptions. */
+export interface TlsOptions {
+  certfile: string;
+  keyfile: string;
+  caCerts?: string;
+  certReqs: string;
+  minVersion: string;
+  ciphers: string[];
+  alpn: string[];
+}
+
+/** A client certificate, named as Node's `getPeerCertificate()` names it. */
+export interface PeerCertificate {
+  subject: string;
+  issuer: string;
+  serialNumber: string;
+  validFrom: string;
+  validTo: string;
+  raw: Buffer;
 }
 
 /** What the addon says the contract is (crates/node/src/contract.rs). */
@@ -181,6 +210,10 @@ export interface Contract {
 interface Addon {
   checkLlhttp(version: string): void;
   contract(): Contract;
+  /** Loads the TLS files and settings as a worker would; throws naming the file or setting at fault. */
+  checkTls(options: TlsOptions): void;
+  /** Bytes of one session-ticket key. */
+  TICKET_KEY_BYTES: number;
   bindListeners(address: string, count: number, backlog: number): BoundGroup;
   joinListeners(address: string, backlog: number): number;
   /** A Unix listening socket all workers share; a stale file is replaced, a live one refused. */
@@ -231,9 +264,11 @@ export const FLAG_KEEP_ALIVE = 1;
 export const FLAG_HAS_BODY = 2;
 export const FLAG_EXPECT_CONTINUE = 4;
 export const FLAG_HTTP10 = 8;
-/** A trusted proxy said the request came over https. */
+/** The scheme is https: a trusted proxy said so, or the connection is TLS. */
 export const FLAG_HTTPS = 16;
-const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10, FLAG_HTTPS };
+export const FLAG_TLS = 32;
+export const FLAG_CLIENT_CERT = 64;
+const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10, FLAG_HTTPS, FLAG_TLS, FLAG_CLIENT_CERT };
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);

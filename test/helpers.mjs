@@ -57,7 +57,7 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
   const logFile = args.includes('--error-logfile') ? args[args.indexOf('--error-logfile') + 1] : null;
   const currentLog = () => (logFile ? (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '') : server.log);
   server.port = Number(
-    (await waitFor(() => /Listening at: http:\/\/\S+:(\d+)/.exec(currentLog()) ?? server.exit, 15_000, 'listening'))[1],
+    (await waitFor(() => /Listening at: https?:\/\/\S+:(\d+)/.exec(currentLog()) ?? server.exit, 15_000, 'listening'))[1],
   );
   await waitFor(() => (currentLog().match(/Worker ready/g) ?? []).length >= workers || server.exit, 15_000, 'workers ready');
   if (server.exit) throw new Error(`server exited early:\n${server.log}`);

@@ -5,6 +5,8 @@ Bun.serve({
   port: Number(process.env.PORT ?? 8001),
   hostname: '127.0.0.1',
   reusePort: true,
+  // bench/run.mjs --tls: HTTPS with the run's certificate.
+  ...(process.env.TLS_CERT ? { tls: { cert: Bun.file(process.env.TLS_CERT), key: Bun.file(process.env.TLS_KEY) } } : {}),
   async fetch(req) {
     const path = new URL(req.url).pathname;
     if (path === '/json') return new Response(JSON_4K, { headers: { 'Content-Type': 'application/json' } });

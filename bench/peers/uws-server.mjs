@@ -5,8 +5,9 @@ import uws from '@trufflesuite/uws-js-unofficial';
 import { HELLO, JSON_4K } from '../apps/payloads.js';
 
 const port = Number(process.env.PORT ?? 8001);
-uws
-  .App()
+// bench/run.mjs --tls: SSLApp with the run's certificate.
+const { TLS_CERT, TLS_KEY } = process.env;
+(TLS_CERT ? uws.SSLApp({ cert_file_name: TLS_CERT, key_file_name: TLS_KEY }) : uws.App())
   .get('/json', (res) => {
     res.cork(() => res.writeHeader('Content-Type', 'application/json').end(JSON_4K));
   })

@@ -7,7 +7,8 @@
 
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
-import { FLAG_KEEP_ALIVE } from '../native.js';
+import { FLAG_CLIENT_CERT, FLAG_KEEP_ALIVE } from '../native.js';
+import { type NodePeerCertificate, nodePeerCertificate } from './tls.js';
 import type { Exchange } from '../worker/exchange.js';
 import { isThenable } from './thenable.js';
 
@@ -19,7 +20,9 @@ class ExchangeSocket extends Duplex {
   readonly remotePort: number;
   readonly remoteFamily: string;
   readonly localPort: number;
-  readonly encrypted = false;
+  readonly encrypted: boolean;
+  /** Over TLS, a client certificate was verified (rustls refuses unverified ones). */
+  readonly authorized: boolean;
 
   constructor(
     private readonly ex: Exchange,
@@ -30,6 +33,26 @@ class ExchangeSocket extends Duplex {
     this.remotePort = ex.peerPort;
     this.remoteFamily = ex.peerIp.includes(':') ? 'IPv6' : 'IPv4';
     this.localPort = ex.localPort;
+    // The connection's own TLS: Node apps judge forwarded headers themselves (`trust proxy`).
+    this.encrypted = ex.tls;
+    this.authorized = (ex.flags & FLAG_CLIENT_CERT) !== 0;
+  }
+
+  /** As `tls.TLSSocket.getProtocol()`: `TLSv1.3`, or null when not over TLS. */
+  getProtocol(): string | null {
+    return this.ex.tlsNegotiated()?.[0] ?? null;
+  }
+
+  /** As `tls.TLSSocket.getCipher()` (`name` is the IANA name, as `standardName`). */
+  getCipher(): { name: string; standardName: string; version: string } | null {
+    const negotiated = this.ex.tlsNegotiated();
+    return negotiated && { name: negotiated[1], standardName: negotiated[1], version: negotiated[0] };
+  }
+
+  /** As `tls.TLSSocket.getPeerCertificate()`: `{}` without a client certificate. */
+  getPeerCertificate(): NodePeerCertificate | Record<string, never> {
+    const cert = this.ex.peerCertificate();
+    return cert ? nodePeerCertificate(cert) : {};
   }
 
   override _read(): void {}

@@ -6,6 +6,7 @@
 import { logger } from '../log.js';
 import type { Exchange } from '../worker/exchange.js';
 import { isThenable } from './thenable.js';
+import { addTlsVariables } from './tls.js';
 
 /** A piece of a request or response body. */
 export type Chunk = string | Uint8Array;
@@ -182,6 +183,7 @@ export function buildEnviron(ex: Exchange): EnvironRecord {
   environ.SERVER_PORT = ex.conn.localPortText;
   environ['wsgi.version'] = WSGI_VERSION;
   environ['wsgi.url_scheme'] = ex.scheme;
+  if (ex.scheme === 'https') addTlsVariables(environ, ex);
   environ['wsgi.input'] = ex.input;
   environ['wsgi.errors'] = errorsStream;
   environ['wsgi.multithread'] = false;

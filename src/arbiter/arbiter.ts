@@ -30,6 +30,8 @@ import { announceReady, type Handover, takeHandover, Upgrade } from './upgrade.j
 import { Spread } from './spread.js';
 import { STACK_WAIT_MS, type StackReport, StackRequests } from './stack.js';
 import { Notifier, type Progress } from './systemd.js';
+import { checkTls, TICKET_ROTATION_MS, TicketKeys } from './tls.js';
+import { servesTls, tlsListenerIndexes } from '../settings/tls.js';
 import { WorkerProcess } from './worker-process.js';
 
 const TICK_MS = 100;
@@ -113,6 +115,8 @@ export class Arbiter {
   private readonly startedAt = Date.now();
   private readonly records = new SlotRecords();
   private control: ControlSocket | null = null;
+  /** Session-ticket keys for TLS workers, made once certificates are set. */
+  private ticketKeys: TicketKeys | null = null;
 
   /** `reread` resolves the settings again, for HUP. */
   constructor(
@@ -163,6 +167,7 @@ export class Arbiter {
     const accessLog = this.config.accessLogfile;
     const unwritable = accessLog === null ? null : native().checkAccessLogFile(accessLog);
     if (unwritable !== null) throw new RwsgiError('RWSGI_ERR_CONFIG', `--access-logfile ${accessLog}: ${unwritable}`, EXIT_CONFIG);
+    checkTls(this.config);
     this.writePidfile();
     try {
       this.control = await openControlSocket(this.config, this.handover !== null, (request) => answer(request, this.controlled));
@@ -181,6 +186,7 @@ export class Arbiter {
       });
     }
     this.tick = setInterval(() => this.reconcile(), TICK_MS);
+    setInterval(() => this.rotateTicketKeys(), TICKET_ROTATION_MS).unref();
     this.watchCode();
     this.reconcile();
     return new Promise((resolve) => {
@@ -261,7 +267,7 @@ export class Arbiter {
     for (let i = 0; i < count; i++) this.slots.push(this.newSlot(i, listeners.map((l) => l.fds[i] as number)));
     for (const { listener } of listeners) {
       this.listeners.push(listener);
-      logger.info(`Listening at: ${url(listener)} (${process.pid}), handed over by pid ${handover.from}`);
+      logger.info(`Listening at: ${url(listener, servesTls(this.config, listener.bind))} (${process.pid}), handed over by pid ${handover.from}`);
     }
     try {
       await this.rebind(this.config.bind);
@@ -278,7 +284,7 @@ export class Arbiter {
   private addListener({ listener, fds }: Opened): void {
     fds.forEach((fd, i) => this.slots[i]?.fds.push(fd));
     this.listeners.push(listener);
-    logger.info(`Listening at: ${url(listener)} (${process.pid})`);
+    logger.info(`Listening at: ${url(listener, servesTls(this.config, listener.bind))} (${process.pid})`);
   }
 
   /** HUP with other binds: listens at the new ones and closes the removed
@@ -397,6 +403,13 @@ export class Arbiter {
       logger.error(`Reload: the settings do not resolve, keeping the running ones: ${why}`);
     }
     if (this.stopping) return;
+    try {
+      // New workers read the certificate files afresh: broken ones keep the running workers.
+      checkTls(this.config);
+    } catch (err) {
+      logger.error(`Reload: TLS cannot be served, keeping the running workers: ${(err as Error).message}`);
+      return;
+    }
     this.generation++;
     this.notifier?.reloading();
     logger.info(`Reloading: starting generation ${this.generation} workers`);
@@ -660,6 +673,7 @@ export class Arbiter {
       slot: slot.index,
       generation: this.generation,
       strayFds: this.handover?.listeners.flatMap((l) => l.fds) ?? [],
+      tls: this.tlsSpec(),
     };
     let w: WorkerProcess;
     try {
@@ -671,6 +685,20 @@ export class Arbiter {
     this.workers.push(w);
     // Without a pid the spawn failed; its 'error' event reports it (onExit).
     if (w.pid !== -1) logger.info(`Booting worker with pid: ${w.pid}`);
+  }
+
+  /** Which of this arbiter's listeners serve TLS, with the ticket keys. */
+  private tlsSpec(): { listeners: number[]; ticketKeys: string[] } | null {
+    const listeners = tlsListenerIndexes(this.config, this.listeners.map((l) => l.bind));
+    if (listeners.length === 0) return null;
+    this.ticketKeys ??= new TicketKeys();
+    return { listeners, ticketKeys: this.ticketKeys.current() };
+  }
+
+  private rotateTicketKeys(): void {
+    if (!this.ticketKeys) return;
+    const keys = this.ticketKeys.rotate();
+    for (const w of this.workers) w.send({ type: 'tls-keys', keys });
   }
 
   /** The system would not start a process (out of processes, memory or

@@ -90,5 +90,5 @@ export function closeListener(listener: Listener, keepFile = false): void {
   }
 }
 
-/** How a log line names the address. */
-export const url = (l: Listener): string => (l.shared === null ? `http://${l.address}` : l.address);
+/** How a log line names the address (`tls`: it serves HTTPS). */
+export const url = (l: Listener, tls = false): string => (l.shared === null ? `${tls ? 'https' : 'http'}://${l.address}` : l.address);

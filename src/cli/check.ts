@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { checkTls } from '../arbiter/tls.js';
 import { EXIT_APP_LOAD, EXIT_CONFIG } from '../errors.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import type { Resolved } from '../settings/resolve.js';
@@ -16,8 +17,14 @@ export async function runCheck({ config, file }: Resolved): Promise<number> {
     process.stderr.write("rwsgi check: no app to check: give MODULE[:EXPORT], or app in a config file\nsee 'rwsgi check --help'\n");
     return EXIT_CONFIG;
   }
+  try {
+    checkTls(config);
+  } catch (err) {
+    process.stderr.write(`rwsgi check: ${(err as Error).message}\n`);
+    return EXIT_CONFIG;
+  }
   say(`settings: ok (config file: ${file?.label ?? 'none'})`);
-  const spec: WorkerSpec = { config, configFile: file?.path ?? null, listeners: 0, slot: 0, generation: 0, strayFds: [] };
+  const spec: WorkerSpec = { config, configFile: file?.path ?? null, listeners: 0, slot: 0, generation: 0, strayFds: [], tls: null };
   const child = spawn(process.execPath, [CHECK_ENTRY], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },

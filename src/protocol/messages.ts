@@ -72,7 +72,9 @@ export type ArbiterMessage =
   | { type: 'stop'; graceful: boolean; deadlineMs: number }
   /** Per CPU number, the pid of the worker serving connections that arrive
    * there (0: none); idle connections move to it. Empty: none move. */
-  | { type: 'owners'; pids: number[] };
+  | { type: 'owners'; pids: number[] }
+  /** New session-ticket keys (hex, the first seals, all open). */
+  | { type: 'tls-keys'; keys: string[] };
 
 export type Message = WorkerMessage | ArbiterMessage;
 
@@ -80,7 +82,7 @@ export function encode(message: Message): string {
   return `${JSON.stringify(message)}\n`;
 }
 
-const TYPES = new Set(['ready', 'hb', 'busy', 'boot-error', 'capacity', 'stack', 'stop', 'owners']);
+const TYPES = new Set(['ready', 'hb', 'busy', 'boot-error', 'capacity', 'stack', 'stop', 'owners', 'tls-keys']);
 
 /** The abstract socket name a worker receives handed-off connections at. */
 export function handoffName(arbiterPid: number, workerPid: number): string {

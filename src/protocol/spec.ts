@@ -18,4 +18,7 @@ export interface WorkerSpec {
    * every worker inherits them too: it closes those it does not serve, or
    * one the arbiter closes (TTOU, a removed bind) would stay open here. */
   strayFds: number[];
+  /** The listeners (indexes) served over TLS and the session-ticket keys
+   * (hex, the first seals); null: no TLS. */
+  tls: { listeners: number[]; ticketKeys: string[] } | null;
 }

@@ -16,6 +16,7 @@ export const SECTIONS = [
   'Process',
   'Observability',
   'Proxies',
+  'TLS',
   'Development',
   'Hooks',
 ] as const;
@@ -231,6 +232,17 @@ export function addresses(o: Options<string>): Setting<string, string | string[]
     return (items as string[]).map((x) => x.trim()).join(',');
   };
   return { ...o, kind: 'addresses', multiple: false, default: thunk(o.default), fromText: (t) => check(last(t)), fromValue: check, show: String };
+}
+
+/** Names separated by commas (or colons, as OpenSSL writes cipher lists):
+ * a string or a list in a file; the last flag wins. */
+export function names(o: Options<string[]>): Setting<string[], string | string[]> {
+  const split = (v: unknown): string[] => {
+    const items = Array.isArray(v) ? v : [v];
+    if (!items.every((s) => typeof s === 'string')) throw new Invalid('names separated by commas, or a list of them');
+    return (items as string[]).flatMap((s) => s.split(/[,:]/)).map((s) => s.trim()).filter((s) => s !== '');
+  };
+  return { ...o, kind: 'names', multiple: false, default: thunk(o.default), fromText: (t) => split(last(t)), fromValue: split, show: (v) => v.join(',') };
 }
 
 /** Listening addresses: repeatable flag, a string or a list in a file. */

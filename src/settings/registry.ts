@@ -16,7 +16,7 @@ import type {
   WorkerHook,
   WorkersChangedHook,
 } from './hooks.js';
-import { address, addresses, binds, choice, type EngineField, hook, int, module, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
+import { address, addresses, binds, choice, type EngineField, hook, int, module, names, onOff, path, pathOrDash, patterns, seconds, type Setting, text } from './kinds.js';
 import { native } from '../native.js';
 
 export const INTERFACES = ['auto', 'wsgi', 'node', 'fetch'] as const;
@@ -26,6 +26,8 @@ export const SPREADS = ['cpu', 'random'] as const;
 export type SpreadChoice = (typeof SPREADS)[number];
 
 export const PROXY_PROTOCOLS = ['off', 'v1', 'v2', 'auto'] as const;
+export const CERT_REQS = ['none', 'optional', 'required'] as const;
+export const TLS_VERSIONS = ['1.2', '1.3'] as const;
 
 const U32 = 2 ** 32 - 1;
 const I32 = 2 ** 31 - 1;
@@ -59,7 +61,7 @@ export const SETTINGS = {
     meta: 'HOST:PORT',
     default: ['127.0.0.1:8000'],
     defaultText: '127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set; neither when systemd passed sockets',
-    doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one; `unix:PATH` a Unix socket, `fd://N` an inherited listening socket (see Binding).',
+    doc: 'An address to listen on; repeat the flag (or give a list) for several. IPv6 as `[::1]:8000`; port 0 picks a free one; `unix:PATH` a Unix socket, `fd://N` an inherited listening socket (see Binding); `https://HOST:PORT` serves TLS beside plain binds (see HTTPS).',
   }),
   umask: int({
     section: 'Server socket',
@@ -89,6 +91,68 @@ export const SETTINGS = {
     meta: 'HOW',
     default: 'cpu',
     doc: 'How new connections are spread over the workers: `cpu` (by the CPU that received the connection, each worker running on its CPUs, so one client thread\'s connections share a worker; random as soon as that loads the workers unevenly) or `random`.',
+  }),
+
+  // ---- TLS ----
+  certfile: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'certfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: 'none (plain HTTP)',
+    doc: 'The server certificate (PEM; the chain after it in the same file). With `keyfile`, TCP binds serve HTTPS (see TLS); checked before any worker starts.',
+  }),
+  keyfile: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'keyfile',
+    meta: 'FILE',
+    default: null,
+    defaultText: '',
+    doc: 'The private key of `certfile` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA or Ed25519).',
+  }),
+  caCerts: path({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'ca-certs',
+    meta: 'FILE',
+    default: null,
+    defaultText: '',
+    doc: 'The CA certificates (PEM) client certificates are verified against, for `certReqs`.',
+  }),
+  certReqs: choice(CERT_REQS, {
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'cert-reqs',
+    meta: 'REQ',
+    default: 'none',
+    doc: 'Client certificates: `none` (not asked for), `optional` (verified if sent) or `required` (the handshake fails without one).',
+  }),
+  tlsMinVersion: choice(TLS_VERSIONS, {
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'tls-min-version',
+    meta: 'V',
+    default: '1.2',
+    doc: 'The oldest TLS version accepted: `1.2` or `1.3`.',
+  }),
+  ciphers: names({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'ciphers',
+    meta: 'SUITES',
+    default: [],
+    defaultText: 'rustls\' defaults',
+    doc: 'The cipher suites offered, by IANA name, comma-separated, e.g. `TLS13_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`; an unknown name is refused.',
+  }),
+  alpn: names({
+    section: 'TLS',
+    applies: ['arbiter', 'worker'],
+    flag: 'alpn',
+    meta: 'PROTOCOLS',
+    default: ['http/1.1'],
+    doc: 'The ALPN protocols offered, comma-separated, in preference order.',
   }),
 
   // ---- Worker processes ----

@@ -3,7 +3,7 @@
 // at the head of its connection's queue buffers its response until it is.
 
 import type { NativeServer, ResponseCalls } from '../native.js';
-import { FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS } from '../native.js';
+import { FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS, FLAG_TLS, type PeerCertificate } from '../native.js';
 import { describe, logger } from '../log.js';
 import { type Body, EMPTY_BODY, RequestBody } from './body.js';
 
@@ -202,9 +202,14 @@ export class Exchange {
     return this.forwarded === null ? this.conn.peerPortText : String(this.forwarded.port);
   }
 
-  /** `https` when a trusted proxy said so, else `http`. */
+  /** `https` when a trusted proxy said so, else when the connection is TLS. */
   get scheme(): 'http' | 'https' {
     return this.flags & FLAG_HTTPS ? 'https' : 'http';
+  }
+
+  /** The connection itself is TLS (whatever a proxy said of the scheme). */
+  get tls(): boolean {
+    return (this.flags & FLAG_TLS) !== 0;
   }
 
   get peerPort(): number {
@@ -213,6 +218,16 @@ export class Exchange {
 
   get localPort(): number {
     return this.conn.localPort;
+  }
+
+  /** `[version, suite]` of the TLS connection (asked of the engine on use), or null. */
+  tlsNegotiated(): [string, string] | null {
+    return this.tls ? this.conn.server.tlsNegotiated(this.conn.id) : null;
+  }
+
+  /** The client certificate the CAs verified (asked of the engine on use), or null. */
+  peerCertificate(): PeerCertificate | null {
+    return this.flags & FLAG_CLIENT_CERT ? this.conn.server.peerCertificate(this.conn.id) : null;
   }
 
   get httpVersion(): string {

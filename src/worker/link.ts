@@ -19,6 +19,7 @@ export class ArbiterLink {
   private readonly pipe = new Socket({ fd: PIPE_FD, readable: true, writable: false });
   private handler: ((request: StopRequest) => void) | null = null;
   private ownersHandler: (pids: number[]) => void = () => {};
+  private ticketKeysHandler: (keys: string[]) => void = () => {};
   private early: StopRequest | null = null;
 
   constructor() {
@@ -28,6 +29,7 @@ export class ArbiterLink {
       for (const message of decoder.push(chunk)) {
         if (message.type === 'stop') this.request({ graceful: message.graceful, deadlineMs: message.deadlineMs });
         else if (message.type === 'owners') this.ownersHandler(message.pids);
+        else if (message.type === 'tls-keys') this.ticketKeysHandler(message.keys);
       }
     });
     // The arbiter is gone: finish what is in flight and leave, never orphaned.
@@ -54,6 +56,11 @@ export class ArbiterLink {
   /** Which worker serves each CPU's connections (see the 'owners' message). */
   onOwners(handler: (pids: number[]) => void): void {
     this.ownersHandler = handler;
+  }
+
+  /** The arbiter rotated the session-ticket keys (see the 'tls-keys' message). */
+  onTicketKeys(handler: (keys: string[]) => void): void {
+    this.ticketKeysHandler = handler;
   }
 
   private request(request: StopRequest): void {

@@ -24,6 +24,7 @@ import { workerMetrics } from './metrics.js';
 import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import { fireHook, type WorkerSelf } from '../settings/hooks.js';
 import { engineOptions } from '../settings/registry.js';
+import { serveTls } from './tls.js';
 import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
@@ -36,6 +37,8 @@ function busyLineStart(ex: Exchange): string {
 function readSpec(): WorkerSpec {
   const raw = process.env[SPEC_VARIABLE];
   if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
+  // It holds the TLS session-ticket keys: not for the app or what it spawns.
+  delete process.env[SPEC_VARIABLE];
   return JSON.parse(raw) as WorkerSpec;
 }
 
@@ -172,6 +175,7 @@ async function main(): Promise<void> {
   dispatcher.attach(server);
   await bootStep(send, 'cannot open the access log', async () => openAccessLog(server, config));
   if (config.metricsBind !== null) server.enableMetrics();
+  if (spec.tls) await bootStep(send, 'cannot serve TLS', async () => serveTls(server, config, spec.tls!, link));
   dispatcher.capacityChanged = (full) => send({ type: 'capacity', full });
   try {
     server.enableHandoff(handoffName(process.ppid, process.pid));

@@ -8,12 +8,14 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use crate::body::{BodyEncoder, BodyError};
-use crate::event::Recorder;
+use crate::event::{Recorder, Secure};
 use crate::metrics::MethodClass;
 use crate::parser::{Outcome, RequestHead, RequestParser, Sink};
 use crate::proxy_protocol::{self, Mode, Parsed, Source};
 use crate::response::{self, AppHead, Framing, HeaderList, RequestInfo, ResponseError};
 use crate::socket::Peer;
+use crate::tls::PeerCertificate;
+use crate::tls_conn::{TlsLayer, TlsRead};
 
 /// Output past this many unsent bytes tells the app to wait for `drain`.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -59,13 +61,19 @@ pub fn canned_reason(status: u16) -> (u16, &'static str) {
 
 /// Canned error responses, written by the engine itself.
 pub fn error_response(status: u16, date_line: &[u8], out: &mut Vec<u8>) {
+    canned_response(status, None, date_line, out);
+}
+
+/// A canned response whose body is `body`, or the reason phrase.
+fn canned_response(status: u16, body: Option<&str>, date_line: &[u8], out: &mut Vec<u8>) {
     let (status, reason) = canned_reason(status);
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     out.extend_from_slice(date_line);
+    let body = body.unwrap_or(reason);
     out.extend_from_slice(
         format!(
-            "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
-            reason.len()
+            "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .as_bytes(),
     );
@@ -158,6 +166,11 @@ pub struct Conn {
     /// it were handed to would know neither the addresses nor that the
     /// header is past).
     proxied: bool,
+    /// TLS between the socket and the buffers above (see tls_conn.rs).
+    tls: Option<Box<TlsLayer>>,
+    /// A response was cut short: over TLS the close then goes without
+    /// close_notify, so the client cannot take the cut for the end.
+    cut_short: bool,
 }
 
 /// Parser events for one connection: the request queue is kept here, the
@@ -167,6 +180,7 @@ struct Tracker<'a, 'r> {
     head_since: &'a mut Option<Instant>,
     known_to_app: &'a mut bool,
     peer: &'a Peer,
+    secure: Secure,
     now: Instant,
     pause_at: usize,
     recorder: &'a mut Recorder<'r>,
@@ -188,7 +202,7 @@ impl Sink for Tracker<'_, '_> {
             status: 0,
             since: Some(self.now),
         });
-        self.recorder.request(&head, self.peer);
+        self.recorder.request(&head, self.peer, self.secure);
     }
 
     fn body(&mut self, data: &[u8]) {
@@ -224,6 +238,8 @@ pub enum Received {
     Nothing,
     /// The connection failed.
     Failed,
+    /// Plain HTTP arrived on a TLS port.
+    PlainHttp,
 }
 
 /// Bytes asked of the socket per read.
@@ -253,7 +269,46 @@ impl Conn {
             interest: 0,
             trusts_forwarded: false,
             proxied: false,
+            tls: None,
+            cut_short: false,
         }
+    }
+
+    /// Serves the connection over TLS; false if rustls refused to start.
+    pub fn start_tls(&mut self, config: std::sync::Arc<rustls::ServerConfig>) -> bool {
+        self.tls = TlsLayer::new(config).map(Box::new);
+        self.tls.is_some()
+    }
+
+    /// The TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.tls.as_ref()?.peer_certificate()
+    }
+
+    /// The TLS version and cipher suite negotiated, if over TLS.
+    pub fn tls_negotiated(&self) -> Option<(String, String)> {
+        self.tls.as_ref()?.negotiated()
+    }
+
+    fn secure(&self) -> Secure {
+        self.tls.as_ref().map_or(Secure::default(), |t| Secure {
+            tls: true,
+            client_cert: t.has_peer_certificate(),
+        })
+    }
+
+    /// Answers plain HTTP sent to the TLS port in plain HTTP, as nginx
+    /// does, then closes.
+    pub fn refuse_plain_http(&mut self, date_line: &[u8]) {
+        self.tls = None;
+        self.inbuf.clear();
+        let body = "The plain HTTP request was sent to an HTTPS port: use https://";
+        canned_response(400, Some(body), date_line, &mut self.out);
+        self.close_after_output();
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -277,7 +332,8 @@ impl Conn {
     }
 
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
+        let sealed = self.tls.as_ref().is_some_and(|t| t.wants_write());
+        self.out.len() - self.out_pos + usize::from(sealed)
     }
 
     /// The epoll interest to register: reading and/or writing.
@@ -302,14 +358,18 @@ impl Conn {
             && self.unsent() == 0
             && !self.parser.busy()
             && self.inbuf.is_empty()
+            && !self.handshaking()
     }
 
     /// Idle and staying open: another worker could take it over as is.
+    /// Not over TLS: the session's keys and sequence numbers live in this
+    /// process, and cannot follow the descriptor.
     pub fn is_movable(&self) -> bool {
         self.is_idle()
             && self.reading == Reading::Open
             && self.closing == Closing::KeepOpen
             && !self.proxied
+            && self.tls.is_none()
     }
 
     /// Whether the peer's forwarding headers are believed.
@@ -442,6 +502,24 @@ impl Conn {
 
     /// Reads what the client sent into the unparsed input.
     pub fn receive(&mut self, now: Instant) -> Received {
+        if let Some(tls) = &mut self.tls {
+            let before = self.inbuf.len();
+            let got = tls.receive(self.fd.as_raw_fd(), &mut self.inbuf);
+            if got == TlsRead::Progress {
+                self.last_read = now;
+            }
+            return match got {
+                // Counted as the plaintext it gave (a handshake gives none).
+                TlsRead::Progress => Received::Data(self.inbuf.len() - before),
+                TlsRead::Nothing => Received::Nothing,
+                TlsRead::End => Received::End,
+                TlsRead::PlainHttp => Received::PlainHttp,
+                TlsRead::Failed => {
+                    tls.send_queued(self.fd.as_raw_fd());
+                    Received::Failed
+                }
+            };
+        }
         let start = self.inbuf.len();
         self.inbuf.reserve(READ_CHUNK);
         let spare = self.inbuf.capacity() - start;
@@ -491,11 +569,13 @@ impl Conn {
         if self.inbuf.is_empty() || self.reading != Reading::Open {
             return None;
         }
+        let secure = self.secure();
         let mut tracker = Tracker {
             pending: &mut self.pending,
             head_since: &mut self.head_since,
             known_to_app: &mut self.known_to_app,
             peer: &self.peer,
+            secure,
             now,
             pause_at,
             recorder,
@@ -561,6 +641,12 @@ impl Conn {
             self.closing = Closing::AfterOutput;
         }
         self.pending.clear();
+    }
+
+    /// As `close_after_output`, for a response that could not be completed.
+    pub fn close_cut_short(&mut self) {
+        self.cut_short = true;
+        self.close_after_output();
     }
 
     /// The request head being received will not be waited for any longer.
@@ -670,8 +756,10 @@ impl Conn {
         };
         let finished = body.finish(&mut self.out);
         let info = self.pending.pop_front().ok_or(WriteError::NoRequest)?;
-        if finished.is_err() || !info.keep_alive {
+        if finished.is_err() {
             // A short body cannot be delimited: closing is the only honest end.
+            self.close_cut_short();
+        } else if !info.keep_alive {
             self.close_after_output();
         } else if self.pending.is_empty() {
             self.idle_since = now;
@@ -721,6 +809,15 @@ impl Conn {
 
     /// Sends what is buffered. Ok(true) when everything went out.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            let closing = self.closing == Closing::AfterOutput && !self.cut_short;
+            let done = tls.flush(self.fd.as_raw_fd(), &self.out, &mut self.out_pos, closing)?;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            return Ok(done);
+        }
         while self.out_pos < self.out.len() {
             let rest = &self.out[self.out_pos..];
             // SAFETY: fd is an open socket; rest is a valid readable buffer.

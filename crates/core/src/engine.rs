@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::abort;
@@ -46,6 +47,8 @@ const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 struct Listener {
     fd: RawFd,
     port: u16,
+    /// Connections accepted here are served over TLS with this config.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct Engine {
@@ -136,7 +139,11 @@ impl Engine {
             let port = listener_port(fd)?;
             // SAFETY: fd is an open socket handed to this process.
             cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR) })?;
-            engine.listeners.push(Listener { fd, port });
+            engine.listeners.push(Listener {
+                fd,
+                port,
+                tls: None,
+            });
         }
         let readable = libc::EPOLLIN as u32;
         engine
@@ -308,7 +315,46 @@ impl Engine {
     pub fn adopt(&mut self, fd: OwnedFd) -> io::Result<Token> {
         let parser = RequestParser::new(&self.limits).map_err(io::Error::other)?;
         let peer = Peer::of(&fd).unwrap_or_else(Peer::local);
-        self.insert(Conn::new(fd, parser, peer, self.now))
+        let tls = self.tls_for_port(peer.local_port);
+        let mut conn = Conn::new(fd, parser, peer, self.now);
+        if !Self::secure(&mut conn, tls) {
+            return Err(io::Error::other("cannot start TLS"));
+        }
+        self.insert(conn)
+    }
+
+    /// Serves the listeners at `indexes` (in `listen_fds` order) over TLS.
+    pub fn enable_tls(&mut self, config: Arc<rustls::ServerConfig>, indexes: &[usize]) {
+        for &i in indexes {
+            if let Some(listener) = self.listeners.get_mut(i) {
+                listener.tls = Some(config.clone());
+            }
+        }
+    }
+
+    /// The TLS config of the listener a connection to `local_port` came
+    /// through (a connection handed over from a full worker's queue is
+    /// known by its port only).
+    fn tls_for_port(&self, local_port: u16) -> Option<Arc<rustls::ServerConfig>> {
+        self.listeners
+            .iter()
+            .find(|l| l.port == local_port && local_port != 0)
+            .and_then(|l| l.tls.clone())
+    }
+
+    /// Serves `conn` over TLS if its listener does; false if it cannot start.
+    fn secure(conn: &mut Conn, tls: Option<Arc<rustls::ServerConfig>>) -> bool {
+        tls.is_none_or(|config| conn.start_tls(config))
+    }
+
+    /// The TLS version and cipher suite of `token`'s connection, if over TLS.
+    pub fn tls_negotiated(&self, token: Token) -> Option<(String, String)> {
+        self.conns.get(token)?.tls_negotiated()
+    }
+
+    /// The verified client certificate of `token`'s connection, if any.
+    pub fn peer_certificate(&self, token: Token) -> Option<crate::tls::PeerCertificate> {
+        self.conns.get(token)?.peer_certificate()
     }
 
     /// Receives connections other workers hand over, under `name`.
@@ -393,7 +439,7 @@ impl Engine {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
-        let (fd, port) = (listener.fd, listener.port);
+        let (fd, port, tls) = (listener.fd, listener.port, listener.tls.clone());
         loop {
             let (client, peer) = match socket::accept(fd, port) {
                 Accepted::Conn(client, peer) => (client, peer),
@@ -412,7 +458,11 @@ impl Engine {
                 return;
             };
             self.accepted += 1;
-            if let Ok(token) = self.insert(Conn::new(client, parser, peer, self.now)) {
+            let mut conn = Conn::new(client, parser, peer, self.now);
+            if !Self::secure(&mut conn, tls.clone()) {
+                continue;
+            }
+            if let Ok(token) = self.insert(conn) {
                 // Clients write their request right after connecting: it is
                 // usually here already, and reading it now saves a poll round.
                 self.read(token);
@@ -474,6 +524,12 @@ impl Engine {
             }
             Received::Nothing => return,
             Received::Failed => return self.close(token),
+            Received::PlainHttp => {
+                conn.refuse_plain_http(self.date.header_line());
+                let reason = "plain HTTP sent to a TLS port".to_string();
+                self.count_rejection(token, 400, reason, false);
+                return self.mark_dirty(token);
+            }
             Received::End => {
                 // A request cut short can never complete; otherwise the client
                 // may only have half-closed and still reads its responses.

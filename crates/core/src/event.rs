@@ -32,8 +32,11 @@ pub enum Event {
         /// `%(h)s` and the like show.
         client_ip: Range<usize>,
         client_port: u16,
-        /// A trusted proxy said the request came over https.
+        /// The scheme is https: a trusted proxy said so, or else the
+        /// connection is TLS.
         https: bool,
+        /// Over TLS, and whether with a verified client certificate.
+        secure: Secure,
     },
     Body {
         conn: Token,
@@ -77,6 +80,15 @@ pub enum Event {
     },
 }
 
+/// What a request's connection says about its security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Secure {
+    /// It came over TLS.
+    pub tls: bool,
+    /// The client presented a certificate the CAs verified.
+    pub client_cert: bool,
+}
+
 /// Records one connection's parsed requests as events.
 pub struct Recorder<'a> {
     pub token: Token,
@@ -94,7 +106,7 @@ impl Recorder<'_> {
         start..self.arena.len()
     }
 
-    pub fn request(&mut self, head: &RequestHead<'_>, peer: &Peer) {
+    pub fn request(&mut self, head: &RequestHead<'_>, peer: &Peer, secure: Secure) {
         let url = self.stash(head.url);
         let headers = self.stash(head.headers);
         let peer_ip = self.stash(peer.ip.as_bytes());
@@ -121,7 +133,8 @@ impl Recorder<'_> {
             local_port: peer.local_port,
             client_ip,
             client_port,
-            https: forwarded.https == Some(true),
+            https: forwarded.https.unwrap_or(secure.tls),
+            secure,
         });
     }
 

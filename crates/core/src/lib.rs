@@ -4,11 +4,12 @@
 //! Modules, bottom up (each uses only those above it in this list):
 //! sys (syscalls, epoll, timerfd, eventfd), slab (connection tokens),
 //! limits, date, llhttp, parser, metrics, response, body, socket, proxy_protocol,
-//! trust, forwarded, event, conn, timeouts, handoff, access_log, engine (the
-//! dispatcher); beside them fatal (fatal-signal reports), abort (the SIGABRT
-//! 503 table, using fatal), js_stack (a worker's JavaScript stack as a
-//! message), affinity and steering (used by the arbiter), systemd
-//! (sd_notify, activated sockets).
+//! trust, forwarded, event, tls (settings to a rustls config, session-ticket
+//! keys), tls_conn (a connection's TLS layer), conn, timeouts, handoff,
+//! access_log, engine (the dispatcher); beside them fatal (fatal-signal
+//! reports), abort (the SIGABRT 503 table, using fatal), js_stack (a
+//! worker's JavaScript stack as a message), affinity and steering (used by
+//! the arbiter), systemd (sd_notify, activated sockets).
 
 pub mod abort;
 pub mod access_log;
@@ -34,6 +35,8 @@ pub mod steering;
 pub mod sys;
 pub mod systemd;
 pub mod timeouts;
+pub mod tls;
+pub mod tls_conn;
 pub mod trust;
 
 pub use conn::WriteError;

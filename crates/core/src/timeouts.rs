@@ -31,6 +31,10 @@ pub fn expired(conn: &Conn, limits: &Limits, now: Instant) -> Option<Expired> {
     let past = |since: Instant, limit: Duration| now.duration_since(since) >= limit;
     if let Some(until) = conn.linger_deadline() {
         (now >= until).then_some(Expired::Close)
+    } else if conn.handshaking() {
+        // A TLS handshake is bounded like a request head; nothing can be
+        // answered before it completes.
+        past(conn.idle_since(), limits.header_timeout).then_some(Expired::Close)
     } else if conn
         .head_started()
         .is_some_and(|t| past(t, limits.header_timeout))

@@ -51,16 +51,22 @@ pub const FLAG_KEEP_ALIVE: u32 = 1;
 pub const FLAG_HAS_BODY: u32 = 2;
 pub const FLAG_EXPECT_CONTINUE: u32 = 4;
 pub const FLAG_HTTP10: u32 = 8;
-/// A trusted proxy said the request came over https.
+/// The scheme is https: a trusted proxy said so, or the connection is TLS.
 pub const FLAG_HTTPS: u32 = 16;
+/// The connection is TLS; with `FLAG_CLIENT_CERT` the client sent a
+/// certificate the CAs verified (read it with `peerCertificate`).
+pub const FLAG_TLS: u32 = 32;
+pub const FLAG_CLIENT_CERT: u32 = 64;
 
 /// The flags by the names native.ts gives them.
-pub const FLAGS: [(&str, u32); 5] = [
+pub const FLAGS: [(&str, u32); 7] = [
     ("FLAG_KEEP_ALIVE", FLAG_KEEP_ALIVE),
     ("FLAG_HAS_BODY", FLAG_HAS_BODY),
     ("FLAG_EXPECT_CONTINUE", FLAG_EXPECT_CONTINUE),
     ("FLAG_HTTP10", FLAG_HTTP10),
     ("FLAG_HTTPS", FLAG_HTTPS),
+    ("FLAG_TLS", FLAG_TLS),
+    ("FLAG_CLIENT_CERT", FLAG_CLIENT_CERT),
 ];
 
 /// Members of the `callbacks` object the server reads.
@@ -143,6 +149,6 @@ mod tests {
             assert!(bit.is_power_of_two());
             acc | bit
         });
-        assert_eq!(all, 31);
+        assert_eq!(all, 127);
     }
 }

@@ -16,8 +16,8 @@ use napi::sys;
 use rwsgi_core::{Engine, Event};
 
 use crate::contract::{
-    Slot, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS, FLAG_KEEP_ALIVE,
-    REQUEST_STRIDE, TEXT_OFFSETS,
+    Slot, FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS,
+    FLAG_KEEP_ALIVE, FLAG_TLS, REQUEST_STRIDE, TEXT_OFFSETS,
 };
 use crate::js::{check, log_failure};
 
@@ -308,6 +308,7 @@ impl Driver {
             client_ip,
             client_port,
             https,
+            secure,
         } = event
         else {
             return Ok(());
@@ -320,7 +321,13 @@ impl Driver {
                 0
             })
             | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 })
-            | (if *https { FLAG_HTTPS } else { 0 });
+            | (if *https { FLAG_HTTPS } else { 0 })
+            | (if secure.tls { FLAG_TLS } else { 0 })
+            | (if secure.client_cert {
+                FLAG_CLIENT_CERT
+            } else {
+                0
+            });
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip, client_ip]);
         let mut row = [0f64; REQUEST_STRIDE];

@@ -9,6 +9,7 @@ mod fast;
 mod js;
 pub mod js_stack;
 pub mod systemd;
+pub mod tls;
 mod uv;
 
 use std::cell::{Cell, RefCell};
@@ -412,6 +413,8 @@ pub fn accept_queue(fd: i32) -> Result<Option<Vec<u32>>> {
 pub struct NativeServer {
     driver: Rc<Driver>,
     poll: Option<uv::Poll>,
+    /// The session-ticket keys its TLS listeners seal tickets with.
+    tickets: std::sync::Arc<rwsgi_core::tls::TicketKeys>,
 }
 
 #[napi]
@@ -468,6 +471,7 @@ impl NativeServer {
         Ok(NativeServer {
             driver,
             poll: Some(poll),
+            tickets: Default::default(),
         })
     }
 

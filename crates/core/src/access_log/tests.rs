@@ -54,6 +54,7 @@ impl Scratch {
             client_ip: peer_ip,
             client_port: 40000,
             https: false,
+            secure: Default::default(),
         };
         self.log
             .capture(token, &[event], &arena, "127.0.0.1", Instant::now());

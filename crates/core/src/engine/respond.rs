@@ -153,7 +153,7 @@ impl Engine {
     /// incomplete response rather than a clean one.
     pub fn abort(&mut self, token: Token) -> Result<(), WriteError> {
         self.respond_with(token, |c, _, _| {
-            c.close_after_output();
+            c.close_cut_short();
             Ok(())
         })
     }
