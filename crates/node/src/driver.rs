@@ -316,6 +316,9 @@ impl Driver {
                 0
             })
             | (if *http_minor == 0 { FLAG_HTTP10 } else { 0 });
+        if batch.count == 0 {
+            batch.first = Some((method, url.clone()));
+        }
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip]);
         let mut row = [0f64; REQUEST_STRIDE];
@@ -360,6 +363,9 @@ impl Driver {
             }
         }
         let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
+        if let Some((method, url)) = &batch.first {
+            crate::busy_note::note_if_idle(method, arena.get(url.clone()).unwrap_or(&[]));
+        }
         let count = batch.count as f64;
         *batch = Batch::default();
         napi.call(
@@ -437,6 +443,8 @@ struct Batch {
     count: usize,
     start: usize,
     end: usize,
+    /// The first request's method and target, for the busy note.
+    first: Option<(&'static str, std::ops::Range<usize>)>,
 }
 
 impl Batch {
@@ -456,6 +464,7 @@ impl Default for Batch {
             count: 0,
             start: usize::MAX,
             end: 0,
+            first: None,
         }
     }
 }
