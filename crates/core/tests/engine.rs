@@ -160,6 +160,37 @@ fn keep_alive_serves_one_request_after_another() {
 }
 
 #[test]
+fn a_client_sending_every_turn_does_not_keep_another_waiting() {
+    // With one connection busy the engine reads it without epoll_wait;
+    // another connection's request must still be served within a few turns.
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut busy = h.connect();
+    busy.write_all(get("/busy0").as_bytes()).unwrap();
+    h.turn();
+    let mut other = h.connect();
+    other.write_all(get("/other").as_bytes()).unwrap();
+    let mut turns = 0;
+    while !h.requests.iter().any(|(_, url)| url == "/other") {
+        turns += 1;
+        assert!(turns <= 12, "the other connection waited {turns} turns");
+        busy.write_all(get(&format!("/busy{turns}")).as_bytes())
+            .unwrap();
+        h.turn();
+    }
+    assert_eq!(bodies(&h.responses(&mut other, 1)), ["/other"]);
+    let served = h
+        .requests
+        .iter()
+        .filter(|(_, url)| url.starts_with("/busy"))
+        .count();
+    assert!(
+        served >= turns,
+        "the busy client was served every turn ({served} of {})",
+        turns + 1
+    );
+}
+
+#[test]
 fn pipelined_responses_keep_request_order_and_depth() {
     let limits = Limits {
         pipeline_depth: 2,
