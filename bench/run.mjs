@@ -3,7 +3,9 @@
 //   node bench/run.mjs [--peers rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
-//                      [--loadgen wrk|rwsgi-load] [--before DIR]
+//                      [--loadgen wrk|rwsgi-load] [--before DIR] [--preset NAME]
+// --preset NAME: one of the committed runs (PRESETS below), written to
+// bench/results/NAME.{md,json,png} as well as latest.*.
 // --before DIR: also run the rwsgi built in DIR (another checkout, after its
 // `npm run build`) as the peer rwsgi-before, in the same interleaved rounds,
 // to compare a change with the code before it.
@@ -14,7 +16,7 @@
 // to requests/s: on 2 cores wrk saturates before the fastest servers do.
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,19 +26,46 @@ import { HELLO, JSON_4K } from './apps/payloads.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
-const { values } = parseArgs({
+const DEFAULTS = {
+  peers: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn',
+  scenarios: 'keepalive,latency,pipeline,json,post,close',
+  workers: '2',
+  pin: false,
+  rounds: '3',
+  seconds: '5',
+  app: 'hello',
+  loadgen: 'wrk',
+};
+/** The committed runs (`--preset NAME` writes bench/results/NAME.*): each
+ * one's options, which flags given with it still override. */
+const PRESETS = {
+  '2-workers': {},
+  'express-2-workers': { app: 'express' },
+  '1-worker-pinned': { pin: true },
+  '1-worker-pinned-rwsgi-load': { pin: true, loadgen: 'rwsgi-load' },
+  // wrk's pipelined batches are smaller per loop turn than rwsgi-load's: the
+  // fixed cost per turn shows here.
+  '1-worker-pinned-wrk-pipeline': { pin: true, scenarios: 'pipeline,latency', peers: 'rwsgi,rwsgi-hono,uws.js,nginx,node-cluster', rounds: '5' },
+};
+const { values: given } = parseArgs({
   options: {
-    peers: { type: 'string', default: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
-    scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
-    workers: { type: 'string', default: '2' },
-    pin: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
-    seconds: { type: 'string', default: '5' },
-    app: { type: 'string', default: 'hello' },
-    loadgen: { type: 'string', default: 'wrk' },
+    peers: { type: 'string' },
+    scenarios: { type: 'string' },
+    workers: { type: 'string' },
+    pin: { type: 'boolean' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    app: { type: 'string' },
+    loadgen: { type: 'string' },
     before: { type: 'string' },
+    preset: { type: 'string' },
   },
 });
+if (given.preset !== undefined && !PRESETS[given.preset]) {
+  console.error(`unknown --preset ${given.preset} (one of ${Object.keys(PRESETS).join(', ')})`);
+  process.exit(2);
+}
+const values = { ...DEFAULTS, ...(PRESETS[given.preset] ?? {}), ...given };
 /** wrk, or rwsgi-load (crates/loadgen): lighter, GET scenarios only, no latency figures. */
 const LOADGEN = values.loadgen;
 const LOADGEN_BIN = join(ROOT, 'target/release/rwsgi-load');
@@ -297,6 +326,11 @@ try {
   writeFileSync(join(outDir, 'latest.md'), md);
   const chart = spawnSync('python3', [join(BENCH, 'chart.py'), join(outDir, 'latest.json'), join(outDir, 'latest.png')], { stdio: 'inherit' });
   if (chart.status !== 0) console.error('no chart: python3 with matplotlib is needed (bash bench/install-peers.sh installs it)');
+  if (values.preset) {
+    for (const ext of ['json', 'md', 'png']) {
+      if (existsSync(join(outDir, `latest.${ext}`)) && (ext !== 'png' || chart.status === 0)) copyFileSync(join(outDir, `latest.${ext}`), join(outDir, `${values.preset}.${ext}`));
+    }
+  }
   console.log(md);
 } finally {
   for (const child of running) child.kill('SIGTERM');
