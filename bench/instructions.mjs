@@ -14,12 +14,12 @@
 // instruction, so bulk fills weigh more than they cost.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { HELLO } from './apps/payloads.js';
+import { nginxConfig } from './nginx.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -48,29 +48,6 @@ if (!TOOL) throw new Error(`unknown --tool ${values.tool}`);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function nginxConfig() {
-  const conf = join(work, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `worker_processes 1;
-master_process off;
-daemon off;
-pid ${work}/nginx.pid;
-error_log ${work}/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:${PORT} reuseport;
-    location = / { default_type text/plain; return 200 '${HELLO}'; }
-  }
-}
-`,
-  );
-  return conf;
-}
-
 /** The command line of the process measured (the arbiter's, for rwsgi). */
 function command() {
   switch (values.server) {
@@ -79,7 +56,7 @@ function command() {
     case 'uws.js':
       return [...TOOL, process.execPath, join(ROOT, 'bench/peers/uws-server.mjs')];
     case 'nginx':
-      return [...TOOL, 'nginx', '-c', nginxConfig()];
+      return [...TOOL, 'nginx', '-c', nginxConfig(work, PORT, 1, true)];
     default:
       throw new Error(`unknown --server ${values.server}`);
   }

@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { HELLO, JSON_4K } from './apps/payloads.js';
+import { nginxConfig } from './nginx.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
@@ -77,33 +77,6 @@ const honoServerInstalled = existsSync(join(BENCH, 'peers/node_modules/@hono/nod
 const uwsInstalled = existsSync(join(BENCH, 'peers/node_modules/@trufflesuite/uws-js-unofficial'));
 const bunPath = [join(BENCH, 'peers/node_modules/.bin/bun')].find(existsSync) ?? (has('bun') ? 'bun' : null);
 
-function nginxConfig(port) {
-  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-nginx-'));
-  const conf = join(dir, 'nginx.conf');
-  // 4 KiB is over nginx's limit for a `return` string: served as a file.
-  writeFileSync(join(dir, 'json'), JSON_4K);
-  writeFileSync(
-    conf,
-    `worker_processes ${workers};
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path ${dir};
-  server {
-    listen 127.0.0.1:${port} reuseport;
-    location = / { default_type text/plain; return 200 '${HELLO}'; }
-    location = /json { default_type application/json; alias ${dir}/json; }
-  }
-}
-`,
-  );
-  return conf;
-}
-
 /** name -> how to start it for `port`, or why it is skipped. */
 const rwsgiIn = (dir) => ({
   cmd: [process.execPath, join(dir, 'dist/cli/main.js'), 'serve', express ? 'bench/apps/express-app.js' : 'bench/apps/rwsgi-app.js', '-b', '', '-w', String(workers), '--log-level', 'warning'],
@@ -129,7 +102,7 @@ const PEERS = {
         : { skip: '@hono/node-server not installed (bench/install-peers.sh)' },
   'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'bench/apps/express-app.js' } : {} }),
   'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
-  nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
+  nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(mkdtempSync(join(tmpdir(), 'rwsgi-nginx-')), port, workers)], noEcho: true } : { skip: 'nginx not installed' }),
   bun: () => (express ? { skip: 'not an Express peer' } : bunPath ? { cmd: [bunPath, 'bench/peers/bun-server.js'], copies: workers } : { skip: 'bun not installed' }),
   gunicorn: () =>
     express

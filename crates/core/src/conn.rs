@@ -547,8 +547,10 @@ impl Conn {
     }
 
     /// Ends the front response and moves on to the next request; with none
-    /// left, the connection is idle from `now`.
-    pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<(), WriteError> {
+    /// left, the connection is idle from now (the clock is read here: the
+    /// turn's time may be seconds old after a slow handler, which would
+    /// close the connection at the next tick as idle past its keep-alive).
+    pub fn end(&mut self, date_line: &[u8]) -> Result<(), WriteError> {
         let waiting = Writing::Waiting {
             continue_sent: false,
         };
@@ -561,7 +563,7 @@ impl Conn {
             // A short body cannot be delimited: closing is the only honest end.
             self.close_after_output();
         } else if self.pending.is_empty() {
-            self.idle_since = now;
+            self.idle_since = Instant::now();
             if let Reading::Refused { status } = self.reading {
                 error_response(status, date_line, &mut self.out);
                 self.close_after_output();

@@ -316,6 +316,41 @@ fn one_second() -> Limits {
 }
 
 #[test]
+fn keep_alive_counts_from_the_end_of_a_slow_response() {
+    // A handler slower than the keep-alive timeout, answering inside one long
+    // turn: the connection is idle from its response, not from the turn's start.
+    let keep_alive = Duration::from_secs(2);
+    let mut h = Harness::new(
+        Limits {
+            keep_alive,
+            ..Limits::default()
+        },
+        &[],
+    );
+    h.app = App::Hold;
+    let mut client = h.connect();
+    client.write_all(get("/slow").as_bytes()).unwrap();
+    h.until("the request", |h| !h.requests.is_empty());
+    h.engine.begin_turn();
+    std::thread::sleep(keep_alive + Duration::from_millis(500));
+    let conn = h.requests[0].0;
+    h.engine.respond(conn, b"200 OK", &TEXT, b"slow").unwrap();
+    h.engine.end_turn();
+    // A timeout tick comes within every second: run turns past one.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        h.turn();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        h.engine.connection_count(),
+        1,
+        "still open for the client's next request"
+    );
+    assert_eq!(bodies(&h.responses(&mut client, 1)), ["slow"]);
+}
+
+#[test]
 fn a_slow_request_head_gets_408() {
     let h = refused(one_second(), b"GET / HTTP/1.1\r\nHo", "408 Request Timeout");
     assert_eq!(h.engine.rejected_counts(), [(408, 1)]);

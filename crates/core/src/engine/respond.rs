@@ -55,8 +55,7 @@ impl Engine {
 
     /// Completes the front response and moves on to the next request.
     pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
-        let now = self.now;
-        self.respond_with(token, |c, date, _| c.end(date, now))?;
+        self.respond_with(token, |c, date, _| c.end(date))?;
         self.resume_parsing(token);
         Ok(())
     }
@@ -70,7 +69,6 @@ impl Engine {
         body: &[u8],
     ) -> Result<(), WriteError> {
         // One step, so outside a turn the whole response leaves in one send.
-        let now = self.now;
         let app = self
             .heads
             .check(status, headers)
@@ -85,7 +83,7 @@ impl Engine {
                 draining,
             )?;
             c.write(body)?;
-            c.end(date, now)
+            c.end(date)
         })?;
         self.resume_parsing(token);
         Ok(())
