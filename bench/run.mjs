@@ -3,7 +3,9 @@
 //   node bench/run.mjs [--peers rwsgi,rwsgi-metrics,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn]
 //                      [--scenarios keepalive,latency,pipeline,json,post,close]
 //                      [--workers 2] [--pin] [--rounds 3] [--seconds 5] [--app hello|express]
-//                      [--loadgen wrk|rwsgi-load] [--before DIR] [--tls]
+//                      [--loadgen wrk|rwsgi-load] [--before DIR] [--tls] [--preset NAME]
+// --preset NAME: one of the committed runs (PRESETS below), written to
+// bench/results/NAME.{md,json,png} as well as latest.*.
 // --before DIR: also run the rwsgi built in DIR (another checkout, after its
 // `npm run build`) as the peer rwsgi-before, in the same interleaved rounds,
 // to compare a change with the code before it.
@@ -19,30 +21,57 @@
 // to requests/s: on 2 cores wrk saturates before the fastest servers do.
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { HELLO, JSON_4K } from './apps/payloads.js';
+import { nginxConfig } from './nginx.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
-const { values } = parseArgs({
+const DEFAULTS = {
+  peers: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn',
+  scenarios: 'keepalive,latency,pipeline,json,post,close',
+  workers: '2',
+  pin: false,
+  rounds: '3',
+  seconds: '5',
+  app: 'hello',
+  loadgen: 'wrk',
+};
+/** The committed runs (`--preset NAME` writes bench/results/NAME.*): each
+ * one's options, which flags given with it still override. */
+const PRESETS = {
+  '2-workers': {},
+  'express-2-workers': { app: 'express' },
+  '1-worker-pinned': { pin: true },
+  '1-worker-pinned-rwsgi-load': { pin: true, loadgen: 'rwsgi-load' },
+  // wrk's pipelined batches are smaller per loop turn than rwsgi-load's: the
+  // fixed cost per turn shows here.
+  '1-worker-pinned-wrk-pipeline': { pin: true, scenarios: 'pipeline,latency', peers: 'rwsgi,rwsgi-hono,uws.js,nginx,node-cluster', rounds: '5' },
+};
+const { values: given } = parseArgs({
   options: {
-    peers: { type: 'string', default: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,node-cluster,fastify-cluster,nginx,bun,gunicorn' },
-    scenarios: { type: 'string', default: 'keepalive,latency,pipeline,json,post,close' },
-    workers: { type: 'string', default: '2' },
-    pin: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
-    seconds: { type: 'string', default: '5' },
-    app: { type: 'string', default: 'hello' },
-    loadgen: { type: 'string', default: 'wrk' },
+    peers: { type: 'string' },
+    scenarios: { type: 'string' },
+    workers: { type: 'string' },
+    pin: { type: 'boolean' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    app: { type: 'string' },
+    loadgen: { type: 'string' },
     before: { type: 'string' },
-    tls: { type: 'boolean', default: false },
+    tls: { type: 'boolean' },
+    preset: { type: 'string' },
   },
 });
+if (given.preset !== undefined && !PRESETS[given.preset]) {
+  console.error(`unknown --preset ${given.preset} (one of ${Object.keys(PRESETS).join(', ')})`);
+  process.exit(2);
+}
+const values = { ...DEFAULTS, ...(PRESETS[given.preset] ?? {}), ...given };
 /** --tls: the certificate and key the peers serve (made once per run). */
 const TLS = values.tls ? makeCertificate() : null;
 const TLS_PEERS = ['rwsgi', 'rwsgi-before', 'nginx', 'uws.js', 'bun', 'node-cluster'];
@@ -64,41 +93,6 @@ const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const honoServerInstalled = existsSync(join(BENCH, 'peers/node_modules/@hono/node-server'));
 const uwsInstalled = existsSync(join(BENCH, 'peers/node_modules/@trufflesuite/uws-js-unofficial'));
 const bunPath = [join(BENCH, 'peers/node_modules/.bin/bun')].find(existsSync) ?? (has('bun') ? 'bun' : null);
-
-function nginxConfig(port) {
-  const dir = mkdtempSync(join(tmpdir(), 'rwsgi-nginx-'));
-  const conf = join(dir, 'nginx.conf');
-  // 4 KiB is over nginx's limit for a `return` string: served as a file.
-  writeFileSync(join(dir, 'json'), JSON_4K);
-  writeFileSync(
-    conf,
-    `worker_processes ${workers};
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path ${dir};
-  server {
-    listen 127.0.0.1:${port} reuseport${TLS ? ' ssl' : ''};${
-      TLS
-        ? `
-    ssl_certificate ${TLS.cert};
-    ssl_certificate_key ${TLS.key};
-    ssl_protocols TLSv1.3;
-    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;`
-        : ''
-    }
-    location = / { default_type text/plain; return 200 '${HELLO}'; }
-    location = /json { default_type application/json; alias ${dir}/json; }
-  }
-}
-`,
-  );
-  return conf;
-}
 
 /** name -> how to start it for `port`, or why it is skipped. */
 const rwsgiIn = (dir, extra = []) => ({
@@ -146,7 +140,7 @@ const PEERS = {
         : { skip: '@hono/node-server not installed (bench/install-peers.sh)' },
   'node-cluster': () => ({ cmd: [process.execPath, 'bench/peers/node-cluster.mjs'], env: express ? { APP: 'bench/apps/express-app.js' } : {} }),
   'fastify-cluster': () => (express ? { skip: 'not an Express peer' } : { cmd: [process.execPath, 'bench/peers/fastify-cluster.mjs'] }),
-  nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(port)], noEcho: true } : { skip: 'nginx not installed' }),
+  nginx: (port) => (express ? { skip: 'not an Express peer' } : has('nginx') ? { cmd: ['nginx', '-c', nginxConfig(mkdtempSync(join(tmpdir(), 'rwsgi-nginx-')), port, workers, false, TLS)], noEcho: true } : { skip: 'nginx not installed' }),
   bun: () => (express ? { skip: 'not an Express peer' } : bunPath ? { cmd: [bunPath, 'bench/peers/bun-server.js'], copies: workers } : { skip: 'bun not installed' }),
   gunicorn: () =>
     express
@@ -343,6 +337,11 @@ try {
   writeFileSync(join(outDir, 'latest.md'), md);
   const chart = spawnSync('python3', [join(BENCH, 'chart.py'), join(outDir, 'latest.json'), join(outDir, 'latest.png')], { stdio: 'inherit' });
   if (chart.status !== 0) console.error('no chart: python3 with matplotlib is needed (bash bench/install-peers.sh installs it)');
+  if (values.preset) {
+    for (const ext of ['json', 'md', 'png']) {
+      if (existsSync(join(outDir, `latest.${ext}`)) && (ext !== 'png' || chart.status === 0)) copyFileSync(join(outDir, `latest.${ext}`), join(outDir, `${values.preset}.${ext}`));
+    }
+  }
   console.log(md);
 } finally {
   for (const child of running) child.kill('SIGTERM');

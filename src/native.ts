@@ -249,7 +249,9 @@ interface Addon {
   /** A heartbeat went out: the note so far is stale. */
   busyNoteTick(): void;
   /** Writes the note to `fd` once no tick came for `lateMs`. */
-  watchBusyNotes(fd: number, lateMs: number): void;
+  /** `busy[0]` is non-zero while a request is in flight; the engine notes
+   * the first request of each batch it hands to an idle worker. */
+  watchBusyNotes(fd: number, lateMs: number, busy: Int32Array): void;
   /** What is wrong with an `--access-logformat`, or null. */
   checkAccessLogFormat(format: string): string | null;
   /** Why the access log cannot be written at `path`, or null (creates the file). */

@@ -45,6 +45,16 @@ c.request('GET', '/spin'); print(c.getresponse().status)
   t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running \d+\.\ds/);
 });
 
+test('two requests in one packet, the second into a handler that blocks: WORKER TIMEOUT names the second', async (t) => {
+  // The engine notes the first request of a batch itself; a worker that turns
+  // idle and busy again inside one batch must still name the request it blocks in.
+  const server = await serve(t, ROUTES, { args: ['--timeout', '2'] });
+  // The turn never ends, so /ok's response is never flushed.
+  void raw(server.port, 'GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /spin HTTP/1.1\r\nHost: x\r\n\r\n', { ms: 15_000 });
+  await waitFor(() => server.log.includes('WORKER TIMEOUT'), 15_000, 'the timeout');
+  t.regex(server.log, /\[CRITICAL\] WORKER TIMEOUT \(pid:\d+\) GET \/spin running \d+\.\ds/);
+});
+
 test('kill -9 of a worker under load fails at most its in-flight requests', async (t) => {
   const server = await serve(t, ROUTES, { workers: 2 });
   const mark = join(mkdtempSync(join(tmpdir(), 'rwsgi-')), 'mark');

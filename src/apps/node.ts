@@ -7,7 +7,7 @@
 
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Duplex } from 'node:stream';
-import { FLAG_CLIENT_CERT, FLAG_KEEP_ALIVE } from '../native.js';
+import { FLAG_CLIENT_CERT, FLAG_HAS_BODY, FLAG_KEEP_ALIVE } from '../native.js';
 import { type NodePeerCertificate, nodePeerCertificate } from './tls.js';
 import type { Exchange } from '../worker/exchange.js';
 import { isThenable } from './thenable.js';
@@ -88,6 +88,9 @@ class ExchangeSocket extends Duplex {
   }
 }
 
+/** `_read` of a request without a body: it ends once the listener returns. */
+function noRead(): void {}
+
 /** `name\0value\0...` as Node's rawHeaders array. */
 function rawHeaderList(joined: string): string[] {
   const parts = joined.split('\0');
@@ -112,7 +115,9 @@ export class NodeRunner {
     req.httpVersion = ex.httpVersion.slice(5);
     const raw = rawHeaderList(ex.rawHeaders);
     (req as unknown as { _addHeaderLines(h: string[], n: number): void })._addHeaderLines(raw, raw.length);
-    this.feedBody(ex, req);
+    const hasBody = (ex.flags & FLAG_HAS_BODY) !== 0;
+    if (hasBody) this.feedBody(ex, req);
+    else req._read = noRead;
 
     res = new ServerResponse(req);
     res.shouldKeepAlive = (ex.flags & FLAG_KEEP_ALIVE) !== 0 && !this.draining;
@@ -139,6 +144,13 @@ export class NodeRunner {
       }
     } catch (err) {
       ex.fail(err);
+    }
+    // Without a body the request is complete once its head is read: ended
+    // right after the listener, as Node's parser does, with no body stream
+    // to pump (its iterator and promises cost a GET as much as a body).
+    if (!hasBody) {
+      req.complete = true;
+      req.push(null);
     }
   }
 

@@ -9,6 +9,9 @@ import { SPEC_VARIABLE, type WorkerSpec } from '../protocol/spec.js';
 import type { ExitReason } from '../settings/hooks.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+/** A bench tool, not a setting: workers run under this command line (e.g.
+ * `valgrind --tool=callgrind`, `strace -c -f`), see bench/README.md. */
+const WRAPPER = (process.env.RWSGI_WORKER_WRAPPER ?? '').split(' ').filter(Boolean);
 
 export type WorkerState = 'booting' | 'ready' | 'draining' | 'aborting';
 
@@ -55,7 +58,8 @@ export class WorkerProcess {
     this.slot = spec.slot;
     this.generation = spec.generation;
     // Throws when fork itself fails (ENOMEM); the caller handles that.
-    this.child = spawn(process.execPath, [WORKER_ENTRY], {
+    const [command, ...args] = [...WRAPPER, process.execPath, WORKER_ENTRY];
+    this.child = spawn(command, args, {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...fds],
       env: { ...process.env, [SPEC_VARIABLE]: JSON.stringify(spec) },
     });

@@ -42,6 +42,9 @@ function readSpec(): WorkerSpec {
   return JSON.parse(raw) as WorkerSpec;
 }
 
+/** Non-zero while a request is in flight, read by the addon's busy-note thread. */
+const busy = new Int32Array(new SharedArrayBuffer(4));
+
 let lastRss = 0;
 
 /** RSS, or the last value read: reading it opens /proc, which fails with EMFILE
@@ -161,9 +164,15 @@ async function main(): Promise<void> {
     runner.handle,
     // Every change from idle to busy is noted, or a handler blocking the loop
     // right after a heartbeat would go unnamed in the WORKER TIMEOUT line;
-    // the addon sends the note only if the next heartbeat is late.
-    (ex) => addon.busyNote(busyLineStart(ex)),
-    () => addon.busyNote(''),
+    // the addon sends the note only if the next heartbeat is late. The
+    // engine noted the first request of a batch itself (no call per request).
+    (ex, first) => {
+      busy[0] = 1;
+      if (!first) addon.busyNote(busyLineStart(ex));
+    },
+    () => {
+      busy[0] = 0;
+    },
     // Reaching --max-requests is reported at once, so the replacement starts now.
     (served) => {
       if (served === maxRequests) report();
@@ -204,7 +213,7 @@ async function main(): Promise<void> {
     if (enabled('debug')) traceHandoffs();
   }, hbMs);
   addon.watchParent(3 * hbMs);
-  addon.watchBusyNotes(PIPE_FD, 1.5 * hbMs);
+  addon.watchBusyNotes(PIPE_FD, 1.5 * hbMs, busy);
   try {
     addon.enableStackReports(constants.signals[STACK_SIGNAL]);
   } catch (err) {

@@ -746,8 +746,11 @@ impl Conn {
     }
 
     /// Ends the front response and moves on to the next request; with none
-    /// left, the connection is idle from `now`. Returns the request answered.
-    pub fn end(&mut self, date_line: &[u8], now: Instant) -> Result<RequestInfo, WriteError> {
+    /// left, the connection is idle from now (the clock is read here: the
+    /// turn's time may be seconds old after a slow handler, which would
+    /// close the connection at the next tick as idle past its keep-alive).
+    /// Returns the request answered.
+    pub fn end(&mut self, date_line: &[u8]) -> Result<RequestInfo, WriteError> {
         let waiting = Writing::Waiting {
             continue_sent: false,
         };
@@ -762,7 +765,7 @@ impl Conn {
         } else if !info.keep_alive {
             self.close_after_output();
         } else if self.pending.is_empty() {
-            self.idle_since = now;
+            self.idle_since = Instant::now();
             if let Reading::Refused { status } = self.reading {
                 error_response(status, date_line, &mut self.out);
                 self.close_after_output();

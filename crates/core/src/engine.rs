@@ -23,7 +23,7 @@ use crate::parser::RequestParser;
 use crate::response::HeadCache;
 use crate::slab::{index_of, Slab, Token};
 use crate::socket::{self, listener_port, Accepted, Peer};
-use crate::sys::{cvt, Epoll, Ready, Timer, Waker};
+use crate::sys::{cvt, Epoll, Timer, Waker};
 use crate::timeouts::{self, Expired, TICK};
 use crate::trust::Trust;
 
@@ -40,6 +40,9 @@ const HANDOFF_KEY: u64 = u64::MAX - 2;
 const LISTENER_TAG: u64 = 1 << 62;
 const LINGER: Duration = Duration::from_secs(2);
 const EPOLL_BATCH: usize = 256;
+/// Turns in a row that may read the lone connection without `epoll_wait`
+/// (see `read_lone`): a bound on how long other descriptors wait.
+const LONE_TURNS: u8 = 8;
 /// After EMFILE and friends, accepting resumes on the next timer tick (1 s)
 /// rather than spinning on a listening socket that stays readable.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
@@ -95,6 +98,9 @@ pub struct Engine {
     /// `end_turn` is flushing the turn's output.
     flushing_turn: bool,
     access_log: Option<AccessLog>,
+    /// The connection that alone woke the last `epoll_wait`, and the turns
+    /// since that read it without one (see `read_lone`).
+    lone: Option<(Token, u8)>,
 }
 
 /// Tells the SIGABRT handler whether `conn` owes a response (see abort.rs).
@@ -134,6 +140,7 @@ impl Engine {
             in_turn: false,
             flushing_turn: false,
             access_log: None,
+            lone: None,
         };
         for &fd in listen_fds {
             let port = listener_port(fd)?;
@@ -263,9 +270,18 @@ impl Engine {
 
     /// Handles whatever is ready, collecting events for the host.
     pub fn poll(&mut self) {
-        let mut ready = [Ready { events: 0, u64: 0 }; EPOLL_BATCH];
-        let n = self.epoll.poll(&mut ready).len();
-        for ev in &ready[..n] {
+        if self.read_lone() {
+            return self.report_capacity();
+        }
+        let mut ready = [std::mem::MaybeUninit::uninit(); EPOLL_BATCH];
+        let ready = self.epoll.poll(&mut ready);
+        self.lone = match ready {
+            [only] if only.events == libc::EPOLLIN as u32 && only.u64 < LISTENER_TAG => {
+                Some((only.u64, 0))
+            }
+            _ => None,
+        };
+        for ev in ready {
             let (flags, key) = (ev.events, ev.u64);
             match key {
                 TIMER_KEY => self.tick(),
@@ -278,6 +294,37 @@ impl Engine {
             }
         }
         self.report_capacity();
+    }
+
+    /// One client at a time (c=1): the connection that alone woke the last
+    /// `epoll_wait`, idle since, is most likely what woke this turn too, so
+    /// its request is read without asking epoll first (one system call
+    /// less per request). A miss (nothing to read) falls back to
+    /// `epoll_wait`; other descriptors ready meanwhile keep the engine's
+    /// epoll fd readable, and wait at most `LONE_TURNS` turns.
+    fn read_lone(&mut self) -> bool {
+        let Some((token, turns)) = self.lone else {
+            return false;
+        };
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(token) else {
+            self.lone = None;
+            return false;
+        };
+        if turns >= LONE_TURNS || !conn.is_movable() {
+            return false;
+        }
+        match conn.receive(now) {
+            Received::Nothing => {
+                self.lone = None;
+                false
+            }
+            received => {
+                self.lone = Some((token, turns + 1));
+                self.received(token, received);
+                true
+            }
+        }
     }
 
     /// Raises `Event::Capacity` when the worker becomes full (at
@@ -516,7 +563,16 @@ impl Engine {
         if !conn.wants_read() {
             return;
         }
-        match conn.receive(now) {
+        let received = conn.receive(now);
+        self.received(token, received);
+    }
+
+    /// Acts on what a read of `token` got.
+    fn received(&mut self, token: Token, received: Received) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        match received {
             Received::Data(n) => {
                 if let Some(m) = &mut self.metrics {
                     m.received(n);

@@ -182,6 +182,37 @@ fn metrics_count_responses_by_method_and_status_and_the_bytes_both_ways() {
 }
 
 #[test]
+fn a_client_sending_every_turn_does_not_keep_another_waiting() {
+    // With one connection busy the engine reads it without epoll_wait;
+    // another connection's request must still be served within a few turns.
+    let mut h = Harness::new(Limits::default(), &[]);
+    let mut busy = h.connect();
+    busy.write_all(get("/busy0").as_bytes()).unwrap();
+    h.turn();
+    let mut other = h.connect();
+    other.write_all(get("/other").as_bytes()).unwrap();
+    let mut turns = 0;
+    while !h.requests.iter().any(|(_, url)| url == "/other") {
+        turns += 1;
+        assert!(turns <= 12, "the other connection waited {turns} turns");
+        busy.write_all(get(&format!("/busy{turns}")).as_bytes())
+            .unwrap();
+        h.turn();
+    }
+    assert_eq!(bodies(&h.responses(&mut other, 1)), ["/other"]);
+    let served = h
+        .requests
+        .iter()
+        .filter(|(_, url)| url.starts_with("/busy"))
+        .count();
+    assert!(
+        served >= turns,
+        "the busy client was served every turn ({served} of {})",
+        turns + 1
+    );
+}
+
+#[test]
 fn pipelined_responses_keep_request_order_and_depth() {
     let limits = Limits {
         pipeline_depth: 2,
@@ -304,6 +335,41 @@ fn one_second() -> Limits {
         keep_alive: Duration::from_secs(1),
         ..Limits::default()
     }
+}
+
+#[test]
+fn keep_alive_counts_from_the_end_of_a_slow_response() {
+    // A handler slower than the keep-alive timeout, answering inside one long
+    // turn: the connection is idle from its response, not from the turn's start.
+    let keep_alive = Duration::from_secs(2);
+    let mut h = Harness::new(
+        Limits {
+            keep_alive,
+            ..Limits::default()
+        },
+        &[],
+    );
+    h.app = App::Hold;
+    let mut client = h.connect();
+    client.write_all(get("/slow").as_bytes()).unwrap();
+    h.until("the request", |h| !h.requests.is_empty());
+    h.engine.begin_turn();
+    std::thread::sleep(keep_alive + Duration::from_millis(500));
+    let conn = h.requests[0].0;
+    h.engine.respond(conn, b"200 OK", &TEXT, b"slow").unwrap();
+    h.engine.end_turn();
+    // A timeout tick comes within every second: run turns past one.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        h.turn();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        h.engine.connection_count(),
+        1,
+        "still open for the client's next request"
+    );
+    assert_eq!(bodies(&h.responses(&mut client, 1)), ["slow"]);
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! does), so the client spends far less CPU per request than wrk and the
 //! server's own cost decides. Linux only (epoll).
 //!
-//!   rwsgi-load --port 8000 [--path /] [--connections 64] [--pipeline 16] [--seconds 5]
+//!   rwsgi-load --port 8000 [--path /] [--connections 64] [--pipeline 16] [--seconds 5] [--requests N]
+//!
+//! `--requests N`: stop after N responses (at most `--seconds`), for counts per request.
 //!
 //! Prints one JSON line: requests, seconds, requests_per_second, response_bytes.
 
@@ -19,6 +21,8 @@ struct Options {
     connections: usize,
     pipeline: usize,
     seconds: f64,
+    /// Stop after this many responses (0: run for `seconds`).
+    requests: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -28,6 +32,7 @@ fn parse_options() -> Result<Options, String> {
         connections: 64,
         pipeline: 16,
         seconds: 5.0,
+        requests: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -39,6 +44,7 @@ fn parse_options() -> Result<Options, String> {
             "--connections" => o.connections = value.parse().map_err(|_| bad.clone())?,
             "--pipeline" => o.pipeline = value.parse().map_err(|_| bad.clone())?,
             "--seconds" => o.seconds = value.parse().map_err(|_| bad.clone())?,
+            "--requests" => o.requests = value.parse().map_err(|_| bad.clone())?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -109,14 +115,19 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(o.seconds);
+    let mut sent = 0u64;
+    let more = |sent: u64| o.requests == 0 || sent < o.requests;
     for c in &mut conns {
-        c.stream.write_all(&batch)?;
-        c.owed = size * o.pipeline;
+        if more(sent) {
+            c.stream.write_all(&batch)?;
+            c.owed = size * o.pipeline;
+            sent += o.pipeline as u64;
+        }
     }
     let mut total_bytes = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && conns.iter().any(|c| c.owed > 0) {
         // SAFETY: valid epoll fd and event buffer.
         let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 100) };
         for ev in events.iter().take(n.max(0) as usize) {
@@ -129,9 +140,10 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
                     Ok(k) => {
                         total_bytes += k as u64;
                         c.owed = c.owed.saturating_sub(k);
-                        if c.owed == 0 {
+                        if c.owed == 0 && more(sent) {
                             c.stream.write_all(&batch)?;
                             c.owed = size * o.pipeline;
+                            sent += o.pipeline as u64;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

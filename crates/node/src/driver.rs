@@ -328,6 +328,9 @@ impl Driver {
             } else {
                 0
             });
+        if batch.count == 0 {
+            batch.first = Some((method, url.clone()));
+        }
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip, client_ip]);
         let mut row = [0f64; REQUEST_STRIDE];
@@ -375,6 +378,9 @@ impl Driver {
             }
         }
         let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
+        if let Some((method, url)) = &batch.first {
+            crate::busy_note::note_if_idle(method, arena.get(url.clone()).unwrap_or(&[]));
+        }
         let count = batch.count as f64;
         *batch = Batch::default();
         napi.call(
@@ -452,6 +458,8 @@ struct Batch {
     count: usize,
     start: usize,
     end: usize,
+    /// The first request's method and target, for the busy note.
+    first: Option<(&'static str, std::ops::Range<usize>)>,
 }
 
 impl Batch {
@@ -471,6 +479,7 @@ impl Default for Batch {
             count: 0,
             start: usize::MAX,
             end: 0,
+            first: None,
         }
     }
 }

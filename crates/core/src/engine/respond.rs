@@ -68,8 +68,7 @@ impl Engine {
 
     /// Completes the front response and moves on to the next request.
     pub fn end(&mut self, token: Token) -> Result<(), WriteError> {
-        let now = self.now;
-        let answered = self.respond_with(token, |c, date, _| c.end(date, now))?;
+        let answered = self.respond_with(token, |c, date, _| c.end(date))?;
         self.count(answered);
         self.log_end(token);
         self.resume_parsing(token);
@@ -85,7 +84,6 @@ impl Engine {
         body: &[u8],
     ) -> Result<(), WriteError> {
         // One step, so outside a turn the whole response leaves in one send.
-        let now = self.now;
         let app = self
             .heads
             .check(status, headers)
@@ -100,7 +98,7 @@ impl Engine {
                 draining,
             )?;
             c.write(body)?;
-            c.end(date, now)
+            c.end(date)
         })?;
         self.count(answered);
         self.log_start(token, status, headers);
