@@ -526,6 +526,7 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     run_on(0);
     client.write_all(get("/three").as_bytes()).unwrap();
     b.responses(&mut client, 1);
+    let deadline = Instant::now() + BOUND;
     while a.engine.handoff_counts().1 == 0 {
         assert!(Instant::now() < deadline, "never handed back to a");
         a.turn();
