@@ -5,7 +5,7 @@ import test from 'ava';
 import { render } from '../dist/arbiter/exposition.js';
 import { MetricsBook } from '../dist/arbiter/metrics.js';
 
-const EMPTY_VIEW = { slots: [], listeners: [], healthy: [], steered: [] };
+const EMPTY_VIEW = { slots: [], listeners: [], snapshot: { slots: [] } };
 
 /** A worker's cumulative counters: `gets` GETs answered 200. */
 const report = (gets) => ({
