@@ -75,10 +75,12 @@ test.serial('status while a worker hangs: late, out of the steering set, its req
   await waitFor(() => server.log.includes('spin request started'), 10_000, 'the spin request');
   // (On a loaded machine the other worker may be late now and then too.)
   const hungLate = (w) => w.state === 'late' && w.oldest?.path === '/spin';
+  // The steering set follows at the next reconcile step (every 100 ms).
+  const outOfSteering = (snap) => snap.slots.some((slot) => !slot.steered && slot.workers.some(hungLate));
   const s = await waitFor(async () => {
     const snap = await server.status();
-    return workersOf(snap).some(hungLate) && snap;
-  }, 20_000, 'the hung worker late');
+    return outOfSteering(snap) && snap;
+  }, 20_000, 'the hung worker late and out of the steering set');
   const late = workersOf(s).find(hungLate);
   t.is(late.oldest.method, 'GET');
   t.is(late.oldest.path, '/spin');

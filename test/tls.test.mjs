@@ -4,7 +4,7 @@
 // a new and a broken certificate, and hostile clients.
 
 import { execFile, execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -315,4 +315,21 @@ test('ticket keys rotate: a new sealing key first, the previous one kept, older 
   const third = keys.rotate();
   t.deepEqual(third, [third[0], second[0]]);
   t.false(third.includes(first));
+});
+
+test('the access log shows the TLS version and cipher (%({ssl_protocol}e)s, %({ssl_cipher}e)s) and the scheme', async (t) => {
+  const log = at('access.log');
+  const format = '%({wsgi.url_scheme}e)s %({ssl_protocol}e)s %({ssl_cipher}e)s %(U)s';
+  const plain = 'http://127.0.0.1:0';
+  const server = await serve(t, APP, { bind: 'https://127.0.0.1:0', args: tlsArgs('server', ['-b', plain, '--tls-min-version', '1.3', '--access-logfile', log, '--access-logformat', format]) });
+  const ports = [...server.log.matchAll(/Listening at: (https?):\/\/127\.0\.0\.1:(\d+)/g)].map((m) => [m[1], m[2]]);
+  const plainPort = ports.find(([scheme]) => scheme === 'http')[1];
+  await curl('--cacert', at('ca.pem'), `https://localhost:${server.port}/secure`);
+  await curl(`http://127.0.0.1:${plainPort}/plain`);
+  const lines = await waitFor(() => {
+    const text = readFileSync(log, 'utf8');
+    return text.split('\n').filter((l) => l !== '').length >= 2 && text;
+  }, 10_000, 'two access log lines');
+  t.regex(lines, /^https TLSv1\.3 TLS_AES_\S+ \/secure$/m);
+  t.regex(lines, /^http - - \/plain$/m);
 });

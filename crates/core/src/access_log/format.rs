@@ -85,6 +85,11 @@ pub enum Environ {
     Empty,
     /// wsgi.url_scheme
     Scheme,
+    /// SSL_PROTOCOL and SSL_CIPHER (mod_ssl's names): the TLS version and
+    /// cipher suite of the connection (`TLSv1.3`, `TLS13_AES_128_GCM_SHA256`),
+    /// `-` over plain HTTP.
+    TlsProtocol,
+    TlsCipher,
     /// HTTP_*, CONTENT_TYPE, CONTENT_LENGTH: a request field, repeated
     /// fields joined with `,` (index into `Format::fields`).
     Field(usize),
@@ -131,6 +136,11 @@ impl Format {
     /// call per request, so only when asked for).
     pub fn needs_server_address(&self) -> bool {
         matches!(&self.style, Style::Text(ops) if ops.contains(&Op::Environ(Environ::ServerName)))
+    }
+
+    /// Whether lines show the connection's TLS version or cipher.
+    pub fn needs_tls(&self) -> bool {
+        matches!(&self.style, Style::Text(ops) if ops.iter().any(|op| matches!(op, Op::Environ(Environ::TlsProtocol | Environ::TlsCipher))))
     }
 
     /// Whether lines show how long a request took (gunicorn's default
@@ -183,6 +193,8 @@ fn environ(key: &str, fields: &mut Vec<Field>) -> Environ {
         "server_port" => Environ::ServerPort,
         "script_name" => Environ::Empty,
         "wsgi.url_scheme" => Environ::Scheme,
+        "ssl_protocol" => Environ::TlsProtocol,
+        "ssl_cipher" => Environ::TlsCipher,
         "content_type" | "content_length" => {
             Environ::Field(field_slot(fields, key.replace('_', "-").as_bytes(), true))
         }

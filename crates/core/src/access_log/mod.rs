@@ -62,6 +62,9 @@ pub struct Entry {
     local_port: u16,
     /// The request came over https (as `wsgi.url_scheme` says).
     https: bool,
+    /// The connection's TLS version and cipher suite, when the format shows them.
+    tls_protocol: Range<usize>,
+    tls_cipher: Range<usize>,
     fields: Vec<Option<Range<usize>>>,
     response_fields: Vec<Option<Range<usize>>>,
     /// 0 until the response starts.
@@ -81,6 +84,8 @@ impl Entry {
         self.sent = 0;
         self.method = "";
         self.https = false;
+        self.tls_protocol = 0..0;
+        self.tls_cipher = 0..0;
         self.raw = RawHead::Absent;
     }
 
@@ -217,14 +222,20 @@ impl AccessLog {
         self.format.needs_server_address()
     }
 
+    /// Whether `capture` needs the connection's TLS version and cipher.
+    pub fn needs_tls(&self) -> bool {
+        self.format.needs_tls()
+    }
+
     /// Notes the requests among `events` (just parsed on `token`, which
-    /// arrived at `server`).
+    /// arrived at `server`, over `tls`: its version and cipher suite).
     pub fn capture(
         &mut self,
         token: Token,
         events: &[Event],
         arena: &[u8],
         server: &str,
+        tls: Option<&(String, String)>,
         now: Instant,
     ) {
         for event in events {
@@ -255,6 +266,10 @@ impl AccessLog {
             entry.client_port = *client_port;
             entry.local_port = *local_port;
             entry.https = *https;
+            if let Some((protocol, cipher)) = tls {
+                entry.tls_protocol = entry.stash(protocol.as_bytes());
+                entry.tls_cipher = entry.stash(cipher.as_bytes());
+            }
             for (name, value) in pairs(bytes(headers)) {
                 for (i, field) in self.format.fields.iter().enumerate() {
                     if field.name.eq_ignore_ascii_case(name) {

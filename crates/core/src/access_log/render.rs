@@ -249,6 +249,12 @@ impl Line<'_> {
             Environ::Empty => {}
             Environ::Scheme if entry.https => out.extend_from_slice(b"https"),
             Environ::Scheme => out.extend_from_slice(b"http"),
+            Environ::TlsProtocol => {
+                Self::field_or_dash(out, non_empty(entry.bytes(&entry.tls_protocol)))
+            }
+            Environ::TlsCipher => {
+                Self::field_or_dash(out, non_empty(entry.bytes(&entry.tls_cipher)))
+            }
             Environ::Field(i) => Self::field_or_dash(out, entry.field(i)),
             Environ::Unknown => out.push(b'-'),
         }
@@ -355,6 +361,11 @@ impl Line<'_> {
         put_json(out, entry.field(JSON_REQUEST_ID));
         out.push(b'}');
     }
+}
+
+/// `None` for an empty value (shown as `-`).
+fn non_empty(bytes: &[u8]) -> Option<&[u8]> {
+    (!bytes.is_empty()).then_some(bytes)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ impl Scratch {
             secure: Default::default(),
         };
         self.log
-            .capture(token, &[event], &arena, "127.0.0.1", Instant::now());
+            .capture(token, &[event], &arena, "127.0.0.1", None, Instant::now());
     }
 
     fn respond(&mut self, token: u64, status: u16, headers: &[(&str, &str)], body: &[u8]) {

@@ -39,12 +39,16 @@ impl Engine {
         let Some(log) = &mut self.access_log else {
             return;
         };
-        let server = match self.conns.get_mut(token) {
+        let conn = self.conns.get(token);
+        let server = match conn {
             Some(conn) if log.needs_server_address() => server_address(conn.raw_fd()),
             _ => String::new(),
         };
+        let tls = conn
+            .filter(|_| log.needs_tls())
+            .and_then(|conn| conn.tls_negotiated());
         let events = self.events.get(first..).unwrap_or(&[]);
-        log.capture(token, events, &self.arena, &server, self.now);
+        log.capture(token, events, &self.arena, &server, tls.as_ref(), self.now);
     }
 
     /// A request refused with `status` (its canned response's).
