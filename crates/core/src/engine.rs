@@ -245,6 +245,9 @@ impl Engine {
     /// Flushes everything written during the turn.
     pub fn end_turn(&mut self) {
         self.in_turn = false;
+        if let Some(m) = &mut self.metrics {
+            m.turn_ended();
+        }
         // Events raised by these flushes (closes, drains) share one wake.
         self.flushing_turn = true;
         let dirty = std::mem::take(&mut self.dirty);

@@ -3,7 +3,7 @@
 //! histogram with fixed buckets, and bytes received and sent. Cumulative
 //! since the engine started; a few integer increments per request.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The methods counted by name, then everything else.
 pub const METHODS: [&str; 8] = [
@@ -46,6 +46,9 @@ pub struct Metrics {
     duration_sum: Duration,
     received: u64,
     sent: u64,
+    /// Responses that ended in the current loop turn, timed when it ends:
+    /// one clock read per turn rather than per response.
+    ended: Vec<(MethodClass, u16, Instant)>,
 }
 
 /// The counters as the host exports them.
@@ -72,6 +75,26 @@ impl Metrics {
             .unwrap_or(DURATION_BUCKETS.len());
         self.durations[bucket] += 1;
         self.duration_sum += elapsed;
+    }
+
+    /// A response ended during a loop turn, in the request that began at
+    /// `since`: counted with the others by `turn_ended`.
+    pub fn ended_in_turn(&mut self, method: MethodClass, status: u16, since: Instant) {
+        self.ended.push((method, status, since));
+    }
+
+    /// The loop turn is over: its responses are counted, timed to now.
+    pub fn turn_ended(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut ended = std::mem::take(&mut self.ended);
+        for &(method, status, since) in &ended {
+            self.record(method, status, now.saturating_duration_since(since));
+        }
+        ended.clear();
+        self.ended = ended;
     }
 
     pub fn received(&mut self, bytes: usize) {
@@ -119,6 +142,20 @@ mod tests {
         assert_eq!(s.requests[2 * STATUS_CLASSES + 3], 1.0);
         assert_eq!(s.requests[7 * STATUS_CLASSES + 4], 1.0);
         assert_eq!(s.requests.iter().sum::<f64>(), 4.0);
+    }
+
+    #[test]
+    fn responses_of_a_turn_are_counted_when_it_ends() {
+        let mut m = Metrics::default();
+        let since = Instant::now();
+        m.ended_in_turn(MethodClass::GET, 200, since);
+        m.ended_in_turn(MethodClass::GET, 500, since);
+        assert_eq!(m.snapshot().requests.iter().sum::<f64>(), 0.0);
+        m.turn_ended();
+        let s = m.snapshot();
+        assert_eq!(s.requests[1], 1.0);
+        assert_eq!(s.requests[4], 1.0);
+        assert_eq!(s.durations.iter().sum::<f64>(), 2.0);
     }
 
     #[test]

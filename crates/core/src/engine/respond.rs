@@ -108,10 +108,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Counts a response in the metrics, timed to the moment it ended (the
-    /// turn's clock is stale after a handler that took its time).
+    /// Counts a response in the metrics, timed to when it ended: within a
+    /// turn, at the turn's end (one clock read for all its responses; the
+    /// turn's start is stale after a handler that took its time), else now.
     fn count(&mut self, answered: RequestInfo) {
-        if let (Some(m), Some(since)) = (&mut self.metrics, answered.since) {
+        let (Some(m), Some(since)) = (&mut self.metrics, answered.since) else {
+            return;
+        };
+        if self.in_turn {
+            m.ended_in_turn(answered.method, answered.status, since);
+        } else {
             m.record(answered.method, answered.status, since.elapsed());
         }
     }
