@@ -9,14 +9,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use rwsgi_core::{handoff, Engine, Event, HeaderList, Limits, Token};
+use rwsgi_core::{handoff, Engine, Event, Limits, Token};
 use rwsgi_test_llhttp as _;
 
-const TEXT: HeaderList<'static> = HeaderList {
-    joined: b"Content-Type\0text/plain\0",
-    fields: 1,
-};
-const BOUND: Duration = Duration::from_secs(10);
+mod common;
+use common::{BOUND, TEXT};
 
 /// What the test's app does with each request: answer it with its URL, or
 /// hold it (the test answers later).
@@ -49,11 +46,7 @@ impl Harness {
 
     /// A client connected over a socketpair.
     fn connect(&mut self) -> UnixStream {
-        let (server, client) = UnixStream::pair().unwrap();
-        server.set_nonblocking(true).unwrap();
-        client.set_nonblocking(true).unwrap();
-        self.engine.adopt(server.into()).unwrap();
-        client
+        common::connect(&mut self.engine)
     }
 
     /// One host turn: poll, deliver the events to the app, flush.

@@ -8,14 +8,11 @@ use std::time::{Duration, Instant};
 
 use rwsgi_core::proxy_protocol::Mode;
 use rwsgi_core::trust::{AllowList, Trust};
-use rwsgi_core::{Engine, Event, HeaderList, Limits};
+use rwsgi_core::{Engine, Event, Limits};
 use rwsgi_test_llhttp as _;
 
-const TEXT: HeaderList<'static> = HeaderList {
-    joined: b"Content-Type\0text/plain\0",
-    fields: 1,
-};
-const BOUND: Duration = Duration::from_secs(10);
+mod common;
+use common::{BOUND, TEXT};
 
 /// What the app heard of one request.
 #[derive(Debug, PartialEq)]
@@ -48,11 +45,7 @@ impl Run {
     }
 
     fn connect(&mut self) -> UnixStream {
-        let (server, client) = UnixStream::pair().unwrap();
-        server.set_nonblocking(true).unwrap();
-        client.set_nonblocking(true).unwrap();
-        self.engine.adopt(server.into()).unwrap();
-        client
+        common::connect(&mut self.engine)
     }
 
     fn turn(&mut self) {

@@ -17,13 +17,11 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
 use rwsgi_core::event::Secure;
 use rwsgi_core::tls::{self, CertReqs, TicketKeys, TlsSettings, TICKET_KEY_LEN};
-use rwsgi_core::{socket, Engine, Event, HeaderList, Limits};
+use rwsgi_core::{socket, Engine, Event, Limits};
 use rwsgi_test_llhttp as _;
 
-const TEXT: HeaderList<'static> = HeaderList {
-    joined: b"Content-Type\0text/plain\0",
-    fields: 1,
-};
+mod common;
+use common::TEXT;
 const BOUND: Duration = Duration::from_secs(20);
 
 /// A self-signed ECDSA certificate for localhost, made once per test.
