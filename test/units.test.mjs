@@ -3,6 +3,7 @@
 import test from 'ava';
 import { Backoff } from '../dist/arbiter/backoff.js';
 import { Spread } from '../dist/arbiter/spread.js';
+import { describeStack } from '../dist/arbiter/stack.js';
 import { parseBind } from '../dist/cli/args.js';
 import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
 import { splitAppSpec } from '../dist/apps/load.js';
@@ -179,4 +180,20 @@ test('dispatcher: refused requests are traced at --log-level debug only', (t) =>
   }
   setLogLevel('info');
   t.deepEqual(traced, [false, true, false]);
+});
+
+test('stack reports read as Node prints a stack, or say why there is none', (t) => {
+  const base = { pid: 7, frames: [], total: 0, error: null, inFlight: 1, oldest: 'GET /x running 3.0s' };
+  const frames = [
+    { function: 'spin', file: 'file:///app/a.mjs', line: 3, column: 9 },
+    { function: '', file: '', line: 1, column: 1 },
+  ];
+  t.is(
+    describeStack({ ...base, state: 'running', frames, total: 31 }),
+    'JavaScript stack of worker 7 (top 2 of 31 frames):\n    at spin (file:///app/a.mjs:3:9)\n    at <anonymous> (<unknown>:1:1)',
+  );
+  t.is(describeStack({ ...base, state: 'running', frames, total: 2 }).split('\n')[0], 'JavaScript stack of worker 7 (2 frames):');
+  t.regex(describeStack({ ...base, state: 'idle' }), /empty, the event loop was waiting/);
+  t.regex(describeStack({ ...base, state: 'blocked' }), /^no JavaScript stack: the main thread did not reach JavaScript within 1 s/);
+  t.is(describeStack({ ...base, state: 'unavailable', error: 'V8 12.4 is not supported' }), 'no JavaScript stack: V8 12.4 is not supported');
 });
