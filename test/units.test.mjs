@@ -6,6 +6,7 @@ import { recycleFor } from '../dist/arbiter/recycle.js';
 import { SlotRecords } from '../dist/arbiter/snapshot.js';
 import { Spread } from '../dist/arbiter/spread.js';
 import { parseRequest, socketDirectories } from '../dist/protocol/control.js';
+import { describeStack } from '../dist/arbiter/stack.js';
 import { parseBind } from '../dist/cli/args.js';
 import { heartbeatMs, maxRequestsFor } from '../dist/config.js';
 import { splitAppSpec } from '../dist/apps/load.js';
@@ -219,4 +220,20 @@ test('slot records: restarts count replacements, not stops or scale-downs', (t) 
   t.is(records.record(0).lastExit.pid, 7);
   t.is(records.record(1).restarts, 0);
   t.is(records.record(2).lastExit, null);
+});
+
+test('stack reports read as Node prints a stack, or say why there is none', (t) => {
+  const base = { pid: 7, frames: [], total: 0, error: null, inFlight: 1, oldest: 'GET /x running 3.0s' };
+  const frames = [
+    { function: 'spin', file: 'file:///app/a.mjs', line: 3, column: 9 },
+    { function: '', file: '', line: 1, column: 1 },
+  ];
+  t.is(
+    describeStack({ ...base, state: 'running', frames, total: 31 }),
+    'JavaScript stack of worker 7 (top 2 of 31 frames):\n    at spin (file:///app/a.mjs:3:9)\n    at <anonymous> (<unknown>:1:1)',
+  );
+  t.is(describeStack({ ...base, state: 'running', frames, total: 2 }).split('\n')[0], 'JavaScript stack of worker 7 (2 frames):');
+  t.regex(describeStack({ ...base, state: 'idle' }), /empty, the event loop was waiting/);
+  t.regex(describeStack({ ...base, state: 'blocked' }), /^no JavaScript stack: the main thread did not reach JavaScript within 1 s/);
+  t.is(describeStack({ ...base, state: 'unavailable', error: 'V8 12.4 is not supported' }), 'no JavaScript stack: V8 12.4 is not supported');
 });
