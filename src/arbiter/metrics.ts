@@ -184,7 +184,7 @@ export class MetricsBook {
       gauge('rwsgi_worker_connections', 'Client connections open in each slot\'s worker.', perSlot((w) => w.report?.connections)),
       gauge(
         'rwsgi_worker_steering',
-        'Whether new connections go to each slot (state "steered") and, if not, why: booting, late (missed heartbeats), full (at --worker-connections or out of descriptors), retiring (scaled down), down (no worker).',
+        'Whether new connections go to each slot (state "steered") and, if not, why, as rwsgi status says: full (at --worker-connections or out of descriptors), late (missed heartbeats), booting, draining, down (no worker), retiring (scaled down), stopping, handed-over (after USR2).',
         view.snapshot.slots.flatMap((slot) => {
           const state = slot.notSteered ?? 'steered';
           return STEERING_STATES.map((s) => ({ labels: { slot: String(slot.slot), state: s }, value: s === state ? 1 : 0 }));
