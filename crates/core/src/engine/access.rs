@@ -60,13 +60,9 @@ impl Engine {
         log.rejected(token, status, body.len(), in_body, conn.peer(), self.now);
     }
 
-    pub(super) fn log_start(&mut self, token: Token, status: &[u8], headers: &HeaderList<'_>) {
+    /// `code`: the status the head check read (`AppHead::code`).
+    pub(super) fn log_start(&mut self, token: Token, code: u16, headers: &HeaderList<'_>) {
         if let Some(log) = &mut self.access_log {
-            // Checked already (HeadCache): three digits.
-            let code = status
-                .iter()
-                .take(3)
-                .fold(0, |n, d| n * 10 + u16::from(d - b'0'));
             log.started(token, code, headers);
         }
     }

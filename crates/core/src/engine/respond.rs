@@ -41,7 +41,7 @@ impl Engine {
         self.respond_with(token, |c, date, draining| {
             c.start(date, status, headers, &app, body_len, draining)
         })?;
-        self.log_start(token, status, headers);
+        self.log_start(token, app.code, headers);
         Ok(())
     }
 
@@ -101,7 +101,7 @@ impl Engine {
             c.end(date)
         })?;
         self.count(answered);
-        self.log_start(token, status, headers);
+        self.log_start(token, app.code, headers);
         self.log_write(token, body);
         self.log_end(token);
         self.resume_parsing(token);
