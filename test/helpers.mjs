@@ -33,26 +33,9 @@ export async function serve(t, app, { workers = 1, args = [], bind = '127.0.0.1:
   const [command, commandArgs] = ulimit
     ? ['sh', ['-c', `ulimit -n ${ulimit} && exec "$0" "$@"`, process.execPath, ...argv]]
     : [process.execPath, argv];
-  const child = spawn(command, commandArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const server = { child, log: '', port: 0, exit: null };
-  child.stdout.on('data', (d) => (server.log += d));
-  child.stderr.on('data', (d) => (server.log += d));
-  // 'close', not 'exit': the log is complete only once stdout/stderr end
-  // (workers share the arbiter's stderr, so this also waits for them).
-  server.exited = new Promise((resolve) =>
-    child.on('close', (code, signal) => {
-      server.exit = { code, signal };
-      resolve(server.exit);
-    }),
-  );
-  t.teardown(async () => {
-    if (server.exit) return;
-    // A quick stop takes the workers down with the arbiter; SIGKILL if it hangs.
-    child.kill('SIGINT');
-    const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await server.exited;
-    clearTimeout(killer);
-  });
+  // A quick stop (SIGINT) takes the workers down with the arbiter at teardown.
+  const server = launch(t, command, commandArgs, { env, stopSignal: 'SIGINT' });
+  const { child } = server;
   // With --error-logfile the log lines go to that file rather than stderr.
   const logFile = args.includes('--error-logfile') ? args[args.indexOf('--error-logfile') + 1] : null;
   const currentLog = () => (logFile ? (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '') : server.log);
@@ -77,6 +60,8 @@ export function launch(t, command, args, { env = {}, stdio = [], stopSignal = 'S
   const launched = { child, log: '', exit: null };
   child.stdout.on('data', (d) => (launched.log += d));
   child.stderr.on('data', (d) => (launched.log += d));
+  // 'close', not 'exit': the log is complete only once stdout/stderr end
+  // (an arbiter's workers share its stderr, so this also waits for them).
   launched.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve((launched.exit = { code, signal }))));
   t.teardown(async () => {
     if (launched.exit) return;
