@@ -1,7 +1,10 @@
 // The HTTP/1.1 engine through a real server: methods, keep-alive,
 // pipelining, bodies, limits and malformed input over raw sockets.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { curl, fixture, python, raw, serve, statusLines, waitFor, cpuSeconds } from './helpers.mjs';
 
@@ -296,3 +299,15 @@ test('100 pipelined requests in one write pass the pipelining depth cap in order
   t.is(statusLines(text).length, 100);
   t.regex(text, /\r\n\r\n\d+$/, 'the last response is the last request’s');
 });
+
+for (const iface of ['wsgi', 'node']) {
+  test(`${iface} interface: a lone answer leaves before the rest of its loop turn`, async (t) => {
+    const marker = join(mkdtempSync(join(tmpdir(), 'rwsgi-spin-')), 'seen');
+    t.teardown(() => rmSync(dirname(marker), { recursive: true, force: true }));
+    const server = await serve(t, fixture('answer-then-spin.mjs'), { args: ['--interface', iface], env: { MARKER: marker } });
+    // The handler spins after answering until the marker exists (or 10 s).
+    t.is(await curl('--max-time', '8', `${server.url}/`), 'answered');
+    writeFileSync(marker, '');
+    t.is(await curl('--max-time', '15', `${server.url}/outcome`), 'seen');
+  });
+}

@@ -58,10 +58,27 @@ class ExchangeSocket extends Duplex {
   override _read(): void {}
 
   override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.settle(this.send(chunk), done);
+  }
+
+  /** What ServerResponse corked (head, body, the empty write that ends
+   * it) goes out in one write, as Node's socket sends it in one `writev`:
+   * the engine sends a lone response's bytes as they are written. */
+  override _writev(chunks: Array<{ chunk: Buffer | string; encoding: BufferEncoding }>, done: (error?: Error | null) => void): void {
+    const parts = chunks.filter(({ chunk }) => chunk.length > 0);
+    if (parts.length === 0) return done();
+    const only = parts.length === 1 ? (parts[0] as { chunk: Buffer | string }).chunk : null;
+    this.settle(this.send(only ?? Buffer.concat(parts.map(({ chunk, encoding }) => (typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk)))), done);
+  }
+
+  private send(chunk: Buffer | string): Promise<void> | true {
     const ex = this.ex;
     // The first bytes are the head ServerResponse wrote: its keep-alive choice is final now.
     if (!ex.responseStarted) ex.startRaw(this.res().shouldKeepAlive, this.res().statusCode);
-    const pending = ex.write(chunk);
+    return ex.write(chunk);
+  }
+
+  private settle(pending: Promise<void> | true, done: (error?: Error | null) => void): void {
     if (pending === true) done();
     else pending.then(() => done(), done);
   }

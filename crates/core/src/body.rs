@@ -69,6 +69,11 @@ impl BodyEncoder {
     }
 
     /// Whether the connection must close after this body to delimit it.
+    /// The app frames the bytes itself (a Node `ServerResponse`).
+    pub fn is_raw(&self) -> bool {
+        self.framing == Framing::Raw
+    }
+
     pub fn ends_with_close(&self) -> bool {
         self.framing == Framing::UntilClose
     }

@@ -728,6 +728,13 @@ impl Conn {
         Ok(())
     }
 
+    /// The front response is framed by the app and is the only one in
+    /// flight: nothing else will be written to this connection until the
+    /// app has finished it.
+    pub fn writing_lone_raw(&self) -> bool {
+        matches!(&self.writing, Writing::Body(body) if body.is_raw()) && self.pending.len() == 1
+    }
+
     /// Appends body bytes; false once the app should wait for `drain`.
     pub fn write(&mut self, data: &[u8]) -> Result<bool, WriteError> {
         let Writing::Body(body) = &mut self.writing else {

@@ -63,6 +63,12 @@ impl Engine {
     pub fn write(&mut self, token: Token, data: &[u8]) -> Result<bool, WriteError> {
         let below = self.respond_with(token, |c, _, _| c.write(data))?;
         self.log_write(token, data);
+        // An app that frames its own bytes (Node's `ServerResponse`) corks
+        // them itself, so each write is what Node would send at once; the
+        // only request in flight is not held back for the rest of the turn.
+        if self.in_turn && self.conns.get(token).is_some_and(Conn::writing_lone_raw) {
+            self.flush(token);
+        }
         Ok(below)
     }
 
@@ -72,6 +78,7 @@ impl Engine {
         self.count(answered);
         self.log_end(token);
         self.resume_parsing(token);
+        self.flush_if_answered(token);
         Ok(())
     }
 
@@ -105,7 +112,20 @@ impl Engine {
         self.log_write(token, body);
         self.log_end(token);
         self.resume_parsing(token);
+        self.flush_if_answered(token);
         Ok(())
+    }
+
+    /// Within a turn, output waits for the turn's end so that a connection
+    /// gets one send however many of its requests the turn answers. Once
+    /// every request read from a connection is answered nothing more is
+    /// coming for it this turn, so it is sent now: a lone client's answer
+    /// does not wait for the rest of the turn (promise jobs, `finish`
+    /// handlers, other connections' requests).
+    fn flush_if_answered(&mut self, token: Token) {
+        if self.in_turn && self.conns.get(token).is_some_and(|c| c.pending() == 0) {
+            self.flush(token);
+        }
     }
 
     /// Counts a response in the metrics, timed to when it ended: within a
