@@ -111,15 +111,52 @@ const CALLBACK_NAMES = {
   onCapacity: true,
 } satisfies Record<keyof ServerCallbacks, true>;
 
-/** The per-response calls, plain functions bound to one server (cheaper per call than methods). */
+/** The per-response calls, plain functions bound to one server (cheaper
+ * per call than methods). A `status` or `headers` of `undefined` repeats
+ * the last one the server decoded (`repeatingHeads` passes it). */
 export interface ResponseCalls {
   /** A whole response with a known body; false if the connection is gone. */
-  respond(conn: number, status: string, headers: string, fields: number, body: string | Uint8Array): boolean;
+  respond(conn: number, status: string | undefined, headers: string | undefined, fields: number, body: string | Uint8Array): boolean;
   /** Starts a streamed response; `bodyLength` < 0 when unknown. */
-  start(conn: number, status: string, headers: string, fields: number, bodyLength: number): boolean;
+  start(conn: number, status: string | undefined, headers: string | undefined, fields: number, bodyLength: number): boolean;
   /** 1: written; 0: written, wait for onDrain; -1: connection gone. */
   write(conn: number, chunk: string | Uint8Array): number;
   end(conn: number): boolean;
+}
+
+/** `calls` passing a response's status and joined headers only when they
+ * differ from the last call's: apps answer with a few heads over and over,
+ * and decoding the same strings again was a tenth of a pipelined hello
+ * world's CPU. Remembered only after a call returns, so a call that throws
+ * halfway never leaves a stale head to repeat. */
+export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
+  let lastStatus: string | undefined;
+  let lastHeaders: string | undefined;
+  // undefined: the server holds it; anything not a string is passed on for the server to refuse.
+  const held = (value: string, last: string | undefined): string | undefined =>
+    typeof value !== 'string' ? (value ?? null) : value === last ? undefined : value;
+  return {
+    respond(conn, status, headers, fields, body) {
+      const s = held(status as string, lastStatus);
+      const h = held(headers as string, lastHeaders);
+      lastStatus = lastHeaders = undefined;
+      const sent = calls.respond(conn, s, h, fields, body);
+      lastStatus = status;
+      lastHeaders = headers;
+      return sent;
+    },
+    start(conn, status, headers, fields, length) {
+      const s = held(status as string, lastStatus);
+      const h = held(headers as string, lastHeaders);
+      lastStatus = lastHeaders = undefined;
+      const sent = calls.start(conn, s, h, fields, length);
+      lastStatus = status;
+      lastHeaders = headers;
+      return sent;
+    },
+    write: calls.write,
+    end: calls.end,
+  };
 }
 
 /** One worker's request counters, cumulative (crates/core/src/metrics.rs). */

@@ -311,3 +311,32 @@ for (const iface of ['wsgi', 'node']) {
     t.is(await curl('--max-time', '15', `${server.url}/outcome`), 'seen');
   });
 }
+
+test('each answer carries its own head when heads change, repeat or are refused', async (t) => {
+  const server = await serve(t, fixture('heads.mjs'));
+  const out = await python(
+    `
+import http.client
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+for path in ['/a', '/a', '/b', '/b-copy', '/a', '/split', '/a', '/number', '/number', '/b', '/split', '/split', '/b']:
+    c.request('GET', path); r = c.getresponse(); body = r.read()
+    print(path, r.status, r.getheader('X-Head'), r.getheader('X-Injected'), body.decode())
+`,
+    server.port,
+  );
+  t.deepEqual(out.trim().split('\n'), [
+    '/a 200 a None /a',
+    '/a 200 a None /a',
+    '/b 201 b None /b',
+    '/b-copy 201 b None /b-copy',
+    '/a 200 a None /a',
+    '/split 500 None None Internal Server Error',
+    '/a 200 a None /a',
+    '/number 500 None None Internal Server Error',
+    '/number 500 None None Internal Server Error',
+    '/b 201 b None /b',
+    '/split 500 None None Internal Server Error',
+    '/split 500 None None Internal Server Error',
+    '/b 201 b None /b',
+  ]);
+});

@@ -2,7 +2,7 @@
 // one Exchange per request, and hands each request to the app interface.
 
 import type { InFlight } from '../protocol/messages.js';
-import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
+import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, repeatingHeads, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
 import { enabled, logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 import { MeasuredExchange, postRequestCall, type RequestHooks, withPreRequest } from './request-hooks.js';
@@ -50,7 +50,7 @@ export class Dispatcher implements ServerCallbacks {
 
   attach(server: NativeServer): void {
     this.server = server;
-    this.calls = server.responseCalls();
+    this.calls = repeatingHeads(server.responseCalls());
     // One line per refused request is for debugging, not for a server scanners reach.
     server.setTraceRejections(enabled('debug'));
   }

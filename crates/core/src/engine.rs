@@ -101,6 +101,8 @@ pub struct Engine {
     /// The connection that alone woke the last `epoll_wait`, and the turns
     /// since that read it without one (see `read_lone`).
     lone: Option<(Token, u8)>,
+    /// The turn read one request (`serving_one`).
+    one_request: bool,
 }
 
 /// Tells the SIGABRT handler whether `conn` owes a response (see abort.rs).
@@ -141,6 +143,7 @@ impl Engine {
             flushing_turn: false,
             access_log: None,
             lone: None,
+            one_request: false,
         };
         for &fd in listen_fds {
             let port = listener_port(fd)?;
@@ -264,6 +267,11 @@ impl Engine {
         }
     }
 
+    /// This turn read one request.
+    fn serving_one(&self) -> bool {
+        self.in_turn && self.one_request
+    }
+
     /// Events raised outside a turn need the host to poll again soon.
     fn wake_for_events(&self) {
         if !self.in_turn && !self.flushing_turn {
@@ -273,6 +281,15 @@ impl Engine {
 
     /// Handles whatever is ready, collecting events for the host.
     pub fn poll(&mut self) {
+        self.collect();
+        let mut requests = self
+            .events
+            .iter()
+            .filter(|event| matches!(event, Event::Request { .. }));
+        self.one_request = requests.next().is_some() && requests.next().is_none();
+    }
+
+    fn collect(&mut self) {
         if self.read_lone() {
             return self.report_capacity();
         }

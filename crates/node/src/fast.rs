@@ -19,9 +19,42 @@ use crate::js::{check, on_conn, outcome};
 /// Buffers the arguments are decoded into, reused across calls.
 #[derive(Default)]
 pub struct Scratch {
-    status: Vec<u8>,
-    headers: Vec<u8>,
+    status: Held,
+    headers: Held,
     body: Vec<u8>,
+}
+
+/// A head string as last decoded: JavaScript passes `undefined` for a
+/// status or header list that is the same as the last call's (apps answer
+/// with the same few), which saves decoding it again.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    /// `bytes` holds a whole decoded string.
+    valid: bool,
+}
+
+impl Held {
+    fn decode(&mut self, env: sys::napi_env, value: sys::napi_value) -> Result<&[u8], String> {
+        if !is_undefined(env, value)? {
+            self.valid = false;
+            utf8_into(env, value, &mut self.bytes)?;
+            self.valid = true;
+        } else if !self.valid {
+            return Err("no earlier response head to repeat".into());
+        }
+        Ok(&self.bytes)
+    }
+}
+
+fn is_undefined(env: sys::napi_env, value: sys::napi_value) -> Result<bool, String> {
+    let mut kind = 0;
+    // SAFETY: value is a live argument of this call.
+    check(
+        unsafe { sys::napi_typeof(env, value, &mut kind) },
+        "napi_typeof",
+    )?;
+    Ok(kind == sys::ValueType::napi_undefined)
 }
 
 /// What a call hands back to JavaScript.
@@ -284,14 +317,13 @@ fn head<'a>(
     args: &Args,
     scratch: &'a mut Scratch,
 ) -> Result<(&'a [u8], HeaderList<'a>, &'a mut Vec<u8>), String> {
-    utf8_into(env, args[1], &mut scratch.status)?;
-    utf8_into(env, args[2], &mut scratch.headers)?;
     let fields = number(env, args[3])?;
+    let status = scratch.status.decode(env, args[1])?;
     let list = HeaderList {
-        joined: &scratch.headers,
+        joined: scratch.headers.decode(env, args[2])?,
         fields: if fields >= 0.0 { fields as usize } else { 0 },
     };
-    Ok((&scratch.status, list, &mut scratch.body))
+    Ok((status, list, &mut scratch.body))
 }
 
 fn with_scratch<T>(
