@@ -365,8 +365,13 @@ impl Conn {
     /// Not over TLS: the session's keys and sequence numbers live in this
     /// process, and cannot follow the descriptor.
     pub fn is_movable(&self) -> bool {
-        self.is_idle()
-            && self.reading == Reading::Open
+        self.is_idle() && self.may_move()
+    }
+
+    /// Staying open, with no state another worker could not take over
+    /// (TLS, a PROXY header): movable whenever it is idle.
+    pub fn may_move(&self) -> bool {
+        self.reading == Reading::Open
             && self.closing == Closing::KeepOpen
             && !self.proxied
             && self.tls.is_none()

@@ -531,6 +531,53 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
 }
 
 #[test]
+fn a_busy_connection_keeps_its_time_astray_and_moves_once_idle() {
+    if !two_cpus() {
+        return;
+    }
+    let name = handoff_name;
+    let mut a = Harness::new(Limits::default(), &[]);
+    let mut b = Harness::new(Limits::default(), &[]);
+    a.engine.enable_handoff(&name("busy-a")).unwrap();
+    b.engine.enable_handoff(&name("busy-b")).unwrap();
+    a.engine.set_cpu_owners(vec![None, Some(name("busy-b"))]);
+    b.engine.set_cpu_owners(vec![Some(name("busy-a")), None]);
+
+    // Its packets arrive on b's CPU while a holds its request: busy, it stays.
+    run_on(1);
+    a.app = App::Hold;
+    let mut client = tcp_client(&mut a.engine);
+    client.write_all(get("/held").as_bytes()).unwrap();
+    a.until("the request", |h| !h.requests.is_empty());
+    let conn = a.requests[0].0;
+    let until = Instant::now() + handoff::STAY_BEFORE_MOVE * 2;
+    while Instant::now() < until {
+        a.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        a.engine.handoff_counts(),
+        (0, 0),
+        "a busy connection never moves"
+    );
+
+    // Answered, it has been astray long enough: it moves at the next scan,
+    // with no new wait (a connection under steady load is rarely idle).
+    a.engine.respond(conn, b"200 OK", &TEXT, b"held").unwrap();
+    a.turn();
+    a.responses(&mut client, 1);
+    let idle_since = Instant::now();
+    let deadline = idle_since + BOUND;
+    while b.engine.handoff_counts().1 == 0 {
+        assert!(Instant::now() < deadline, "never handed to b");
+        a.turn();
+        b.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(Instant::now() - idle_since < handoff::STAY_BEFORE_MOVE);
+}
+
+#[test]
 fn a_client_bouncing_between_cpus_keeps_its_connection_where_it_is() {
     if !two_cpus() {
         return;
