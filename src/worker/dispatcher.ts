@@ -102,9 +102,11 @@ export class Dispatcher implements ServerCallbacks {
     if (!server || !calls) return;
     // One clock read per batch: the requests in it arrived together.
     const startedAt = performance.now();
+    // A pipelined batch is runs of one connection's requests: look each up once.
+    let conn: Connection | undefined;
     for (let row = 0; row < count * REQUEST_STRIDE; row += REQUEST_STRIDE) {
       const id = t[row + Slot.Conn] as number;
-      let conn = this.conns.get(id);
+      if (conn?.id !== id) conn = this.conns.get(id);
       if (conn === undefined) {
         const peerIp = text.substring(t[row + Slot.PeerIpStart] as number, t[row + Slot.PeerIpEnd] as number);
         conn = new Connection(id, server, calls, peerIp, t[row + Slot.PeerPort] as number, t[row + Slot.LocalPort] as number);
