@@ -130,30 +130,23 @@ export interface ResponseCalls {
  * world's CPU. Remembered only after a call returns, so a call that throws
  * halfway never leaves a stale head to repeat. */
 export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
-  let lastStatus: string | undefined;
-  let lastHeaders: string | undefined;
-  // undefined: the server holds it; anything not a string is passed on for the server to refuse.
-  const held = (value: string, last: string | undefined): string | undefined =>
-    typeof value !== 'string' ? (value ?? null) : value === last ? undefined : value;
+  // What reaches the server: a string, undefined (it holds it), or what an app passed (refused there).
+  type HeadCall = (conn: number, status: unknown, headers: unknown, fields: number, last: unknown) => boolean;
+  let lastStatus: unknown;
+  let lastHeaders: unknown;
+  const held = (value: unknown, last: unknown): unknown => (typeof value !== 'string' ? (value ?? null) : value === last ? undefined : value);
+  const withHead = (call: HeadCall, conn: number, status: unknown, headers: unknown, fields: number, last: unknown): boolean => {
+    const s = held(status, lastStatus);
+    const h = held(headers, lastHeaders);
+    lastStatus = lastHeaders = undefined;
+    const sent = call(conn, s, h, fields, last);
+    lastStatus = status;
+    lastHeaders = headers;
+    return sent;
+  };
   return {
-    respond(conn, status, headers, fields, body) {
-      const s = held(status as string, lastStatus);
-      const h = held(headers as string, lastHeaders);
-      lastStatus = lastHeaders = undefined;
-      const sent = calls.respond(conn, s, h, fields, body);
-      lastStatus = status;
-      lastHeaders = headers;
-      return sent;
-    },
-    start(conn, status, headers, fields, length) {
-      const s = held(status as string, lastStatus);
-      const h = held(headers as string, lastHeaders);
-      lastStatus = lastHeaders = undefined;
-      const sent = calls.start(conn, s, h, fields, length);
-      lastStatus = status;
-      lastHeaders = headers;
-      return sent;
-    },
+    respond: (conn, status, headers, fields, body) => withHead(calls.respond as HeadCall, conn, status, headers, fields, body),
+    start: (conn, status, headers, fields, length) => withHead(calls.start as HeadCall, conn, status, headers, fields, length),
     write: calls.write,
     end: calls.end,
   };

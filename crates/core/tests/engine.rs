@@ -476,6 +476,34 @@ fn tcp_client(engine: &mut Engine) -> TcpStream {
     client
 }
 
+/// Two engines handing connections to each other: a serves CPU 0, b CPU 1.
+fn handoff_pair(tag: &str) -> (Harness, Harness) {
+    let [name_a, name_b] = [format!("{tag}a"), format!("{tag}b")].map(|n| handoff_name(&n));
+    let mut a = Harness::new(Limits::default(), &[]);
+    let mut b = Harness::new(Limits::default(), &[]);
+    a.engine.enable_handoff(&name_a).unwrap();
+    b.engine.enable_handoff(&name_b).unwrap();
+    a.engine.set_cpu_owners(vec![None, Some(name_b)]);
+    b.engine.set_cpu_owners(vec![Some(name_a), None]);
+    (a, b)
+}
+
+/// Runs turns of both engines until `done` holds; panics after `BOUND`.
+fn turn_both_until(
+    a: &mut Harness,
+    b: &mut Harness,
+    what: &str,
+    done: impl Fn(&Harness, &Harness) -> bool,
+) {
+    let deadline = Instant::now() + BOUND;
+    while !done(a, b) {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        a.turn();
+        b.turn();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
@@ -485,14 +513,7 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     if !two_cpus() {
         return;
     }
-    let name = handoff_name;
-    // Worker a serves CPU 0, worker b CPU 1.
-    let mut a = Harness::new(Limits::default(), &[]);
-    let mut b = Harness::new(Limits::default(), &[]);
-    a.engine.enable_handoff(&name("a")).unwrap();
-    b.engine.enable_handoff(&name("b")).unwrap();
-    a.engine.set_cpu_owners(vec![None, Some(name("b"))]);
-    b.engine.set_cpu_owners(vec![Some(name("a")), None]);
+    let (mut a, mut b) = handoff_pair("");
 
     run_on(1);
     let mut client = tcp_client(&mut a.engine);
@@ -500,13 +521,9 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     a.responses(&mut client, 1);
     // Idle, its packets on CPU 1: it moves to b, but only after staying there.
     let idle_since = Instant::now();
-    let deadline = idle_since + BOUND;
-    while b.engine.handoff_counts().1 == 0 {
-        assert!(Instant::now() < deadline, "never handed to b");
-        a.turn();
-        b.turn();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    turn_both_until(&mut a, &mut b, "handed to b", |_, b| {
+        b.engine.handoff_counts().1 > 0
+    });
     let moved_at = Instant::now();
     assert!(moved_at - idle_since >= handoff::STAY_BEFORE_MOVE);
     assert_eq!(a.engine.handoff_counts(), (1, 0));
@@ -519,13 +536,9 @@ fn a_handoff_waits_for_the_client_to_stay_and_never_bounces_straight_back() {
     run_on(0);
     client.write_all(get("/three").as_bytes()).unwrap();
     b.responses(&mut client, 1);
-    let deadline = Instant::now() + BOUND;
-    while a.engine.handoff_counts().1 == 0 {
-        assert!(Instant::now() < deadline, "never handed back to a");
-        a.turn();
-        b.turn();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    turn_both_until(&mut a, &mut b, "handed back to a", |a, _| {
+        a.engine.handoff_counts().1 > 0
+    });
     assert!(Instant::now() - moved_at >= handoff::SETTLE_AFTER_MOVE);
     assert_eq!(b.engine.handoff_counts(), (1, 1));
 }
@@ -535,13 +548,7 @@ fn a_busy_connection_keeps_its_time_astray_and_moves_once_idle() {
     if !two_cpus() {
         return;
     }
-    let name = handoff_name;
-    let mut a = Harness::new(Limits::default(), &[]);
-    let mut b = Harness::new(Limits::default(), &[]);
-    a.engine.enable_handoff(&name("busy-a")).unwrap();
-    b.engine.enable_handoff(&name("busy-b")).unwrap();
-    a.engine.set_cpu_owners(vec![None, Some(name("busy-b"))]);
-    b.engine.set_cpu_owners(vec![Some(name("busy-a")), None]);
+    let (mut a, mut b) = handoff_pair("busy-");
 
     // Its packets arrive on b's CPU while a holds its request: busy, it stays.
     run_on(1);
@@ -567,13 +574,9 @@ fn a_busy_connection_keeps_its_time_astray_and_moves_once_idle() {
     a.turn();
     a.responses(&mut client, 1);
     let idle_since = Instant::now();
-    let deadline = idle_since + BOUND;
-    while b.engine.handoff_counts().1 == 0 {
-        assert!(Instant::now() < deadline, "never handed to b");
-        a.turn();
-        b.turn();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    turn_both_until(&mut a, &mut b, "handed to b", |_, b| {
+        b.engine.handoff_counts().1 > 0
+    });
     assert!(Instant::now() - idle_since < handoff::STAY_BEFORE_MOVE);
 }
 
