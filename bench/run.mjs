@@ -51,6 +51,8 @@ const PRESETS = {
   // wrk's pipelined batches are smaller per loop turn than rwsgi-load's: the
   // fixed cost per turn shows here.
   '1-worker-pinned-wrk-pipeline': { pin: true, scenarios: 'pipeline,latency', peers: 'rwsgi,rwsgi-hono,uws.js,nginx,node-cluster', rounds: '5' },
+  // The lightly loaded case at 2 workers, with each framework on its own Node server beside it.
+  '2-workers-light-load': { scenarios: 'latency,keepalive', peers: 'rwsgi,rwsgi-hono,hono-node-cluster,uws.js,nginx,node-cluster', rounds: '5' },
 };
 const { values: given } = parseArgs({
   options: {

@@ -30,6 +30,7 @@ const SERVER_OPTION_NAMES = {
   limitRequestBody: true,
   bodyTimeoutSeconds: true,
   workerConnections: true,
+  busyPollMicroseconds: true,
   forwardedAllowIps: true,
   proxyProtocol: true,
   proxyAllowFrom: true,

@@ -175,3 +175,30 @@ test('USR1 reopens --error-logfile in the arbiter and the workers', async (t) =>
   await waitFor(() => /Error handling request \/throw/.test(read()) && /Handling signal: ttin/.test(read()), 5000, 'new lines in the new file');
   t.regex(readFileSync(`${file}.1`, 'utf8'), /Handling signal: usr1/);
 });
+
+test('--busy-poll: a worker kept awake by one client sending request after request still beats', async (t) => {
+  // --timeout 1: a worker that stayed in its polling loop for a second would be killed.
+  const server = await serve(t, ROUTES, { args: ['--timeout', '1', '--busy-poll', '1000'] });
+  const out = await python(
+    `
+import socket, time
+s = socket.create_connection(('127.0.0.1', port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+req = b'GET /pid HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'
+n = ok = 0; pids = set(); end = time.monotonic() + 4
+while time.monotonic() < end:
+    s.sendall(req); data = b''
+    while not (b'\\r\\n\\r\\n' in data and len(data) >= data.index(b'\\r\\n\\r\\n') + 4 + int(data.split(b'Content-Length: ')[1].split(b'\\r\\n')[0])):
+        chunk = s.recv(4096)
+        if not chunk: raise SystemExit('closed after %d' % n)
+        data += chunk
+    n += 1; ok += data.startswith(b'HTTP/1.1 200 '); pids.add(data.rsplit(b'\\r\\n\\r\\n', 1)[1])
+print(n, ok, len(pids))
+`,
+    server.port,
+  );
+  const [n, ok, pids] = out.trim().split(' ').map(Number);
+  t.true(n > 100, `${n} requests in 4 s`);
+  t.is(ok, n, 'every one answered 200');
+  t.is(pids, 1, 'by one worker, never replaced');
+  t.notRegex(server.log, /WORKER TIMEOUT/);
+});

@@ -47,6 +47,7 @@ export type EngineField =
   | 'limitRequestBody'
   | 'bodyTimeoutSeconds'
   | 'workerConnections'
+  | 'busyPollMicroseconds'
   | 'forwardedAllowIps'
   | 'proxyProtocol'
   | 'proxyAllowFrom';

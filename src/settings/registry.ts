@@ -179,6 +179,17 @@ export const SETTINGS = {
     default: 4096,
     doc: 'Open connections per worker before it pauses accepting.',
   }),
+  busyPoll: int({
+    section: 'Worker processes',
+    applies: ['engine'],
+    engine: 'busyPollMicroseconds',
+    flag: 'busy-poll',
+    meta: 'US',
+    min: 0,
+    max: 1000,
+    default: 50,
+    doc: 'Microseconds a worker with at most 4 connections open keeps polling for the next request after a loop turn that served a single one, before it sleeps: a client sending request after request (a service calling another, a health checker, a benchmark at one connection) finds it awake, instead of waking a sleeping CPU for every request; it yields the CPU to any other runnable thread meanwhile. Costs at most that much CPU per such turn; 0 = sleep at once, as Node does.',
+  }),
   maxRequests: int({
     section: 'Worker processes',
     applies: ['arbiter', 'worker'],

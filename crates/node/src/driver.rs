@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::time::{Duration, Instant};
 
 use napi::sys;
 use rwsgi_core::{Engine, Event};
@@ -26,6 +27,9 @@ use crate::js::{check, log_failure};
 /// that keeps a URL keeps at most about this much, as it would keep one
 /// request's head if each request had its own string.
 const BATCH_TEXT_LIMIT: usize = 4096;
+
+/// The longest run of turns `--busy-poll` keeps inside one libuv callback.
+const BUSY_TURNS_FOR: Duration = Duration::from_millis(1);
 
 /// The shared request table: memory owned by a Float64Array the driver
 /// holds a reference to.
@@ -79,6 +83,9 @@ pub struct Driver {
     pub async_context: sys::napi_async_context,
     /// The references and the async context are released (see `release`).
     pub released: Cell<bool>,
+    /// How long to poll for the next request after a turn that served one
+    /// (`--busy-poll`).
+    pub busy_poll: Duration,
 }
 
 struct Napi(sys::napi_env);
@@ -176,6 +183,26 @@ impl Driver {
         self.engine
             .try_borrow_mut()
             .map_err(|_| "rwsgi engine re-entered".to_string())
+    }
+
+    /// One turn, then more while `--busy-poll` finds the next request
+    /// ready within its time, for at most `BUSY_TURNS_FOR`: then libuv's
+    /// loop goes round (timers, the heartbeat, signals) before the next.
+    fn turns(&self) {
+        self.turn();
+        if self.busy_poll.is_zero() {
+            return;
+        }
+        let until = Instant::now() + BUSY_TURNS_FOR;
+        while Instant::now() < until
+            && !self.released.get()
+            && self
+                .engine
+                .try_borrow()
+                .is_ok_and(|engine| engine.wait_after_one_request(self.busy_poll))
+        {
+            self.turn();
+        }
     }
 
     /// One loop turn: poll the engine, deliver its events, let promise jobs
@@ -490,5 +517,5 @@ pub unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _event
     if driver.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (*driver).turn()));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (*driver).turns()));
 }

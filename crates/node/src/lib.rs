@@ -223,6 +223,7 @@ pub struct ServerOptions {
     pub limit_request_body: f64,
     pub body_timeout_seconds: f64,
     pub worker_connections: u32,
+    pub busy_poll_microseconds: u32,
     /// Comma-separated addresses, CIDR ranges or `*`.
     pub forwarded_allow_ips: String,
     /// off, v1, v2 or auto.
@@ -234,7 +235,7 @@ pub struct ServerOptions {
 /// `ServerOptions`' fields, for `contract()`. The destructuring below
 /// stops compiling when a field is added, renamed or removed and this list
 /// is not.
-const SERVER_OPTION_FIELDS: [&str; 11] = [
+const SERVER_OPTION_FIELDS: [&str; 12] = [
     "limit_request_line",
     "limit_request_fields",
     "limit_request_field_size",
@@ -243,6 +244,7 @@ const SERVER_OPTION_FIELDS: [&str; 11] = [
     "limit_request_body",
     "body_timeout_seconds",
     "worker_connections",
+    "busy_poll_microseconds",
     "forwarded_allow_ips",
     "proxy_protocol",
     "proxy_allow_from",
@@ -259,6 +261,7 @@ fn server_option_fields_are_listed(options: ServerOptions) {
         limit_request_body: _,
         body_timeout_seconds: _,
         worker_connections: _,
+        busy_poll_microseconds: _,
         forwarded_allow_ips: _,
         proxy_protocol: _,
         proxy_allow_from: _,
@@ -457,6 +460,7 @@ impl NativeServer {
             resource: reference(raw_env, resource.raw())?,
             async_context,
             released: Cell::new(false),
+            busy_poll: Duration::from_micros(u64::from(options.busy_poll_microseconds)),
         });
         let epoll_fd = driver.engine.borrow().epoll_fd();
         let uv_loop = env.get_uv_event_loop()?;
