@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::abort;
 use crate::access_log::AccessLog;
+use crate::busy_poll;
 use crate::conn::{Conn, Received, Rejection};
 use crate::date::DateCache;
 use crate::event::{Event, Recorder};
@@ -40,9 +41,6 @@ const HANDOFF_KEY: u64 = u64::MAX - 2;
 const LISTENER_TAG: u64 = 1 << 62;
 const LINGER: Duration = Duration::from_secs(2);
 const EPOLL_BATCH: usize = 256;
-/// The most connections a worker may have open for `--busy-poll` to poll.
-const BUSY_POLL_CONNECTIONS: usize = 4;
-
 /// Turns in a row that may read the lone connection without `epoll_wait`
 /// (see `read_lone`): a bound on how long other descriptors wait.
 const LONE_TURNS: u8 = 8;
@@ -270,36 +268,13 @@ impl Engine {
         }
     }
 
-    /// After a turn that read one request, polls for up to `spin` for
-    /// anything ready (the client's next request, most likely), yielding
-    /// the CPU to other runnable threads meanwhile; true if something is.
-    /// A client that sends request after request then finds the worker
-    /// awake: on these VMs (no guest halt polling) a sleeping CPU is woken
-    /// by an interrupt, which made up half of a c=1 request's CPU time.
-    /// Only with few connections open: with more, something else is soon
-    /// ready anyway, and polling cost a busy worker (2 workers, wrk c=64:
-    /// -13% requests/s).
+    /// After a turn that read one request, with few connections open:
+    /// whether anything (the client's next request, most likely) is ready
+    /// within `spin` (`busy_poll`).
     pub fn wait_after_one_request(&self, spin: Duration) -> bool {
-        if !self.one_request || self.connection_count() > BUSY_POLL_CONNECTIONS {
-            return false;
-        }
-        let deadline = Instant::now() + spin;
-        let mut pfd = libc::pollfd {
-            fd: self.epoll.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        loop {
-            // SAFETY: one valid pollfd, zero timeout.
-            if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            // SAFETY: no arguments; gives the CPU to any thread waiting for it.
-            unsafe { libc::sched_yield() };
-        }
+        self.one_request
+            && self.connection_count() <= busy_poll::MAX_CONNECTIONS
+            && busy_poll::readable_within(self.epoll.as_raw_fd(), spin)
     }
 
     /// This turn read one request.

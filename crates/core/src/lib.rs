@@ -15,6 +15,7 @@ pub mod abort;
 pub mod access_log;
 pub mod affinity;
 pub mod body;
+pub mod busy_poll;
 pub mod conn;
 pub mod date;
 pub mod engine;

@@ -11,10 +11,10 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use napi::sys;
-use rwsgi_core::{Engine, Event};
+use rwsgi_core::{busy_poll, Engine, Event};
 
 use crate::contract::{
     Slot, FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS,
@@ -27,9 +27,6 @@ use crate::js::{check, log_failure};
 /// that keeps a URL keeps at most about this much, as it would keep one
 /// request's head if each request had its own string.
 const BATCH_TEXT_LIMIT: usize = 4096;
-
-/// The longest run of turns `--busy-poll` keeps inside one libuv callback.
-const BUSY_TURNS_FOR: Duration = Duration::from_millis(1);
 
 /// The shared request table: memory owned by a Float64Array the driver
 /// holds a reference to.
@@ -186,23 +183,21 @@ impl Driver {
     }
 
     /// One turn, then more while `--busy-poll` finds the next request
-    /// ready within its time, for at most `BUSY_TURNS_FOR`: then libuv's
-    /// loop goes round (timers, the heartbeat, signals) before the next.
+    /// ready within its time (see rwsgi_core::busy_poll).
     fn turns(&self) {
-        self.turn();
         if self.busy_poll.is_zero() {
-            return;
+            return self.turn();
         }
-        let until = Instant::now() + BUSY_TURNS_FOR;
-        while Instant::now() < until
-            && !self.released.get()
-            && self
-                .engine
-                .try_borrow()
-                .is_ok_and(|engine| engine.wait_after_one_request(self.busy_poll))
-        {
-            self.turn();
-        }
+        busy_poll::run_turns(
+            || self.turn(),
+            || {
+                !self.released.get()
+                    && self
+                        .engine
+                        .try_borrow()
+                        .is_ok_and(|engine| engine.wait_after_one_request(self.busy_poll))
+            },
+        );
     }
 
     /// One loop turn: poll the engine, deliver its events, let promise jobs
