@@ -340,3 +340,18 @@ for path in ['/a', '/a', '/b', '/b-copy', '/a', '/split', '/a', '/number', '/num
     '/b 201 b None /b',
   ]);
 });
+
+test('node interface: a header value outside ASCII goes out byte for byte as Node writes it', async (t) => {
+  const server = await serve(t, fixture('latin1-header.mjs'), { args: ['--interface', 'node'] });
+  const out = await python(
+    `
+import http.client
+c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+for path in ['/', '/chunked']:
+    c.request('GET', path); r = c.getresponse(); r.read()
+    print(r.status, r.getheader('X-Name').encode('latin-1').hex())
+`,
+    server.port,
+  );
+  t.deepEqual(out.trim().split('\n'), ['200 636166c3a9', '200 636166e9']);
+});

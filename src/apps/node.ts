@@ -57,8 +57,8 @@ class ExchangeSocket extends Duplex {
 
   override _read(): void {}
 
-  override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
-    this.settle(this.send(chunk), done);
+  override _write(chunk: Buffer | string, encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.settle(this.send(bytesOf(chunk, encoding)), done);
   }
 
   /** What ServerResponse corked (head, body, the empty write that ends
@@ -67,8 +67,9 @@ class ExchangeSocket extends Duplex {
   override _writev(chunks: Array<{ chunk: Buffer | string; encoding: BufferEncoding }>, done: (error?: Error | null) => void): void {
     const parts = chunks.filter(({ chunk }) => chunk.length > 0);
     if (parts.length === 0) return done();
-    const only = parts.length === 1 ? (parts[0] as { chunk: Buffer | string }).chunk : null;
-    this.settle(this.send(only ?? Buffer.concat(parts.map(({ chunk, encoding }) => (typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk)))), done);
+    const only = parts.length === 1 ? (parts[0] as { chunk: Buffer | string; encoding: BufferEncoding }) : null;
+    const bytes = only ? bytesOf(only.chunk, only.encoding) : Buffer.concat(parts.map(({ chunk, encoding }) => (typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk)));
+    this.settle(this.send(bytes), done);
   }
 
   private send(chunk: Buffer | string): Promise<void> | true {
@@ -103,6 +104,15 @@ class ExchangeSocket extends Duplex {
   address(): { address: string; family: string; port: number } {
     return { address: '0.0.0.0', family: 'IPv4', port: this.localPort };
   }
+}
+
+/** A chunk as the engine takes it: strings go over as UTF-8, so one in
+ * another encoding (ServerResponse writes its head as Latin-1, where a
+ * header value's byte 0xE9 is one byte, not two) is encoded here unless
+ * it is ASCII, which reads the same either way. */
+function bytesOf(chunk: Buffer | string, encoding: BufferEncoding): Buffer | string {
+  if (typeof chunk !== 'string' || encoding === 'utf8' || encoding === 'utf-8') return chunk;
+  return Buffer.byteLength(chunk, 'utf8') === chunk.length && encoding === 'latin1' ? chunk : Buffer.from(chunk, encoding);
 }
 
 /** `_read` of a request without a body: it ends once the listener returns. */
