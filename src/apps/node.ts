@@ -66,10 +66,10 @@ class ExchangeSocket extends Duplex {
    * the engine sends a lone response's bytes as they are written. */
   override _writev(chunks: Array<{ chunk: Buffer | string; encoding: BufferEncoding }>, done: (error?: Error | null) => void): void {
     const parts = chunks.filter(({ chunk }) => chunk.length > 0);
-    if (parts.length === 0) return done();
-    const only = parts.length === 1 ? (parts[0] as { chunk: Buffer | string; encoding: BufferEncoding }) : null;
-    const bytes = only ? bytesOf(only.chunk, only.encoding) : Buffer.concat(parts.map(({ chunk, encoding }) => (typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk)));
-    this.settle(this.send(bytes), done);
+    const [first] = parts;
+    if (first === undefined) return done();
+    if (parts.length === 1) return this._write(first.chunk, first.encoding, done);
+    this.settle(this.send(Buffer.concat(parts.map(({ chunk, encoding }) => toBuffer(chunk, encoding)))), done);
   }
 
   private send(chunk: Buffer | string): Promise<void> | true {
@@ -112,7 +112,11 @@ class ExchangeSocket extends Duplex {
  * it is ASCII, which reads the same either way. */
 function bytesOf(chunk: Buffer | string, encoding: BufferEncoding): Buffer | string {
   if (typeof chunk !== 'string' || encoding === 'utf8' || encoding === 'utf-8') return chunk;
-  return Buffer.byteLength(chunk, 'utf8') === chunk.length && encoding === 'latin1' ? chunk : Buffer.from(chunk, encoding);
+  return encoding === 'latin1' && Buffer.byteLength(chunk, 'utf8') === chunk.length ? chunk : toBuffer(chunk, encoding);
+}
+
+function toBuffer(chunk: Buffer | string, encoding: BufferEncoding): Buffer {
+  return typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk;
 }
 
 /** `_read` of a request without a body: it ends once the listener returns. */

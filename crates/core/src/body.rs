@@ -68,12 +68,12 @@ impl BodyEncoder {
         }
     }
 
-    /// Whether the connection must close after this body to delimit it.
     /// The app frames the bytes itself (a Node `ServerResponse`).
     pub fn is_raw(&self) -> bool {
         self.framing == Framing::Raw
     }
 
+    /// Whether the connection must close after this body to delimit it.
     pub fn ends_with_close(&self) -> bool {
         self.framing == Framing::UntilClose
     }
