@@ -77,6 +77,25 @@ fn tls_engine(settings: &TlsSettings, keys: &[Vec<u8>]) -> (Engine, u16) {
     (engine, addr.port())
 }
 
+/// Runs `client` on a thread while serving `engines` (see `serve`); returns
+/// what the client returned and the security of every request seen.
+fn serve_while<T: Send + 'static>(
+    engines: &mut [&mut Engine],
+    client: impl FnOnce() -> T + Send + 'static,
+) -> (T, Vec<Secure>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let got = client();
+            done.store(true, Ordering::SeqCst);
+            got
+        })
+    };
+    let seen = serve(engines, &done);
+    (client.join().unwrap(), seen)
+}
+
 /// Serves `engines` (answering each request with its URL, `/short` with
 /// a body shorter than its Content-Length) until `done`;
 /// returns the security of every request seen.
@@ -144,23 +163,16 @@ fn read_all(stream: &mut StreamOwned<ClientConnection, TcpStream>) -> std::io::R
 fn requests_over_tls_keep_alive_then_close_with_close_notify() {
     let (cert, key) = certificate("keepalive");
     let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
-    let done = Arc::new(AtomicBool::new(false));
     let config = client_config(&cert);
-    let client = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut stream = connect(&config, port);
-            stream
-                .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let text = read_all(&mut stream);
-            let alpn = stream.conn.alpn_protocol().map(|p| p.to_vec());
-            done.store(true, Ordering::SeqCst);
-            (text, alpn)
-        })
-    };
-    let seen = serve(&mut [&mut engine], &done);
-    let (text, alpn) = client.join().unwrap();
+    let ((text, alpn), seen) = serve_while(&mut [&mut engine], move || {
+        let mut stream = connect(&config, port);
+        stream
+            .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let text = read_all(&mut stream);
+        let alpn = stream.conn.alpn_protocol().map(|p| p.to_vec());
+        (text, alpn)
+    });
     let text = text.expect("a clean TLS close (close_notify), not a truncation");
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("/two"), "{text}");
@@ -178,21 +190,14 @@ fn requests_over_tls_keep_alive_then_close_with_close_notify() {
 fn plain_http_on_the_tls_port_gets_a_400_saying_so() {
     let (cert, key) = certificate("plain");
     let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
-    let done = Arc::new(AtomicBool::new(false));
-    let client = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            tcp.set_read_timeout(Some(BOUND)).unwrap();
-            tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut text = String::new();
-            let _ = tcp.read_to_string(&mut text);
-            done.store(true, Ordering::SeqCst);
-            text
-        })
-    };
-    serve(&mut [&mut engine], &done);
-    let text = client.join().unwrap();
+    let (text, _) = serve_while(&mut [&mut engine], move || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(BOUND)).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = tcp.read_to_string(&mut text);
+        text
+    });
     assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
     assert!(text.contains("Connection: close\r\n"));
     assert!(text.ends_with("The plain HTTP request was sent to an HTTPS port: use https://"));
@@ -207,26 +212,19 @@ fn a_session_from_one_engine_resumes_on_another_with_the_same_ticket_keys() {
     let (mut second, second_port) = tls_engine(&settings(&cert, &key), &keys);
     let (mut stranger, stranger_port) =
         tls_engine(&settings(&cert, &key), &[vec![9u8; TICKET_KEY_LEN]]);
-    let done = Arc::new(AtomicBool::new(false));
     let config = client_config(&cert);
-    let client = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut kinds = Vec::new();
-            for port in [first_port, second_port, stranger_port] {
-                let mut stream = connect(&config, port);
-                stream
-                    .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
-                read_all(&mut stream).unwrap();
-                kinds.push(stream.conn.handshake_kind());
-            }
-            done.store(true, Ordering::SeqCst);
-            kinds
-        })
-    };
-    serve(&mut [&mut first, &mut second, &mut stranger], &done);
-    let kinds = client.join().unwrap();
+    let (kinds, _) = serve_while(&mut [&mut first, &mut second, &mut stranger], move || {
+        let mut kinds = Vec::new();
+        for port in [first_port, second_port, stranger_port] {
+            let mut stream = connect(&config, port);
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            read_all(&mut stream).unwrap();
+            kinds.push(stream.conn.handshake_kind());
+        }
+        kinds
+    });
     assert_eq!(
         kinds,
         vec![
@@ -242,25 +240,18 @@ fn a_session_from_one_engine_resumes_on_another_with_the_same_ticket_keys() {
 fn a_request_followed_at_once_by_close_notify_is_still_answered() {
     let (cert, key) = certificate("close-notify");
     let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
-    let done = Arc::new(AtomicBool::new(false));
     let config = client_config(&cert);
-    let client = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut stream = connect(&config, port);
-            stream
-                .write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            // The request and the client's close_notify leave together.
-            stream.conn.send_close_notify();
-            stream.flush().unwrap();
-            let text = read_all(&mut stream);
-            done.store(true, Ordering::SeqCst);
-            text
-        })
-    };
-    serve(&mut [&mut engine], &done);
-    let text = client.join().unwrap().expect("a clean close");
+    let (text, _) = serve_while(&mut [&mut engine], move || {
+        let mut stream = connect(&config, port);
+        stream
+            .write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        // The request and the client's close_notify leave together.
+        stream.conn.send_close_notify();
+        stream.flush().unwrap();
+        read_all(&mut stream)
+    });
+    let text = text.expect("a clean close");
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("/last"), "{text}");
 }
@@ -269,23 +260,16 @@ fn a_request_followed_at_once_by_close_notify_is_still_answered() {
 fn a_response_cut_short_closes_without_close_notify() {
     let (cert, key) = certificate("cut-short");
     let (mut engine, port) = tls_engine(&settings(&cert, &key), &[]);
-    let done = Arc::new(AtomicBool::new(false));
     let config = client_config(&cert);
-    let client = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut stream = connect(&config, port);
-            stream
-                .write_all(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut text = Vec::new();
-            let end = stream.read_to_end(&mut text);
-            done.store(true, Ordering::SeqCst);
-            (String::from_utf8_lossy(&text).into_owned(), end)
-        })
-    };
-    serve(&mut [&mut engine], &done);
-    let (text, end) = client.join().unwrap();
+    let ((text, end), _) = serve_while(&mut [&mut engine], move || {
+        let mut stream = connect(&config, port);
+        stream
+            .write_all(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = Vec::new();
+        let end = stream.read_to_end(&mut text);
+        (String::from_utf8_lossy(&text).into_owned(), end)
+    });
     assert!(text.ends_with("\r\n\r\nabc"), "{text}");
     // A truncation, which the client can tell from a complete response.
     let err = end.expect_err("no close_notify after a cut-short response");
