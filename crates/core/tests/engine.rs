@@ -51,27 +51,20 @@ impl Harness {
 
     /// One host turn: poll, deliver the events to the app, flush.
     fn turn(&mut self) {
-        self.engine.begin_turn();
-        self.engine.poll();
-        let events = std::mem::take(&mut self.engine.events);
-        let arena = std::mem::take(&mut self.engine.arena);
-        for event in events {
-            match event {
-                Event::Request { conn, url, .. } => {
-                    let url = String::from_utf8_lossy(&arena[url]).into_owned();
-                    if self.app == App::Echo {
-                        self.engine
-                            .respond(conn, b"200 OK", &TEXT, url.as_bytes())
-                            .unwrap();
-                    }
-                    self.requests.push((conn, url));
+        common::turn(&mut self.engine, |engine, event, arena| match event {
+            Event::Request { conn, url, .. } => {
+                let url = String::from_utf8_lossy(&arena[url]).into_owned();
+                if self.app == App::Echo {
+                    engine
+                        .respond(conn, b"200 OK", &TEXT, url.as_bytes())
+                        .unwrap();
                 }
-                Event::Closed { conn } => self.closed.push(conn),
-                Event::Rejected { status, reason, .. } => self.rejected.push((status, reason)),
-                _ => {}
+                self.requests.push((conn, url));
             }
-        }
-        self.engine.end_turn();
+            Event::Closed { conn } => self.closed.push(conn),
+            Event::Rejected { status, reason, .. } => self.rejected.push((status, reason)),
+            _ => {}
+        });
     }
 
     /// Runs turns until `done` holds; panics after `BOUND`.

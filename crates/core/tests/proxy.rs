@@ -49,12 +49,8 @@ impl Run {
     }
 
     fn turn(&mut self) {
-        self.engine.begin_turn();
-        self.engine.poll();
-        let events = std::mem::take(&mut self.engine.events);
-        let arena = std::mem::take(&mut self.engine.arena);
-        let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&arena[r]).into_owned();
-        for event in events {
+        common::turn(&mut self.engine, |engine, event, arena| {
+            let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&arena[r]).into_owned();
             match event {
                 Event::Request {
                     conn,
@@ -74,13 +70,12 @@ impl Run {
                         client_port,
                         https,
                     });
-                    self.engine.respond(conn, b"200 OK", &TEXT, b"ok").unwrap();
+                    engine.respond(conn, b"200 OK", &TEXT, b"ok").unwrap();
                 }
                 Event::Rejected { status, reason, .. } => self.refused.push((status, reason)),
                 _ => {}
             }
-        }
-        self.engine.end_turn();
+        });
     }
 
     /// Sends `parts` one turn apart, then turns until `done` or the client's EOF.

@@ -105,11 +105,7 @@ fn serve(engines: &mut [&mut Engine], done: &AtomicBool) -> Vec<Secure> {
     while !done.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the client did not finish");
         for engine in engines.iter_mut() {
-            engine.begin_turn();
-            engine.poll();
-            let events = std::mem::take(&mut engine.events);
-            let arena = std::mem::take(&mut engine.arena);
-            for event in events {
+            common::turn(engine, |engine, event, arena| {
                 if let Event::Request {
                     conn, url, secure, ..
                 } = event
@@ -124,8 +120,7 @@ fn serve(engines: &mut [&mut Engine], done: &AtomicBool) -> Vec<Secure> {
                         engine.respond(conn, b"200 OK", &TEXT, &arena[url]).unwrap();
                     }
                 }
-            }
-            engine.end_turn();
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
     }
