@@ -275,13 +275,11 @@ interface Addon {
   reportFatalSignals(role: 'arbiter' | 'worker', logFd: number): void;
   beat(): void;
   watchParent(stallMs: number): void;
-  /** The start of the `busy` line for the request just begun ('' = idle again). */
-  busyNote(lineStart: string): void;
   /** A heartbeat went out: the note so far is stale. */
   busyNoteTick(): void;
-  /** Writes the note to `fd` once no tick came for `lateMs`. */
-  /** `busy[0]` is non-zero while a request is in flight; the engine notes
-   * the first request of each batch it hands to an idle worker. */
+  /** Writes the note to `fd` once no tick came for `lateMs`: `busy[0]` is
+   * non-zero while a request is in flight, `busy[1]` the row of the batch
+   * handed over whose request turned the worker busy. */
   watchBusyNotes(fd: number, lateMs: number, busy: Int32Array): void;
   /** What is wrong with an `--access-logformat`, or null. */
   checkAccessLogFormat(format: string): string | null;

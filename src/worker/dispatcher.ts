@@ -27,11 +27,11 @@ export class Dispatcher implements ServerCallbacks {
   private readonly ExchangeType: typeof Exchange = Exchange;
 
   /** `onBusy` runs when a request arrives at an idle worker, before its
-   * handler (`first`: it is the first of its batch), and `onIdle` when the
-   * last one in flight is done. */
+   * handler (`row`: its place in the batch), and `onIdle` when the last one
+   * in flight is done. */
   constructor(
     handler: RequestHandler,
-    private readonly onBusy: (ex: Exchange, first: boolean) => void = () => {},
+    private readonly onBusy: (row: number) => void = () => {},
     private readonly onIdle: () => void = () => {},
     private readonly onServed: (served: number) => void = () => {},
     hooks: RequestHooks | null = null,
@@ -130,7 +130,7 @@ export class Dispatcher implements ServerCallbacks {
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;
       this.inflight.add(ex);
-      if (this.inflight.size === 1) this.onBusy(ex, row === 0);
+      if (this.inflight.size === 1) this.onBusy(row / REQUEST_STRIDE);
       try {
         this.handler(ex);
       } catch (err) {

@@ -29,11 +29,6 @@ import { hooksIn } from '../settings/resolve.js';
 
 const FIRST_LISTENER_FD = 4;
 
-/** The `busy` message for `ex` up to its age, which the addon appends when it sends it. */
-function busyLineStart(ex: Exchange): string {
-  return `{"type":"busy","oldest":{"method":${JSON.stringify(ex.method)},"path":${JSON.stringify(ex.path)},"age":`;
-}
-
 function readSpec(): WorkerSpec {
   const raw = process.env[SPEC_VARIABLE];
   if (!raw) throw new Error('rwsgi worker started without RWSGI_WORKER; run `rwsgi serve` instead');
@@ -42,8 +37,10 @@ function readSpec(): WorkerSpec {
   return JSON.parse(raw) as WorkerSpec;
 }
 
-/** Non-zero while a request is in flight, read by the addon's busy-note thread. */
-const busy = new Int32Array(new SharedArrayBuffer(4));
+/** Read by the addon's busy-note thread (crates/node/src/busy_note.rs):
+ * [0] non-zero while a request is in flight, [1] the row of the batch being
+ * handed over whose request turned the worker busy. */
+const busy = new Int32Array(new SharedArrayBuffer(8));
 
 let lastRss = 0;
 
@@ -164,11 +161,11 @@ async function main(): Promise<void> {
     runner.handle,
     // Every change from idle to busy is noted, or a handler blocking the loop
     // right after a heartbeat would go unnamed in the WORKER TIMEOUT line;
-    // the addon sends the note only if the next heartbeat is late. The
-    // engine noted the first request of a batch itself (no call per request).
-    (ex, first) => {
+    // the addon sends the note only if the next heartbeat is late, and has
+    // each row's request from the engine (no call per request).
+    (row) => {
+      busy[1] = row;
       busy[0] = 1;
-      if (!first) addon.busyNote(busyLineStart(ex));
     },
     () => {
       busy[0] = 0;

@@ -1,13 +1,17 @@
 //! The request a worker turned busy with, told to the arbiter only if the
-//! JavaScript loop then stops turning: JavaScript leaves a note here (no
-//! system call per request) and a native thread writes it to the arbiter's
-//! pipe once the heartbeat is late, so the WORKER TIMEOUT line names the
-//! request of a handler that blocked the loop right after a heartbeat.
+//! JavaScript loop then stops turning: a native thread writes it to the
+//! arbiter's pipe once the heartbeat is late, so the WORKER TIMEOUT line
+//! names the request of a handler that blocked the loop right after a
+//! heartbeat.
 //!
-//! Whether the worker is busy is one shared `Int32Array` cell JavaScript
-//! sets (no call per request), and the driver notes the first request of
-//! each batch it hands to an idle worker; JavaScript leaves a note itself
-//! only when the worker turns busy again inside one batch.
+//! Nothing is called per request. JavaScript keeps two cells of a shared
+//! `Int32Array`: `[BUSY]`, non-zero while a request is in flight, and
+//! `[ROW]`, the row of the batch being handed over whose request turned the
+//! worker busy (a synchronous app turns it idle and busy again on every row
+//! of a pipelined batch). The driver copies each batch's methods and paths
+//! here before handing it over; a worker still busy when the next batch
+//! comes keeps its request, which the driver resolves then (`ROW` becomes
+//! `RESOLVED`).
 
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::sync::Mutex;
@@ -19,92 +23,122 @@ use napi_derive::napi;
 
 use crate::js_stack;
 
-/// What the note names.
-enum Note {
-    None,
-    /// The start of a `busy` message line, up to the value of `age`.
-    Line(String),
-    /// A request the driver noted: its method and path, as received.
-    Request {
-        method: &'static str,
-        path: Vec<u8>,
-    },
+/// The cells of JavaScript's busy array (src/worker/main.ts).
+const BUSY: usize = 0;
+const ROW: usize = 1;
+const CELLS: usize = 2;
+/// `ROW` once the driver has resolved the request into `State::earlier`.
+const RESOLVED: i32 = -1;
+
+/// A request the worker turned busy with.
+#[derive(Clone)]
+struct Named {
+    method: &'static str,
+    path: Vec<u8>,
+    since: Instant,
+    /// Which note this is, so that each is sent once.
+    key: (u64, i32),
+}
+
+/// The methods and paths of the batch last handed over.
+struct Batch {
+    methods: Vec<&'static str>,
+    /// Where each row's path ends in `paths`.
+    ends: Vec<usize>,
+    paths: Vec<u8>,
+    since: Option<Instant>,
+    generation: u64,
+}
+
+impl Batch {
+    fn named(&self, row: i32) -> Option<Named> {
+        let index = usize::try_from(row).ok()?;
+        let start = index
+            .checked_sub(1)
+            .map_or(Some(0), |i| self.ends.get(i).copied())?;
+        let end = *self.ends.get(index)?;
+        Some(Named {
+            method: self.methods.get(index)?,
+            path: self.paths.get(start..end)?.to_vec(),
+            since: self.since?,
+            key: (self.generation, row),
+        })
+    }
+
+    fn clear(&mut self) {
+        self.methods.clear();
+        self.ends.clear();
+        self.paths.clear();
+        self.since = None;
+    }
 }
 
 struct State {
-    /// Left when the worker turned busy (see `since`).
-    note: Note,
-    since: Option<Instant>,
-    sent: bool,
+    /// The request a worker still busy from an earlier batch turned busy with.
+    earlier: Option<Named>,
+    batch: Batch,
+    /// The key of the last note sent.
+    sent: Option<(u64, i32)>,
     last_tick: Option<Instant>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
-    note: Note::None,
-    since: None,
-    sent: false,
+    earlier: None,
+    batch: Batch {
+        methods: Vec::new(),
+        ends: Vec::new(),
+        paths: Vec::new(),
+        since: None,
+        generation: 0,
+    },
+    sent: None,
     last_tick: None,
 });
 
-/// JavaScript's busy cell (non-zero: a request is in flight), once
-/// `watch_busy_notes` was given it.
-static BUSY: AtomicPtr<AtomicI32> = AtomicPtr::new(std::ptr::null_mut());
+/// JavaScript's busy cells, once `watch_busy_notes` was given them.
+static CELLS_AT: AtomicPtr<AtomicI32> = AtomicPtr::new(std::ptr::null_mut());
 
-fn busy() -> Option<bool> {
-    let cell = BUSY.load(Ordering::Acquire);
-    // SAFETY: set once from a live Int32Array kept referenced for the
-    // process's life; an aligned i32 is read atomically.
-    (!cell.is_null()).then(|| unsafe { (*cell).load(Ordering::Relaxed) } != 0)
+fn cells() -> Option<&'static [AtomicI32; CELLS]> {
+    let cells = CELLS_AT.load(Ordering::Acquire);
+    // SAFETY: set once from a live Int32Array of at least CELLS elements,
+    // kept referenced for the process's life; aligned i32s are read and
+    // written atomically.
+    (!cells.is_null()).then(|| unsafe { &*cells.cast::<[AtomicI32; CELLS]>() })
 }
 
-/// Notes the request `method` `url` (the first of a batch about to be
-/// handed over) if the worker is idle: it is the one that turns it busy.
-pub fn note_if_idle(method: &'static str, url: &[u8]) {
-    if busy() != Some(false) {
-        return;
-    }
+/// Called by the driver before it hands a batch over: `rows` are its
+/// requests' methods and targets, in row order.
+pub fn hand_over<'a>(rows: impl Iterator<Item = (&'static str, &'a [u8])>) {
+    let Some(cells) = cells() else { return };
     let Ok(mut state) = STATE.lock() else { return };
-    let path = url.split(|&b| b == b'?').next().unwrap_or_default();
-    match &mut state.note {
-        Note::Request {
-            method: noted,
-            path: kept,
-        } => {
-            *noted = method;
-            kept.clear();
-            kept.extend_from_slice(path);
-        }
-        _ => {
-            state.note = Note::Request {
-                method,
-                path: path.to_vec(),
-            }
-        }
-    }
-    state.since = Some(Instant::now());
-    state.sent = false;
-}
-
-/// Leaves the line start of the `busy` message for the request the worker
-/// just turned busy with; an empty string: the worker is idle again.
-#[napi]
-pub fn busy_note(line_start: String) {
-    let Ok(mut state) = STATE.lock() else { return };
-    state.note = if line_start.is_empty() {
-        Note::None
+    if cells[BUSY].load(Ordering::Relaxed) == 0 {
+        state.earlier = None;
     } else {
-        Note::Line(line_start)
-    };
-    state.since = Some(Instant::now());
-    state.sent = false;
+        let row = cells[ROW].load(Ordering::Relaxed);
+        if row != RESOLVED {
+            state.earlier = state.batch.named(row);
+            cells[ROW].store(RESOLVED, Ordering::Relaxed);
+        }
+    }
+    let batch = &mut state.batch;
+    batch.clear();
+    batch.generation += 1;
+    batch.since = Some(Instant::now());
+    for (method, url) in rows {
+        let path = url.split(|&b| b == b'?').next().unwrap_or_default();
+        batch.methods.push(method);
+        batch.paths.extend_from_slice(path);
+        batch.ends.push(batch.paths.len());
+    }
 }
 
-/// The heartbeat reported the worker's state: a note before it is stale.
+/// The heartbeat reported the worker's state: what is noted before it is stale.
 #[napi]
 pub fn busy_note_tick() {
     let Ok(mut state) = STATE.lock() else { return };
     state.last_tick = Some(Instant::now());
-    state.note = Note::None;
+    state.earlier = None;
+    state.batch.clear();
 }
 
 /// Starts the thread that writes a note to `fd` once no tick came for
@@ -114,18 +148,18 @@ pub fn busy_note_tick() {
 pub fn watch_busy_notes(env: Env, fd: i32, late_ms: u32, busy: Unknown) -> Result<()> {
     let cell = match crate::fast::typed_array(env.raw(), busy.raw()).map_err(Error::from_reason)? {
         Some((napi::sys::TypedarrayType::int32_array, data, length))
-            if !data.is_null() && length >= 1 =>
+            if !data.is_null() && length >= CELLS =>
         {
             data.cast::<AtomicI32>()
         }
-        _ => return Err(Error::from_reason("busy must be an Int32Array")),
+        _ => return Err(Error::from_reason("busy must be an Int32Array of 2 cells")),
     };
     let mut keep = std::ptr::null_mut();
     // SAFETY: busy is live in this call; the reference is never deleted, so
     // the array's memory stays for the process's life.
     let status = unsafe { napi::sys::napi_create_reference(env.raw(), busy.raw(), 1, &mut keep) };
     crate::js::check(status, "napi_create_reference").map_err(Error::from_reason)?;
-    BUSY.store(cell, Ordering::Release);
+    CELLS_AT.store(cell, Ordering::Release);
     let late = Duration::from_millis(u64::from(late_ms));
     // Lateness counts from now until the first heartbeat.
     busy_note_tick();
@@ -146,23 +180,28 @@ pub fn watch_busy_notes(env: Env, fd: i32, late_ms: u32, busy: Unknown) -> Resul
 
 /// The line to write now, once per note.
 fn due(late: Duration) -> Option<String> {
+    let cells = cells()?;
     let mut state = STATE.lock().ok()?;
-    let since = state.since?;
     let ticked_late = state.last_tick.is_some_and(|t| t.elapsed() >= late);
-    if busy() == Some(false) || state.sent || !ticked_late {
+    if cells[BUSY].load(Ordering::Relaxed) == 0 || !ticked_late {
         return None;
     }
-    let start = match &state.note {
-        Note::None => return None,
-        Note::Line(line) => line.clone(),
-        Note::Request { method, path } => format!(
-            r#"{{"type":"busy","oldest":{{"method":{},"path":{},"age":"#,
-            json_string(method.as_bytes()),
-            json_string(path)
-        ),
+    let row = cells[ROW].load(Ordering::Relaxed);
+    let named = if row == RESOLVED {
+        state.earlier.clone()?
+    } else {
+        state.batch.named(row)?
     };
-    state.sent = true;
-    Some(format!("{start}{:.3}}}}}\n", since.elapsed().as_secs_f64()))
+    if state.sent == Some(named.key) {
+        return None;
+    }
+    state.sent = Some(named.key);
+    Some(format!(
+        "{{\"type\":\"busy\",\"oldest\":{{\"method\":{},\"path\":{},\"age\":{:.3}}}}}\n",
+        json_string(named.method.as_bytes()),
+        json_string(&named.path),
+        named.since.elapsed().as_secs_f64()
+    ))
 }
 
 /// Latin-1 `bytes` (as JavaScript got them) as a JSON string.
@@ -188,40 +227,61 @@ mod tests {
     const NOW: Duration = Duration::ZERO;
     const NEVER: Duration = Duration::from_secs(3600);
 
+    fn line(method: &str, path: &str) -> String {
+        format!(r#"{{"type":"busy","oldest":{{"method":"{method}","path":{path},"age":0."#)
+    }
+
     #[test]
-    fn a_note_is_sent_once_only_when_the_heartbeat_is_late_and_a_request_is_on() {
-        busy_note_tick();
-        assert_eq!(due(NOW), None, "idle: nothing to send");
-        busy_note(r#"{"type":"busy","oldest":{"method":"GET","path":"/x","age":"#.into());
-        assert_eq!(due(NEVER), None, "the heartbeat is not late yet");
-        let line = due(NOW).unwrap_or_default();
-        assert!(
-            line.starts_with(r#"{"type":"busy","oldest":{"method":"GET","path":"/x","age":0."#),
-            "{line}"
+    fn a_note_names_the_row_that_turned_the_worker_busy_once_the_heartbeat_is_late() {
+        static JS: [AtomicI32; CELLS] = [AtomicI32::new(0), AtomicI32::new(0)];
+        let turn_busy = |row: i32| {
+            JS[ROW].store(row, Ordering::Relaxed);
+            JS[BUSY].store(1, Ordering::Relaxed);
+        };
+        CELLS_AT.store(
+            std::ptr::from_ref(&JS).cast::<AtomicI32>().cast_mut(),
+            Ordering::Release,
         );
-        assert!(line.ends_with("}}\n"), "{line}");
+        busy_note_tick();
+        hand_over([("GET", &b"/a\"b?q=1"[..]), ("POST", b"/second")].into_iter());
+        assert_eq!(due(NOW), None, "idle: nothing to send");
+        turn_busy(0);
+        assert_eq!(due(NEVER), None, "the heartbeat is not late yet");
+        let first = due(NOW).unwrap_or_default();
+        assert!(
+            first.starts_with(&line("GET", r#""/a\"b""#)),
+            "the first row, its path escaped: {first}"
+        );
+        assert!(first.ends_with("}}\n"), "{first}");
         assert_eq!(due(NOW), None, "sent once");
-        busy_note(String::new());
-        assert_eq!(due(NOW), None, "idle again");
-        busy_note("x".into());
+
+        // Idle and busy again inside the batch: the second row is named.
+        JS[BUSY].store(0, Ordering::Relaxed);
+        turn_busy(1);
+        let second = due(NOW).unwrap_or_default();
+        assert!(
+            second.starts_with(&line("POST", r#""/second""#)),
+            "{second}"
+        );
+
+        // Still busy when the next batch comes: the request is kept.
+        hand_over([("GET", &b"/later"[..])].into_iter());
+        assert_eq!(JS[ROW].load(Ordering::Relaxed), RESOLVED);
+        assert_eq!(due(NOW), None, "the same request, already sent");
         busy_note_tick();
         assert_eq!(due(NOW), None, "a heartbeat made the note stale");
 
-        // With the busy cell: the driver notes the first request of a batch.
-        static CELL: AtomicI32 = AtomicI32::new(0);
-        BUSY.store(std::ptr::from_ref(&CELL).cast_mut(), Ordering::Release);
-        note_if_idle("GET", b"/a\"b?q=1");
-        CELL.store(1, Ordering::Relaxed);
-        note_if_idle("POST", b"/later");
-        let line = due(NOW).unwrap_or_default();
-        assert!(
-            line.starts_with(r#"{"type":"busy","oldest":{"method":"GET","path":"/a\"b","age":0."#),
-            "the request that turned the worker busy, its path escaped: {line}"
+        JS[BUSY].store(0, Ordering::Relaxed);
+        hand_over([("DELETE", &b"/x"[..])].into_iter());
+        turn_busy(0);
+        let next = due(NOW).unwrap_or_default();
+        assert!(next.starts_with(&line("DELETE", r#""/x""#)), "{next}");
+        turn_busy(5);
+        assert_eq!(
+            due(NOW),
+            None,
+            "a row the batch does not have names nothing"
         );
-        note_if_idle("GET", b"/b");
-        CELL.store(0, Ordering::Relaxed);
-        note_if_idle("GET", b"/c");
-        assert_eq!(due(NOW), None, "idle: nothing to send");
-        BUSY.store(std::ptr::null_mut(), Ordering::Release);
+        CELLS_AT.store(std::ptr::null_mut(), Ordering::Release);
     }
 }

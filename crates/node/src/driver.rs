@@ -350,9 +350,6 @@ impl Driver {
             } else {
                 0
             });
-        if batch.count == 0 {
-            batch.first = Some((method, url.clone()));
-        }
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip, client_ip]);
         let mut row = [0f64; REQUEST_STRIDE];
@@ -394,15 +391,24 @@ impl Driver {
         let rows = unsafe {
             std::slice::from_raw_parts_mut(self.table.slots, batch.count * REQUEST_STRIDE)
         };
+        let methods = self.methods.borrow();
+        crate::busy_note::hand_over(rows.chunks_exact(REQUEST_STRIDE).map(|row| {
+            let method = methods
+                .get(row[Slot::Method as usize] as usize)
+                .copied()
+                .unwrap_or("");
+            let url = arena
+                .get(row[Slot::UrlStart as usize] as usize..row[Slot::UrlEnd as usize] as usize)
+                .unwrap_or(&[]);
+            (method, url)
+        }));
+        drop(methods);
         for row in rows.chunks_exact_mut(REQUEST_STRIDE) {
             for offset in &mut row[TEXT_OFFSETS] {
                 *offset -= base;
             }
         }
         let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
-        if let Some((method, url)) = &batch.first {
-            crate::busy_note::note_if_idle(method, arena.get(url.clone()).unwrap_or(&[]));
-        }
         let count = batch.count as f64;
         *batch = Batch::default();
         napi.call(
@@ -480,8 +486,6 @@ struct Batch {
     count: usize,
     start: usize,
     end: usize,
-    /// The first request's method and target, for the busy note.
-    first: Option<(&'static str, std::ops::Range<usize>)>,
 }
 
 impl Batch {
@@ -501,7 +505,6 @@ impl Default for Batch {
             count: 0,
             start: usize::MAX,
             end: 0,
-            first: None,
         }
     }
 }
