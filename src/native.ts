@@ -299,7 +299,18 @@ export const FLAG_HTTP10 = 8;
 export const FLAG_HTTPS = 16;
 export const FLAG_TLS = 32;
 export const FLAG_CLIENT_CERT = 64;
-const FLAGS: Record<string, number> = { FLAG_KEEP_ALIVE, FLAG_HAS_BODY, FLAG_EXPECT_CONTINUE, FLAG_HTTP10, FLAG_HTTPS, FLAG_TLS, FLAG_CLIENT_CERT };
+/** The connection's previous request had the same header block. */
+export const FLAG_SAME_HEADERS = 128;
+const FLAGS: Record<string, number> = {
+  FLAG_KEEP_ALIVE,
+  FLAG_HAS_BODY,
+  FLAG_EXPECT_CONTINUE,
+  FLAG_HTTP10,
+  FLAG_HTTPS,
+  FLAG_TLS,
+  FLAG_CLIENT_CERT,
+  FLAG_SAME_HEADERS,
+};
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);

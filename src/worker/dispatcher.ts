@@ -2,7 +2,7 @@
 // one Exchange per request, and hands each request to the app interface.
 
 import type { InFlight } from '../protocol/messages.js';
-import { FLAG_HAS_BODY, type NativeServer, REQUEST_STRIDE, repeatingHeads, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
+import { FLAG_HAS_BODY, FLAG_SAME_HEADERS, type NativeServer, REQUEST_STRIDE, repeatingHeads, type ResponseCalls, type ServerCallbacks, Slot } from '../native.js';
 import { enabled, logger } from '../log.js';
 import { Connection, Exchange } from './exchange.js';
 import { MeasuredExchange, postRequestCall, type RequestHooks, withPreRequest } from './request-hooks.js';
@@ -115,11 +115,18 @@ export class Dispatcher implements ServerCallbacks {
       const flags = t[row + Slot.Flags] as number;
       // A client a proxy named is stashed after the peer's address: its range ends elsewhere.
       const clientEnd = t[row + Slot.ClientIpEnd] as number;
+      // The same string as last time, when the block is: what an interface
+      // derived from it is then found by identity, not by comparing text.
+      const headers =
+        flags & FLAG_SAME_HEADERS && conn.lastHeaders !== null
+          ? conn.lastHeaders
+          : text.substring(t[row + Slot.HeadersStart] as number, t[row + Slot.HeadersEnd] as number);
+      conn.lastHeaders = headers;
       const ex = new ExchangeType(
         conn,
         this.methods[t[row + Slot.Method] as number] as string,
         text.substring(t[row + Slot.UrlStart] as number, t[row + Slot.UrlEnd] as number),
-        text.substring(t[row + Slot.HeadersStart] as number, t[row + Slot.HeadersEnd] as number),
+        headers,
         flags,
         startedAt,
         this.events,

@@ -88,6 +88,9 @@ export class Connection {
   readonly peerPortText: string;
   readonly localPortText: string;
 
+  /** The header block of the last request received here. */
+  lastHeaders: string | null = null;
+
   /** The last header block seen here and what an app interface derived from it. */
   private headerMemo: { raw: string; derived: unknown } | null = null;
 

@@ -151,6 +151,10 @@ pub struct Conn {
     paused: Paused,
     /// The app has been told of at least one request (so it must hear of the close).
     known_to_app: bool,
+    /// The last request's header block, if at most `REMEMBERED_HEADERS`
+    /// bytes: a request sending the same block is marked so, and the app
+    /// interface reuses what it made of it (clients repeat their headers).
+    last_headers: Vec<u8>,
     /// The app was told to wait for `drain`.
     wants_drain: bool,
     /// When the request head being received began.
@@ -173,12 +177,17 @@ pub struct Conn {
     cut_short: bool,
 }
 
+/// The longest header block a connection remembers to tell a repeat of it
+/// (a browser's is 0.5 to 1.5 KiB): it bounds the memory per connection.
+const REMEMBERED_HEADERS: usize = 2048;
+
 /// Parser events for one connection: the request queue is kept here, the
 /// events go to the recorder.
 struct Tracker<'a, 'r> {
     pending: &'a mut VecDeque<RequestInfo>,
     head_since: &'a mut Option<Instant>,
     known_to_app: &'a mut bool,
+    last_headers: &'a mut Vec<u8>,
     peer: &'a Peer,
     secure: Secure,
     now: Instant,
@@ -202,7 +211,15 @@ impl Sink for Tracker<'_, '_> {
             status: 0,
             since: Some(self.now),
         });
-        self.recorder.request(&head, self.peer, self.secure);
+        let same_headers = *self.last_headers == head.headers;
+        if !same_headers {
+            self.last_headers.clear();
+            if head.headers.len() <= REMEMBERED_HEADERS {
+                self.last_headers.extend_from_slice(head.headers);
+            }
+        }
+        self.recorder
+            .request(&head, self.peer, self.secure, same_headers);
     }
 
     fn body(&mut self, data: &[u8]) {
@@ -262,6 +279,7 @@ impl Conn {
             closing: Closing::KeepOpen,
             paused: Paused::default(),
             known_to_app: false,
+            last_headers: Vec::new(),
             wants_drain: false,
             head_since: None,
             idle_since: now,
@@ -579,6 +597,7 @@ impl Conn {
             pending: &mut self.pending,
             head_since: &mut self.head_since,
             known_to_app: &mut self.known_to_app,
+            last_headers: &mut self.last_headers,
             peer: &self.peer,
             secure,
             now,

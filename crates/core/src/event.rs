@@ -37,6 +37,8 @@ pub enum Event {
         https: bool,
         /// Over TLS, and whether with a verified client certificate.
         secure: Secure,
+        /// The connection's previous request had the same header block.
+        same_headers: bool,
     },
     Body {
         conn: Token,
@@ -106,7 +108,14 @@ impl Recorder<'_> {
         start..self.arena.len()
     }
 
-    pub fn request(&mut self, head: &RequestHead<'_>, peer: &Peer, secure: Secure) {
+    /// `same_headers`: the connection's previous request had the same header block.
+    pub fn request(
+        &mut self,
+        head: &RequestHead<'_>,
+        peer: &Peer,
+        secure: Secure,
+        same_headers: bool,
+    ) {
         let url = self.stash(head.url);
         let headers = self.stash(head.headers);
         let peer_ip = self.stash(peer.ip.as_bytes());
@@ -135,6 +144,7 @@ impl Recorder<'_> {
             client_port,
             https: forwarded.https.unwrap_or(secure.tls),
             secure,
+            same_headers,
         });
     }
 

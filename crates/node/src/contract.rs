@@ -57,9 +57,11 @@ pub const FLAG_HTTPS: u32 = 16;
 /// certificate the CAs verified (read it with `peerCertificate`).
 pub const FLAG_TLS: u32 = 32;
 pub const FLAG_CLIENT_CERT: u32 = 64;
+/// The connection's previous request had the same header block.
+pub const FLAG_SAME_HEADERS: u32 = 128;
 
 /// The flags by the names native.ts gives them.
-pub const FLAGS: [(&str, u32); 7] = [
+pub const FLAGS: [(&str, u32); 8] = [
     ("FLAG_KEEP_ALIVE", FLAG_KEEP_ALIVE),
     ("FLAG_HAS_BODY", FLAG_HAS_BODY),
     ("FLAG_EXPECT_CONTINUE", FLAG_EXPECT_CONTINUE),
@@ -67,6 +69,7 @@ pub const FLAGS: [(&str, u32); 7] = [
     ("FLAG_HTTPS", FLAG_HTTPS),
     ("FLAG_TLS", FLAG_TLS),
     ("FLAG_CLIENT_CERT", FLAG_CLIENT_CERT),
+    ("FLAG_SAME_HEADERS", FLAG_SAME_HEADERS),
 ];
 
 /// Members of the `callbacks` object the server reads.
@@ -149,6 +152,6 @@ mod tests {
             assert!(bit.is_power_of_two());
             acc | bit
         });
-        assert_eq!(all, 127);
+        assert_eq!(all, (1 << FLAGS.len()) - 1, "the low bits, none skipped");
     }
 }

@@ -18,7 +18,7 @@ use rwsgi_core::{busy_poll, Engine, Event};
 
 use crate::contract::{
     Slot, FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS,
-    FLAG_KEEP_ALIVE, FLAG_TLS, REQUEST_STRIDE, TEXT_OFFSETS,
+    FLAG_KEEP_ALIVE, FLAG_SAME_HEADERS, FLAG_TLS, REQUEST_STRIDE, TEXT_OFFSETS,
 };
 use crate::js::{check, log_failure};
 
@@ -331,6 +331,7 @@ impl Driver {
             client_port,
             https,
             secure,
+            same_headers,
         } = event
         else {
             return Ok(());
@@ -349,7 +350,8 @@ impl Driver {
                 FLAG_CLIENT_CERT
             } else {
                 0
-            });
+            })
+            | (if *same_headers { FLAG_SAME_HEADERS } else { 0 });
         let method = self.method_index(napi, method)?;
         (batch.start, batch.end) = batch.span_with([url, headers, peer_ip, client_ip]);
         let mut row = [0f64; REQUEST_STRIDE];

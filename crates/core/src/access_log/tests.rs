@@ -55,6 +55,7 @@ impl Scratch {
             client_port: 40000,
             https: false,
             secure: Default::default(),
+            same_headers: false,
         };
         self.log
             .capture(token, &[event], &arena, "127.0.0.1", None, Instant::now());
