@@ -113,11 +113,12 @@ const CALLBACK_NAMES = {
 } satisfies Record<keyof ServerCallbacks, true>;
 
 /** The per-response calls, plain functions bound to one server (cheaper
- * per call than methods). A `status` or `headers` of `undefined` repeats
- * the last one the server decoded (`repeatingHeads` passes it). */
+ * per call than methods). A `status`, `headers` or string `body` of
+ * `undefined` repeats the last one the server decoded (`repeatingHeads`
+ * passes it). */
 export interface ResponseCalls {
   /** A whole response with a known body; false if the connection is gone. */
-  respond(conn: number, status: string | undefined, headers: string | undefined, fields: number, body: string | Uint8Array): boolean;
+  respond(conn: number, status: string | undefined, headers: string | undefined, fields: number, body: string | Uint8Array | undefined): boolean;
   /** Starts a streamed response; `bodyLength` < 0 when unknown. */
   start(conn: number, status: string | undefined, headers: string | undefined, fields: number, bodyLength: number): boolean;
   /** 1: written; 0: written, wait for onDrain; -1: connection gone. */
@@ -125,17 +126,24 @@ export interface ResponseCalls {
   end(conn: number): boolean;
 }
 
-/** `calls` passing a response's status and joined headers only when they
- * differ from the last call's: apps answer with a few heads over and over,
- * and decoding the same strings again was a tenth of a pipelined hello
- * world's CPU. Remembered only after a call returns, so a call that throws
- * halfway never leaves a stale head to repeat. */
+/** Bodies up to this many characters are compared with the last one: a
+ * longer text of equal length would cost a scan each time. */
+const REPEATED_BODY_LIMIT = 1024;
+
+/** `calls` passing a response's status, joined headers and short string
+ * body only when they differ from the last call's: apps answer with a few
+ * heads (and small bodies) over and over, and decoding the same strings
+ * again was a tenth of a pipelined hello world's CPU. Remembered only after
+ * a call returns, so a call that throws halfway never leaves a stale one to
+ * repeat. */
 export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
   // What reaches the server: a string, undefined (it holds it), or what an app passed (refused there).
   type HeadCall = (conn: number, status: unknown, headers: unknown, fields: number, last: unknown) => boolean;
   let lastStatus: unknown;
   let lastHeaders: unknown;
-  const held = (value: unknown, last: unknown): unknown => (typeof value !== 'string' ? (value ?? null) : value === last ? undefined : value);
+  let lastBody: unknown;
+  const held = (value: unknown, last: unknown, limit = Infinity): unknown =>
+    typeof value !== 'string' ? (value ?? null) : value.length <= limit && value === last ? undefined : value;
   const withHead = (call: HeadCall, conn: number, status: unknown, headers: unknown, fields: number, last: unknown): boolean => {
     const s = held(status, lastStatus);
     const h = held(headers, lastHeaders);
@@ -146,7 +154,13 @@ export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
     return sent;
   };
   return {
-    respond: (conn, status, headers, fields, body) => withHead(calls.respond as HeadCall, conn, status, headers, fields, body),
+    respond: (conn, status, headers, fields, body) => {
+      const b = held(body, lastBody, REPEATED_BODY_LIMIT);
+      lastBody = undefined;
+      const sent = withHead(calls.respond as HeadCall, conn, status, headers, fields, b);
+      lastBody = body;
+      return sent;
+    },
     start: (conn, status, headers, fields, length) => withHead(calls.start as HeadCall, conn, status, headers, fields, length),
     write: calls.write,
     end: calls.end,

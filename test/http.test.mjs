@@ -335,13 +335,13 @@ for v, pad in [('a', ''), ('a', ''), ('b', ''), ('a', ''), ('a', big), ('a', big
   t.deepEqual(seen, ['a', 'a', 'b', 'b', 'a'], 'pipelined in one write');
 });
 
-test('each answer carries its own head when heads change, repeat or are refused', async (t) => {
+test('each answer carries its own head and body when they change, repeat or are refused', async (t) => {
   const server = await serve(t, fixture('heads.mjs'));
   const out = await python(
     `
 import http.client
 c = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-for path in ['/a', '/a', '/b', '/b-copy', '/a', '/split', '/a', '/number', '/number', '/b', '/split', '/split', '/b']:
+for path in ['/a', '/a', '/b', '/b-copy', '/a', '/split', '/a', '/number', '/number', '/b', '/split', '/split', '/b', '/a', '/a-bytes', '/a', '/a-bytes', '/a-bytes']:
     c.request('GET', path); r = c.getresponse(); body = r.read()
     print(path, r.status, r.getheader('X-Head'), r.getheader('X-Injected'), body.decode())
 `,
@@ -361,6 +361,11 @@ for path in ['/a', '/a', '/b', '/b-copy', '/a', '/split', '/a', '/number', '/num
     '/split 500 None None Internal Server Error',
     '/split 500 None None Internal Server Error',
     '/b 201 b None /b',
+    '/a 200 a None /a',
+    '/a-bytes 200 a None /a-bytes',
+    '/a 200 a None /a',
+    '/a-bytes 200 a None /a-bytes',
+    '/a-bytes 200 a None /a-bytes',
   ]);
 });
 

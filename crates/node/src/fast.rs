@@ -21,12 +21,15 @@ use crate::js::{check, on_conn, outcome};
 pub struct Scratch {
     status: Held,
     headers: Held,
+    /// A whole response's body (`respond`), held like a head.
+    answer: Held,
+    /// A streamed chunk (`write`).
     body: Vec<u8>,
 }
 
-/// A head string as last decoded: JavaScript passes `undefined` for a
-/// status or header list that is the same as the last call's (apps answer
-/// with the same few), which saves decoding it again.
+/// A string as last decoded: JavaScript passes `undefined` for a status,
+/// header list or short body that is the same as the last call's (apps
+/// answer with the same few), which saves decoding it again.
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
@@ -45,16 +48,38 @@ impl Held {
         }
         Ok(&self.bytes)
     }
+
+    /// A body: a string is decoded and held, a Uint8Array borrowed (nothing
+    /// held: its bytes may change), `undefined` the string held.
+    fn body(&mut self, env: sys::napi_env, value: sys::napi_value) -> Result<&[u8], String> {
+        match value_type(env, value)? {
+            sys::ValueType::napi_undefined => self.decode(env, value),
+            sys::ValueType::napi_string => {
+                self.valid = false;
+                utf8_into(env, value, &mut self.bytes)?;
+                self.valid = true;
+                Ok(&self.bytes)
+            }
+            _ => {
+                self.valid = false;
+                byte_array(env, value)
+            }
+        }
+    }
 }
 
-fn is_undefined(env: sys::napi_env, value: sys::napi_value) -> Result<bool, String> {
+fn value_type(env: sys::napi_env, value: sys::napi_value) -> Result<sys::napi_valuetype, String> {
     let mut kind = 0;
     // SAFETY: value is a live argument of this call.
     check(
         unsafe { sys::napi_typeof(env, value, &mut kind) },
         "napi_typeof",
     )?;
-    Ok(kind == sys::ValueType::napi_undefined)
+    Ok(kind)
+}
+
+fn is_undefined(env: sys::napi_env, value: sys::napi_value) -> Result<bool, String> {
+    Ok(value_type(env, value)? == sys::ValueType::napi_undefined)
 }
 
 /// What a call hands back to JavaScript.
@@ -287,16 +312,15 @@ pub fn typed_array(
 
 /// A body chunk: a string (as UTF-8, into `buf`) or a Uint8Array (borrowed).
 fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Result<&[u8], String> {
-    let mut kind = 0;
-    // SAFETY: value is a live argument of this call.
-    check(
-        unsafe { sys::napi_typeof(env, value, &mut kind) },
-        "napi_typeof",
-    )?;
-    if kind == sys::ValueType::napi_string {
+    if value_type(env, value)? == sys::ValueType::napi_string {
         utf8_into(env, value, buf)?;
         return Ok(buf);
     }
+    byte_array(env, value)
+}
+
+/// A Uint8Array's bytes, borrowed; an error for any other value.
+fn byte_array<'a>(env: sys::napi_env, value: sys::napi_value) -> Result<&'a [u8], String> {
     if let Some((array_type, data, length)) = typed_array(env, value)? {
         if array_type == sys::TypedarrayType::uint8_array
             || array_type == sys::TypedarrayType::uint8_clamped_array
@@ -316,14 +340,14 @@ fn head<'a>(
     env: sys::napi_env,
     args: &Args,
     scratch: &'a mut Scratch,
-) -> Result<(&'a [u8], HeaderList<'a>, &'a mut Vec<u8>), String> {
+) -> Result<(&'a [u8], HeaderList<'a>, &'a mut Held), String> {
     let fields = number(env, args[3])?;
     let status = scratch.status.decode(env, args[1])?;
     let list = HeaderList {
         joined: scratch.headers.decode(env, args[2])?,
         fields: if fields >= 0.0 { fields as usize } else { 0 },
     };
-    Ok((status, list, &mut scratch.body))
+    Ok((status, list, &mut scratch.answer))
 }
 
 fn with_scratch<T>(
@@ -342,8 +366,8 @@ unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) 
     call(env, info, |bound, args| {
         let conn = number(env, args[0])?;
         with_scratch(bound, |scratch| {
-            let (status, list, body_buf) = head(env, args, scratch)?;
-            let body = chunk(env, args[4], body_buf)?;
+            let (status, list, answer) = head(env, args, scratch)?;
+            let body = answer.body(env, args[4])?;
             let mut engine = bound.driver.engine_mut()?;
             let r = on_conn(conn, |t| engine.respond(t, status, &list, body));
             Ok(Reply::Bool(outcome(r)?.is_some()))
