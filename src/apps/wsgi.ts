@@ -246,8 +246,8 @@ export class WsgiRunner {
 class ResponseState {
   status: string | null = null;
   headers: Array<[string, string]> = [];
-  /** Chunks given to the legacy `write` callable before the iterable. */
-  early: Chunk[] = [];
+  /** Chunks given to the legacy `write` callable before the iterable (rarely any). */
+  early: Chunk[] | null = null;
 
   constructor(private readonly ex: Exchange) {}
 
@@ -264,7 +264,7 @@ class ResponseState {
         logger.warning(`Request ${this.ex.path}: write() after the response ended is ignored`);
         return;
       }
-      this.early.push(checkChunk(chunk));
+      (this.early ??= []).push(checkChunk(chunk));
     };
   };
 
@@ -296,7 +296,7 @@ class ResponseState {
 
   private whole(chunks: Chunk[]): void {
     if (this.status === null) return this.fail(null, NO_START);
-    this.ex.respond(this.status, this.headers, concat(this.early.length ? [...this.early, ...chunks] : chunks));
+    this.ex.respond(this.status, this.headers, concat(this.early ? [...this.early, ...chunks] : chunks));
   }
 
   private async stream(iterable: AsyncIterable<unknown> | Iterable<unknown>): Promise<void> {
@@ -314,7 +314,7 @@ class ResponseState {
         return this.whole([]);
       }
       ex.start(this.status, this.headers, -1);
-      for (const chunk of this.early) await ex.write(chunk);
+      for (const chunk of this.early ?? []) await ex.write(chunk);
       while (!step.done) {
         const pending = ex.write(checkChunk(step.value));
         if (pending !== true) await pending;

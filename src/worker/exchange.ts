@@ -41,10 +41,11 @@ function sameAsLast(headers: unknown[]): boolean {
   return true;
 }
 
-/** `[[name, value], ...]` as the engine takes them: `name\0value\0...`. */
-export function joinHeaders(headers: unknown): { joined: string; fields: number } {
+/** `[[name, value], ...]` as the engine takes them: `name\0value\0...`
+ * (one field per pair: `headers.length` of them, once this returned). */
+export function joinHeaders(headers: unknown): string {
   if (!Array.isArray(headers)) throw new TypeError('response headers must be an array of [name, value] pairs');
-  if (sameAsLast(headers)) return { joined: lastJoined, fields: headers.length };
+  if (sameAsLast(headers)) return lastJoined;
   const parts: string[] = [];
   const names: string[] = [];
   const values: string[] = [];
@@ -62,7 +63,7 @@ export function joinHeaders(headers: unknown): { joined: string; fields: number 
   lastNames = names;
   lastValues = values;
   lastJoined = joined;
-  return { joined, fields: headers.length };
+  return joined;
 }
 
 export class Connection {
@@ -283,16 +284,16 @@ export class Exchange {
 
   /** The whole response at once; the length is known. */
   respond(status: string, headers: unknown, body: Chunk): void {
-    const { joined, fields } = joinHeaders(headers);
+    const joined = joinHeaders(headers);
     this.responseStarted = true;
-    this.perform({ kind: 'respond', status, headers: joined, fields, body });
+    this.perform({ kind: 'respond', status, headers: joined, fields: (headers as unknown[]).length, body });
   }
 
   /** Starts a streamed response; `length` < 0 when unknown. */
   start(status: string, headers: unknown, length = -1): void {
-    const { joined, fields } = joinHeaders(headers);
+    const joined = joinHeaders(headers);
     this.responseStarted = true;
-    this.perform({ kind: 'start', status, headers: joined, fields, length });
+    this.perform({ kind: 'start', status, headers: joined, fields: (headers as unknown[]).length, length });
   }
 
   /** Starts a response whose head and framing come in the written bytes
