@@ -155,7 +155,8 @@ const PEERS = {
 
 const SCENARIOS = {
   keepalive: { label: 'keep-alive c=64', args: ['-t2', '-c64'], path: '/', own: 1 },
-  latency: { label: 'c=1 (latency)', args: ['-t1', '-c1'], path: '/' },
+  // perRequest: also timed request by request with rwsgi-load (see perRequestLatency).
+  latency: { label: 'c=1 (latency)', args: ['-t1', '-c1'], path: '/', perRequest: true },
   pipeline: { label: '16-deep pipelining c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/pipeline.lua')], path: '/', own: 16 },
   json: { label: '4 KiB JSON c=64', args: ['-t2', '-c64'], path: '/json', own: 1 },
   post: { label: '1 KiB POST echo c=64', args: ['-t2', '-c64', '-s', join(BENCH, 'lua/post.lua')], path: '/', echo: true },
@@ -215,6 +216,18 @@ function ownLoad(port, scenario) {
   return { rps: r.requests_per_second, total: r.requests, p50: null, p99: null, non2xx: 0, socketErrors: null };
 }
 
+/** One connection, one request at a time, every request timed (rwsgi-load):
+ * wrk 4.1's percentiles are sampled, and each sampling interval that
+ * completed fewer requests than wrk's calibrated rate is filled with the
+ * run's maximum, so at c=1 they follow the longest pause (a GC) and charge
+ * a faster server more such samples. */
+function perRequestLatency(port, scenario) {
+  const cmd = [LOADGEN_BIN, '--port', String(port), '--path', scenario.path, '--connections', '1', '--pipeline', '1', '--seconds', values.seconds];
+  const full = values.pin ? ['taskset', '-c', '1', ...cmd] : cmd;
+  const r = JSON.parse(execFileSync(full[0], full.slice(1)).toString());
+  return { p99: r.latency_p99_us / 1000, p999: r.latency_p999_us / 1000 };
+}
+
 function wrk(port, scenario) {
   if (LOADGEN === 'rwsgi-load' && !TLS) return ownLoad(port, scenario);
   const cmd = ['wrk', ...scenario.args, '-d', `${values.seconds}s`, '--latency', `${TLS ? 'https' : 'http'}://127.0.0.1:${port}${scenario.path}`];
@@ -242,10 +255,11 @@ if (!has('wrk')) {
 }
 
 const notes = [];
-if (LOADGEN === 'rwsgi-load') {
+const timesRequests = (scenario) => scenario.perRequest && LOADGEN === 'wrk' && !TLS;
+if (LOADGEN === 'rwsgi-load' || values.scenarios.split(',').some((key) => SCENARIOS[key] && timesRequests(SCENARIOS[key]))) {
   execFileSync('cargo', ['build', '--release', '-q', '-p', 'rwsgi-load'], { cwd: ROOT, stdio: 'inherit' });
-  notes.push('load from rwsgi-load (GET scenarios only; no latency figures)');
 }
+if (LOADGEN === 'rwsgi-load') notes.push('load from rwsgi-load (GET scenarios only; no latency figures)');
 const running = [];
 const peers = [];
 let port = 8300;
@@ -299,7 +313,17 @@ try {
           continue;
         }
         const cpu = peer.pids.reduce((a, pid) => a + treeCpu(pid), 0) - before;
-        const slot = ((results[key] ??= {})[peer.name] ??= { rps: [], cpuUs: [], p50: [], p99: [], non2xx: 0, socketErrors: [] });
+        const slot = ((results[key] ??= {})[peer.name] ??= { rps: [], cpuUs: [], p50: [], p99: [], p99Request: [], p999Request: [], non2xx: 0, socketErrors: [] });
+        if (timesRequests(scenario)) {
+          try {
+            const timed = perRequestLatency(peer.port, scenario);
+            slot.p99Request.push(timed.p99);
+            slot.p999Request.push(timed.p999);
+          } catch (err) {
+            const note = `${peer.name} ${key}: requests not timed (${(err.stderr?.toString() || err.message).trim().split('\n')[0]})`;
+            if (!notes.includes(note)) notes.push(note);
+          }
+        }
         slot.rps.push(r.rps);
         slot.cpuUs.push(r.total ? (cpu / r.total) * 1e6 : null);
         slot.p50.push(r.p50);
@@ -321,15 +345,17 @@ try {
   for (const key of scenarios) {
     const rows = results[key] ?? {};
     const base = (n) => median(rows[n]?.rps ?? []);
-    md += `\n## ${SCENARIOS[key].label}\n\n| server | req/s | vs nginx | vs uWS.js | vs node:cluster | vs rwsgi | CPU µs/req | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|---|---|---|\n`;
+    const timed = timesRequests(SCENARIOS[key]);
+    md += `\n## ${SCENARIOS[key].label}\n\n| server | req/s | vs nginx | vs uWS.js | vs node:cluster | vs rwsgi | CPU µs/req | p50 ms | p99 ms |${timed ? ' p99 ms per request | p99.9 ms per request |' : ''} non-2xx |\n|---|---|---|---|---|---|---|---|---|${timed ? '---|---|' : ''}---|\n`;
     summary.scenarios[key] = {};
     for (const [name, r] of Object.entries(rows)) {
       const rps = median(r.rps);
       const ratio = (b) => (b ? `${(rps / b).toFixed(2)}×` : '–');
       const row = { rps, cpuUsPerRequest: median(r.cpuUs), p50ms: median(r.p50), p99ms: median(r.p99), non2xx: r.non2xx, socketErrors: r.socketErrors };
+      if (timed) Object.assign(row, { p99msPerRequest: median(r.p99Request), p999msPerRequest: median(r.p999Request) });
       summary.scenarios[key][name] = row;
       const fixed = (v) => (v === null ? '–' : v.toFixed(2));
-      md += `| ${name} | ${rps?.toFixed(0)} | ${ratio(base('nginx'))} | ${ratio(base('uws.js'))} | ${ratio(base('node-cluster'))} | ${ratio(base('rwsgi'))} | ${fixed(row.cpuUsPerRequest)} | ${fixed(row.p50ms)} | ${fixed(row.p99ms)} | ${r.non2xx} |\n`;
+      md += `| ${name} | ${rps?.toFixed(0)} | ${ratio(base('nginx'))} | ${ratio(base('uws.js'))} | ${ratio(base('node-cluster'))} | ${ratio(base('rwsgi'))} | ${fixed(row.cpuUsPerRequest)} | ${fixed(row.p50ms)} | ${fixed(row.p99ms)} |${timed ? ` ${fixed(row.p99msPerRequest)} | ${fixed(row.p999msPerRequest)} |` : ''} ${r.non2xx} |\n`;
     }
   }
   if (notes.length) md += `\nNotes: ${notes.join('; ')}.\n`;

@@ -8,7 +8,10 @@
 //!
 //! `--requests N`: stop after N responses (at most `--seconds`), for counts per request.
 //!
-//! Prints one JSON line: requests, seconds, requests_per_second, response_bytes.
+//! Prints one JSON line: requests, seconds, requests_per_second,
+//! response_bytes, and the latency of every batch (from its write to its
+//! last response byte; with `--pipeline 1`, of every request) in µs:
+//! latency_p50_us, latency_p99_us, latency_p999_us, latency_max_us.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -89,9 +92,36 @@ struct Conn {
     stream: TcpStream,
     /// Response bytes still expected for the batch in flight.
     owed: usize,
+    /// When the batch in flight was written.
+    sent_at: Instant,
 }
 
-fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
+impl Conn {
+    fn send(&mut self, batch: &[u8], owed: usize) -> io::Result<()> {
+        self.stream.write_all(batch)?;
+        self.owed = owed;
+        self.sent_at = Instant::now();
+        Ok(())
+    }
+}
+
+struct Outcome {
+    requests: u64,
+    seconds: f64,
+    bytes: u64,
+    /// Each batch's latency in µs, sorted.
+    latencies: Vec<u32>,
+}
+
+impl Outcome {
+    fn latency_at(&self, fraction: f64) -> u32 {
+        let last = self.latencies.len().saturating_sub(1);
+        let index = ((self.latencies.len() as f64 * fraction) as usize).min(last);
+        self.latencies.get(index).copied().unwrap_or(0)
+    }
+}
+
+fn run(o: &Options) -> io::Result<Outcome> {
     let request = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", o.path);
     let size = response_size(o.port, request.as_bytes())?;
     let batch = request.repeat(o.pipeline).into_bytes();
@@ -111,7 +141,11 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
         };
         // SAFETY: valid epoll fd, socket fd and event.
         unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &mut ev) };
-        conns.push(Conn { stream, owed: 0 });
+        conns.push(Conn {
+            stream,
+            owed: 0,
+            sent_at: Instant::now(),
+        });
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(o.seconds);
@@ -119,11 +153,11 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
     let more = |sent: u64| o.requests == 0 || sent < o.requests;
     for c in &mut conns {
         if more(sent) {
-            c.stream.write_all(&batch)?;
-            c.owed = size * o.pipeline;
+            c.send(&batch, size * o.pipeline)?;
             sent += o.pipeline as u64;
         }
     }
+    let mut latencies = Vec::with_capacity(1 << 20);
     let mut total_bytes = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
@@ -140,10 +174,13 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
                     Ok(k) => {
                         total_bytes += k as u64;
                         c.owed = c.owed.saturating_sub(k);
-                        if c.owed == 0 && more(sent) {
-                            c.stream.write_all(&batch)?;
-                            c.owed = size * o.pipeline;
-                            sent += o.pipeline as u64;
+                        if c.owed == 0 {
+                            let micros = c.sent_at.elapsed().as_micros();
+                            latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                            if more(sent) {
+                                c.send(&batch, size * o.pipeline)?;
+                                sent += o.pipeline as u64;
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -155,7 +192,13 @@ fn run(o: &Options) -> io::Result<(u64, f64, u64)> {
     let elapsed = start.elapsed().as_secs_f64();
     // SAFETY: closing the epoll fd created above.
     unsafe { libc::close(epoll) };
-    Ok((total_bytes / size as u64, elapsed, total_bytes))
+    latencies.sort_unstable();
+    Ok(Outcome {
+        requests: total_bytes / size as u64,
+        seconds: elapsed,
+        bytes: total_bytes,
+        latencies,
+    })
 }
 
 fn main() {
@@ -167,9 +210,16 @@ fn main() {
         }
     };
     match run(&options) {
-        Ok((requests, seconds, bytes)) => println!(
-            "{{\"requests\":{requests},\"seconds\":{seconds:.3},\"requests_per_second\":{:.0},\"response_bytes\":{bytes}}}",
-            requests as f64 / seconds
+        Ok(out) => println!(
+            "{{\"requests\":{},\"seconds\":{:.3},\"requests_per_second\":{:.0},\"response_bytes\":{},\"latency_p50_us\":{},\"latency_p99_us\":{},\"latency_p999_us\":{},\"latency_max_us\":{}}}",
+            out.requests,
+            out.seconds,
+            out.requests as f64 / out.seconds,
+            out.bytes,
+            out.latency_at(0.5),
+            out.latency_at(0.99),
+            out.latency_at(0.999),
+            out.latencies.last().copied().unwrap_or(0)
         ),
         Err(e) => {
             eprintln!("rwsgi-load: {e}");
