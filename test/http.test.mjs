@@ -70,6 +70,20 @@ test('environ carries the PEP 3333 names', async (t) => {
   t.is(out.body, 'b');
 });
 
+test('environ carries every header of a request with many', async (t) => {
+  // The first twelve are added one store per position, the rest in a loop.
+  const server = await serve(t, ECHO);
+  const names = Array.from({ length: 30 }, (_, i) => `X-H${i}`);
+  const args = names.flatMap((n, i) => ['-H', `${n}: v${i}`]);
+  const twice = JSON.parse(await curl(...args, '-H', 'X-H3: again', `${server.url}/`)).environ;
+  for (const [i, n] of names.entries()) {
+    t.is(twice[`HTTP_${n.toUpperCase().replace('-', '_')}`], i === 3 ? 'v3,again' : `v${i}`, n);
+  }
+  const few = JSON.parse(await curl('-H', 'X-H0: only', `${server.url}/`)).environ;
+  t.is(few.HTTP_X_H0, 'only');
+  t.false('HTTP_X_H1' in few, 'a request gets only its own headers');
+});
+
 test('chunked upload is echoed and trailers are not exposed', async (t) => {
   const server = await serve(t, ECHO);
   const { text } = await raw(

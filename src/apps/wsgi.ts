@@ -116,15 +116,75 @@ function environKey(name: string): string | null {
 
 const EXCHANGE = Symbol('exchange');
 
-/** environ: plain data fields, plus `rwsgi.signal` made only when read. */
+/** environ: plain data fields, plus `rwsgi.signal` made only when read.
+ * The fixed names are set in the constructor, always in this order, so V8
+ * keeps them inside the object (headers added after it stay fast too: see
+ * addHeaders). */
 class EnvironRecord {
   [key: string]: unknown;
   declare [EXCHANGE]: Exchange;
+
+  constructor(ex: Exchange, path: string, query: string) {
+    this[EXCHANGE] = ex;
+    this.REQUEST_METHOD = ex.method;
+    this.SCRIPT_NAME = '';
+    this.PATH_INFO = decodePath(path);
+    this.QUERY_STRING = query;
+    this.RAW_URI = ex.url;
+    this.SERVER_PROTOCOL = ex.httpVersion;
+    this.REMOTE_ADDR = ex.clientIp;
+    this.REMOTE_PORT = ex.clientPortText;
+    this.SERVER_NAME = 'localhost';
+    this.SERVER_PORT = ex.conn.localPortText;
+    this['wsgi.version'] = WSGI_VERSION;
+    this['wsgi.url_scheme'] = ex.scheme;
+    this['wsgi.input'] = ex.input;
+    this['wsgi.errors'] = errorsStream;
+    this['wsgi.multithread'] = false;
+    this['wsgi.multiprocess'] = true;
+    this['wsgi.run_once'] = false;
+  }
 
   /** Aborts on --request-timeout or client disconnect. */
   get 'rwsgi.signal'(): AbortSignal {
     return this[EXCHANGE].signal;
   }
+}
+
+/** Adds `pairs` (key, value, ...) to `environ`. One store per position for
+ * the first twelve: each then sees the same name request after request
+ * (clients send their headers in a fixed order) and V8 keeps it a fast
+ * transition; a single store in a loop sees every name, and past a few
+ * headers that turned the whole environ into a hash table (10 headers:
+ * 0.7 µs per request instead of 0.06). */
+function addHeaders(environ: EnvironRecord, pairs: string[]): void {
+  const p = pairs;
+  const n = p.length;
+  if (n < 2) return;
+  environ[p[0] as string] = p[1];
+  if (n < 4) return;
+  environ[p[2] as string] = p[3];
+  if (n < 6) return;
+  environ[p[4] as string] = p[5];
+  if (n < 8) return;
+  environ[p[6] as string] = p[7];
+  if (n < 10) return;
+  environ[p[8] as string] = p[9];
+  if (n < 12) return;
+  environ[p[10] as string] = p[11];
+  if (n < 14) return;
+  environ[p[12] as string] = p[13];
+  if (n < 16) return;
+  environ[p[14] as string] = p[15];
+  if (n < 18) return;
+  environ[p[16] as string] = p[17];
+  if (n < 20) return;
+  environ[p[18] as string] = p[19];
+  if (n < 22) return;
+  environ[p[20] as string] = p[21];
+  if (n < 24) return;
+  environ[p[22] as string] = p[23];
+  for (let i = 24; i < n; i += 2) environ[p[i] as string] = p[i + 1];
 }
 
 /** The request headers as environ entries. */
@@ -169,28 +229,10 @@ function parseHeaders(raw: string): EnvironHeaders {
 
 export function buildEnviron(ex: Exchange): EnvironRecord {
   const { path, query } = splitTarget(ex.url);
-  const environ = new EnvironRecord();
-  environ[EXCHANGE] = ex;
-  environ.REQUEST_METHOD = ex.method;
-  environ.SCRIPT_NAME = '';
-  environ.PATH_INFO = decodePath(path);
-  environ.QUERY_STRING = query;
-  environ.RAW_URI = ex.url;
-  environ.SERVER_PROTOCOL = ex.httpVersion;
-  environ.REMOTE_ADDR = ex.clientIp;
-  environ.REMOTE_PORT = ex.clientPortText;
-  environ.SERVER_NAME = 'localhost';
-  environ.SERVER_PORT = ex.conn.localPortText;
-  environ['wsgi.version'] = WSGI_VERSION;
-  environ['wsgi.url_scheme'] = ex.scheme;
+  const environ = new EnvironRecord(ex, path, query);
   if (ex.scheme === 'https') addTlsVariables(environ, ex);
-  environ['wsgi.input'] = ex.input;
-  environ['wsgi.errors'] = errorsStream;
-  environ['wsgi.multithread'] = false;
-  environ['wsgi.multiprocess'] = true;
-  environ['wsgi.run_once'] = false;
   const fields = ex.conn.fromHeaders(ex.rawHeaders, parseHeaders);
-  for (let i = 0; i < fields.pairs.length; i += 2) environ[fields.pairs[i] as string] = fields.pairs[i + 1];
+  addHeaders(environ, fields.pairs);
   if (fields.serverName !== null) {
     environ.SERVER_NAME = fields.serverName;
     environ.SERVER_PORT = fields.serverPort;
