@@ -44,7 +44,7 @@ impl Held {
             utf8_into(env, value, &mut self.bytes)?;
             self.valid = true;
         } else if !self.valid {
-            return Err("no earlier response head to repeat".into());
+            return Err("no earlier status, headers or body to repeat".into());
         }
         Ok(&self.bytes)
     }
@@ -319,7 +319,7 @@ fn chunk(env: sys::napi_env, value: sys::napi_value, buf: &mut Vec<u8>) -> Resul
     byte_array(env, value)
 }
 
-/// A Uint8Array's bytes, borrowed; an error for any other value.
+/// A Uint8Array's bytes, borrowed for the current call; an error for any other value.
 fn byte_array<'a>(env: sys::napi_env, value: sys::napi_value) -> Result<&'a [u8], String> {
     if let Some((array_type, data, length)) = typed_array(env, value)? {
         if array_type == sys::TypedarrayType::uint8_array
