@@ -155,8 +155,8 @@ class EnvironRecord {
  * the first twelve: each then sees the same name request after request
  * (clients send their headers in a fixed order) and V8 keeps it a fast
  * transition; a single store in a loop sees every name, and past a few
- * headers that turned the whole environ into a hash table (10 headers:
- * 0.7 µs per request instead of 0.06). */
+ * headers that turned the whole environ into a hash table (buildEnviron
+ * with 10 headers: 0.78 µs instead of 0.19). */
 function addHeaders(environ: EnvironRecord, pairs: string[]): void {
   const p = pairs;
   const n = p.length;

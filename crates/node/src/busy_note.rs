@@ -142,8 +142,8 @@ pub fn busy_note_tick() {
 }
 
 /// Starts the thread that writes a note to `fd` once no tick came for
-/// `late_ms` while `busy` (an Int32Array JavaScript keeps non-zero while a
-/// request is in flight) says the worker is busy.
+/// `late_ms` while `busy` (JavaScript's Int32Array: `[BUSY]`, `[ROW]`)
+/// says the worker is busy.
 #[napi]
 pub fn watch_busy_notes(env: Env, fd: i32, late_ms: u32, busy: Unknown) -> Result<()> {
     let cell = match crate::fast::typed_array(env.raw(), busy.raw()).map_err(Error::from_reason)? {

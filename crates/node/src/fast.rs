@@ -38,32 +38,41 @@ struct Held {
 }
 
 impl Held {
+    /// A status or header list: a string is decoded and held, `undefined`
+    /// the string held.
     fn decode(&mut self, env: sys::napi_env, value: sys::napi_value) -> Result<&[u8], String> {
-        if !is_undefined(env, value)? {
-            self.valid = false;
-            utf8_into(env, value, &mut self.bytes)?;
-            self.valid = true;
-        } else if !self.valid {
-            return Err("no earlier status, headers or body to repeat".into());
+        if is_undefined(env, value)? {
+            self.repeat()
+        } else {
+            self.hold(env, value)
         }
-        Ok(&self.bytes)
     }
 
-    /// A body: a string is decoded and held, a Uint8Array borrowed (nothing
-    /// held: its bytes may change), `undefined` the string held.
+    /// A body: as `decode`, but a Uint8Array is borrowed (nothing held: its
+    /// bytes may change).
     fn body(&mut self, env: sys::napi_env, value: sys::napi_value) -> Result<&[u8], String> {
         match value_type(env, value)? {
-            sys::ValueType::napi_undefined => self.decode(env, value),
-            sys::ValueType::napi_string => {
-                self.valid = false;
-                utf8_into(env, value, &mut self.bytes)?;
-                self.valid = true;
-                Ok(&self.bytes)
-            }
+            sys::ValueType::napi_undefined => self.repeat(),
+            sys::ValueType::napi_string => self.hold(env, value),
             _ => {
                 self.valid = false;
                 byte_array(env, value)
             }
+        }
+    }
+
+    fn hold(&mut self, env: sys::napi_env, value: sys::napi_value) -> Result<&[u8], String> {
+        self.valid = false;
+        utf8_into(env, value, &mut self.bytes)?;
+        self.valid = true;
+        Ok(&self.bytes)
+    }
+
+    fn repeat(&self) -> Result<&[u8], String> {
+        if self.valid {
+            Ok(&self.bytes)
+        } else {
+            Err("no earlier status, headers or body to repeat".into())
         }
     }
 }
