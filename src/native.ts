@@ -78,6 +78,10 @@ const SLOT_NAMES = {
 export interface ServerCallbacks {
   /** Where the engine writes each batch of requests, `REQUEST_STRIDE` slots per request. */
   readonly requestTable: Float64Array;
+  /** `[count, conn, conn, ...]`: during `onRequests`, the connections
+   * answered with the very response of the last `respond` (see
+   * `repeatingHeads`); the addon sets `count` to -1 outside it. */
+  readonly repeatTable: Float64Array;
   /** `count` requests are in `requestTable`; their strings are cut from `text`
    * (headers as `name\0value\0...`). */
   onRequests(count: number, text: string): void;
@@ -100,6 +104,7 @@ export interface ServerCallbacks {
 /** Every `ServerCallbacks` member, checked against the addon's at load. */
 const CALLBACK_NAMES = {
   requestTable: true,
+  repeatTable: true,
   onRequests: true,
   onMethod: true,
   onBody: true,
@@ -135,12 +140,15 @@ const REPEATED_BODY_LIMIT = 1024;
  * heads (and small bodies) over and over, and decoding the same strings
  * again was a tenth of a pipelined hello world's CPU. Remembered only after
  * a call returns, so a call that throws halfway never leaves a stale one to
- * repeat. */
-export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
+ * repeat. A response equal to the last in all of them, while `repeats` is
+ * open (during `onRequests`), is only listed there: the addon answers it
+ * when `onRequests` returns, or before the next call that writes. */
+export function repeatingHeads(calls: ResponseCalls, repeats: Float64Array): ResponseCalls {
   // What reaches the server: a string, undefined (it holds it), or what an app passed (refused there).
   type HeadCall = (conn: number, status: unknown, headers: unknown, fields: number, last: unknown) => boolean;
   let lastStatus: unknown;
   let lastHeaders: unknown;
+  let lastFields = -1;
   let lastBody: unknown;
   const held = (value: unknown, last: unknown, limit = Infinity): unknown =>
     typeof value !== 'string' ? (value ?? null) : value.length <= limit && value === last ? undefined : value;
@@ -148,14 +156,24 @@ export function repeatingHeads(calls: ResponseCalls): ResponseCalls {
     const s = held(status, lastStatus);
     const h = held(headers, lastHeaders);
     lastStatus = lastHeaders = undefined;
+    lastFields = -1;
     const sent = call(conn, s, h, fields, last);
     lastStatus = status;
     lastHeaders = headers;
+    lastFields = fields;
     return sent;
+  };
+  const listed = (conn: number): boolean => {
+    const count = repeats[0] as number;
+    if (count < 0 || count + 1 >= repeats.length) return false;
+    repeats[count + 1] = conn;
+    repeats[0] = count + 1;
+    return true;
   };
   return {
     respond: (conn, status, headers, fields, body) => {
       const b = held(body, lastBody, REPEATED_BODY_LIMIT);
+      if (b === undefined && status === lastStatus && headers === lastHeaders && fields === lastFields && listed(conn)) return true;
       lastBody = undefined;
       const sent = withHead(calls.respond as HeadCall, conn, status, headers, fields, b);
       lastBody = body;

@@ -14,6 +14,8 @@ const TABLE_ROWS = 1024;
 
 export class Dispatcher implements ServerCallbacks {
   readonly requestTable = new Float64Array(TABLE_ROWS * REQUEST_STRIDE);
+  /** A batch's requests, and as many more answered as they complete. */
+  readonly repeatTable = new Float64Array(2 * TABLE_ROWS + 1);
   private readonly methods: string[] = [];
   private readonly conns = new Map<number, Connection>();
   /** Requests without a finished response, oldest first. */
@@ -50,7 +52,7 @@ export class Dispatcher implements ServerCallbacks {
 
   attach(server: NativeServer): void {
     this.server = server;
-    this.calls = repeatingHeads(server.responseCalls());
+    this.calls = repeatingHeads(server.responseCalls(), this.repeatTable);
     // One line per refused request is for debugging, not for a server scanners reach.
     server.setTraceRejections(enabled('debug'));
   }

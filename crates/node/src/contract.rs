@@ -74,6 +74,10 @@ pub const FLAGS: [(&str, u32); 8] = [
 
 /// Members of the `callbacks` object the server reads.
 pub const REQUEST_TABLE: &str = "requestTable";
+/// A Float64Array: `[count, conn, conn, ...]`, the connections JavaScript
+/// answered, during `onRequests`, with the very response of its last
+/// `respond` call; `count` is -1 outside `onRequests` (see driver.rs).
+pub const REPEAT_TABLE: &str = "repeatTable";
 pub const ON_REQUESTS: &str = "onRequests";
 pub const ON_METHOD: &str = "onMethod";
 pub const ON_BODY: &str = "onBody";
@@ -85,8 +89,9 @@ pub const ON_ACCEPT_PAUSED: &str = "onAcceptPaused";
 pub const ON_REJECTED: &str = "onRejected";
 pub const ON_CAPACITY: &str = "onCapacity";
 
-pub const CALLBACKS: [&str; 11] = [
+pub const CALLBACKS: [&str; 12] = [
     REQUEST_TABLE,
+    REPEAT_TABLE,
     ON_REQUESTS,
     ON_METHOD,
     ON_BODY,

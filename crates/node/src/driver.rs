@@ -20,6 +20,7 @@ use crate::contract::{
     Slot, FLAG_CLIENT_CERT, FLAG_EXPECT_CONTINUE, FLAG_HAS_BODY, FLAG_HTTP10, FLAG_HTTPS,
     FLAG_KEEP_ALIVE, FLAG_SAME_HEADERS, FLAG_TLS, REQUEST_STRIDE, TEXT_OFFSETS,
 };
+use crate::fast::{self, Scratch};
 use crate::js::{check, log_failure};
 
 /// The most text one batch spans (unless one request's head is longer):
@@ -28,15 +29,17 @@ use crate::js::{check, log_failure};
 /// request's head if each request had its own string.
 const BATCH_TEXT_LIMIT: usize = 4096;
 
-/// The shared request table: memory owned by a Float64Array the driver
-/// holds a reference to.
-pub struct RequestTable {
+/// A table shared with JavaScript: memory owned by a Float64Array the
+/// driver holds a reference to.
+pub struct Table {
     pub slots: *mut f64,
-    /// In requests.
-    pub capacity: usize,
+    pub len: usize,
     /// Keeps the array (and so its memory) alive while the server is open.
     pub array: sys::napi_ref,
 }
+
+/// The repeat table's count while JavaScript may not add to it.
+const REPEATS_CLOSED: f64 = -1.0;
 
 /// The JavaScript functions the engine's events are delivered to.
 pub struct Callbacks {
@@ -73,7 +76,16 @@ pub struct Driver {
     pub engine: RefCell<Engine>,
     pub env: sys::napi_env,
     pub callbacks: Callbacks,
-    pub table: RequestTable,
+    /// Where each batch of requests is written (`REQUEST_STRIDE` slots each).
+    pub table: Table,
+    /// `contract::REPEAT_TABLE`: during `onRequests`, a response equal to
+    /// the last one costs JavaScript two stores instead of a call (N-API's
+    /// call and argument checks were a tenth of a pipelined hello world);
+    /// the driver answers them when the call returns, or before any call
+    /// from JavaScript that could write to a connection.
+    pub repeats: Table,
+    /// The last response's status, headers and body (see fast.rs).
+    pub scratch: RefCell<Scratch>,
     /// Method names in the order JavaScript was told of them (`onMethod`).
     pub methods: RefCell<Vec<&'static str>>,
     pub resource: sys::napi_ref,
@@ -175,11 +187,58 @@ impl Napi {
 }
 
 impl Driver {
-    /// The engine, for a call from JavaScript; refused while a turn holds it.
+    /// The engine, for a call from JavaScript; refused while a turn holds
+    /// it. The repeats listed so far are answered first, so a connection's
+    /// responses keep their order.
     pub fn engine_mut(&self) -> Result<std::cell::RefMut<'_, Engine>, String> {
-        self.engine
+        let mut engine = self
+            .engine
             .try_borrow_mut()
-            .map_err(|_| "rwsgi engine re-entered".to_string())
+            .map_err(|_| "rwsgi engine re-entered".to_string())?;
+        self.answer_repeats(&mut engine);
+        Ok(engine)
+    }
+
+    /// The repeat table's slots, copied out (the count first).
+    fn repeat_slot(&self, i: usize) -> f64 {
+        debug_assert!(i < self.repeats.len);
+        // SAFETY: i < len (the count is slot 0, len >= 1 was checked when
+        // the table was taken; ids are read below the count, capped at
+        // len - 1); the array is alive while the driver is (`repeats.array`)
+        // and only touched on this thread.
+        unsafe { self.repeats.slots.add(i).read() }
+    }
+
+    fn set_repeat_count(&self, count: f64) {
+        // SAFETY: slot 0 exists and is only touched on this thread.
+        unsafe { self.repeats.slots.write(count) }
+    }
+
+    /// Answers the connections listed in the repeat table with the last
+    /// response again, and empties it.
+    fn answer_repeats(&self, engine: &mut Engine) {
+        let count = self.repeat_slot(0);
+        if count < 1.0 {
+            return;
+        }
+        self.set_repeat_count(0.0);
+        let listed = (count as usize).min(self.repeats.len - 1);
+        let Ok(scratch) = self.scratch.try_borrow() else {
+            return log_failure("rwsgi: repeated responses met a busy scratch buffer");
+        };
+        for i in 1..=listed {
+            if let Err(e) = fast::respond_again(&scratch, engine, self.repeat_slot(i)) {
+                log_failure(&format!("rwsgi: a repeated response failed: {e}"));
+            }
+        }
+    }
+
+    /// JavaScript may list repeats (`open`) or not; what it listed is answered.
+    pub fn set_repeats_open(&self, open: bool) {
+        if let Ok(mut engine) = self.engine.try_borrow_mut() {
+            self.answer_repeats(&mut engine);
+        }
+        self.set_repeat_count(if open { 0.0 } else { REPEATS_CLOSED });
     }
 
     /// One turn, then more while `--busy-poll` finds the next request
@@ -283,7 +342,7 @@ impl Driver {
             } = event
             {
                 let (start, end) = batch.span_with([url, headers, peer_ip, client_ip]);
-                if batch.count == self.table.capacity
+                if batch.count == self.table.len / REQUEST_STRIDE
                     || (batch.count > 0 && end - start > BATCH_TEXT_LIMIT)
                 {
                     self.flush(napi, &mut batch, arena)?;
@@ -413,10 +472,11 @@ impl Driver {
         let text = arena.get(batch.start..batch.end).unwrap_or(&[]);
         let count = batch.count as f64;
         *batch = Batch::default();
-        napi.call(
-            self.callbacks.on_requests,
-            &[napi.number(count)?, napi.latin1(text)?],
-        )
+        let args = [napi.number(count)?, napi.latin1(text)?];
+        self.set_repeats_open(true);
+        let called = napi.call(self.callbacks.on_requests, &args);
+        self.set_repeats_open(false);
+        called
     }
 
     fn deliver(&self, napi: &Napi, event: &Event, arena: &[u8]) -> Result<(), String> {
@@ -462,11 +522,11 @@ impl Driver {
         if self.released.replace(true) {
             return;
         }
-        let refs = self
-            .callbacks
-            .all()
-            .into_iter()
-            .chain([self.table.array, self.resource]);
+        let refs = self.callbacks.all().into_iter().chain([
+            self.table.array,
+            self.repeats.array,
+            self.resource,
+        ]);
         for r in refs {
             // SAFETY: each reference was created on this env and is deleted once.
             let status = unsafe { sys::napi_delete_reference(self.env, r) };

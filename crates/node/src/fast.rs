@@ -5,22 +5,25 @@
 //! straight into reused buffers, which took a visible share of the CPU per
 //! request in the pipelined hello-world profile.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
 use std::rc::Rc;
 
 use napi::sys;
-use rwsgi_core::HeaderList;
+use rwsgi_core::{Engine, HeaderList};
 
 use crate::driver::Driver;
 use crate::js::{check, on_conn, outcome};
 
-/// Buffers the arguments are decoded into, reused across calls.
+/// Buffers the arguments are decoded into, reused across calls; they hold
+/// the last response's status, headers and body for the calls (and the
+/// driver's repeat table) that repeat them.
 #[derive(Default)]
 pub struct Scratch {
     status: Held,
     headers: Held,
+    /// The header count given with `headers`.
+    fields: usize,
     /// A whole response's body (`respond`), held like a head.
     answer: Held,
     /// A streamed chunk (`write`).
@@ -107,19 +110,8 @@ const CALLS: [(&str, sys::napi_callback); 4] = [
     ("end", Some(end)),
 ];
 
-/// What each of the calls is bound to: the server's driver and the
-/// argument buffers they share.
-struct Bound {
-    driver: Rc<Driver>,
-    scratch: RefCell<Scratch>,
-}
-
 /// `{ respond, start, write, end }`, each holding the driver alive.
 pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_value, String> {
-    let bound = Rc::new(Bound {
-        driver: Rc::clone(driver),
-        scratch: RefCell::default(),
-    });
     let mut object = ptr::null_mut();
     // SAFETY: plain value creation on the JS thread.
     check(
@@ -127,7 +119,7 @@ pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_va
         "napi_create_object",
     )?;
     for (name, callback) in CALLS {
-        let data = Rc::into_raw(Rc::clone(&bound)) as *mut c_void;
+        let data = Rc::into_raw(Rc::clone(driver)) as *mut c_void;
         let cname = CString::new(name).map_err(|e| e.to_string())?;
         let mut function = ptr::null_mut();
         // SAFETY: `data` is an owned Rc reference, released by `release`
@@ -166,7 +158,7 @@ pub fn functions(env: sys::napi_env, driver: &Rc<Driver>) -> Result<sys::napi_va
 
 unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: `data` came from Rc::into_raw in `functions`, released once.
-    drop(unsafe { Rc::from_raw(data as *const Bound) });
+    drop(unsafe { Rc::from_raw(data as *const Driver) });
 }
 
 /// Runs `body` with the call's driver and arguments; panics and errors
@@ -174,7 +166,7 @@ unsafe extern "C" fn release(_env: sys::napi_env, data: *mut c_void, _hint: *mut
 fn call(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-    body: impl FnOnce(&Bound, &Args) -> Result<Reply, String>,
+    body: impl FnOnce(&Driver, &Args) -> Result<Reply, String>,
 ) -> sys::napi_value {
     let mut args: Args = [ptr::null_mut(); 5];
     let mut argc = args.len();
@@ -193,10 +185,10 @@ fn call(
     if status != sys::Status::napi_ok || data.is_null() {
         return throw(env, "rwsgi: bad call");
     }
-    // SAFETY: data is the Rc<Bound> pointer this function was made with,
+    // SAFETY: data is the Rc<Driver> pointer this function was made with,
     // alive until the function's finalizer runs.
-    let bound = unsafe { &*(data as *const Bound) };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(bound, &args)));
+    let driver = unsafe { &*(data as *const Driver) };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(driver, &args)));
     let mut result = ptr::null_mut();
     // SAFETY: plain value creation on the JS thread.
     let status = match outcome {
@@ -351,33 +343,47 @@ fn head<'a>(
     scratch: &'a mut Scratch,
 ) -> Result<(&'a [u8], HeaderList<'a>, &'a mut Held), String> {
     let fields = number(env, args[3])?;
+    scratch.fields = if fields >= 0.0 { fields as usize } else { 0 };
     let status = scratch.status.decode(env, args[1])?;
     let list = HeaderList {
         joined: scratch.headers.decode(env, args[2])?,
-        fields: if fields >= 0.0 { fields as usize } else { 0 },
+        fields: scratch.fields,
     };
     Ok((status, list, &mut scratch.answer))
 }
 
 fn with_scratch<T>(
-    bound: &Bound,
+    driver: &Driver,
     f: impl FnOnce(&mut Scratch) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut scratch = bound
+    let mut scratch = driver
         .scratch
         .try_borrow_mut()
         .map_err(|_| "rwsgi engine re-entered".to_string())?;
     f(&mut scratch)
 }
 
+/// The last `respond` again, to connection `conn` (listed in the driver's
+/// repeat table). Ok also when the connection is gone.
+pub fn respond_again(scratch: &Scratch, engine: &mut Engine, conn: f64) -> Result<(), String> {
+    let status = scratch.status.repeat()?;
+    let list = HeaderList {
+        joined: scratch.headers.repeat()?,
+        fields: scratch.fields,
+    };
+    let body = scratch.answer.repeat()?;
+    outcome(on_conn(conn, |t| engine.respond(t, status, &list, body))).map(drop)
+}
+
 /// respond(conn, status, headers, fields, body) -> false if the connection is gone.
 unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |bound, args| {
+    call(env, info, |driver, args| {
         let conn = number(env, args[0])?;
-        with_scratch(bound, |scratch| {
+        // First: the repeats listed so far go out with the response held now.
+        let mut engine = driver.engine_mut()?;
+        with_scratch(driver, |scratch| {
             let (status, list, answer) = head(env, args, scratch)?;
             let body = answer.body(env, args[4])?;
-            let mut engine = bound.driver.engine_mut()?;
             let r = on_conn(conn, |t| engine.respond(t, status, &list, body));
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
@@ -386,13 +392,13 @@ unsafe extern "C" fn respond(env: sys::napi_env, info: sys::napi_callback_info) 
 
 /// start(conn, status, headers, fields, bodyLength) -> false if the connection is gone.
 unsafe extern "C" fn start(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |bound, args| {
+    call(env, info, |driver, args| {
         let conn = number(env, args[0])?;
         let length = number(env, args[4])?;
-        with_scratch(bound, |scratch| {
+        let mut engine = driver.engine_mut()?;
+        with_scratch(driver, |scratch| {
             let (status, list, _) = head(env, args, scratch)?;
             let length = (length >= 0.0).then_some(length as u64);
-            let mut engine = bound.driver.engine_mut()?;
             let r = on_conn(conn, |t| engine.start(t, status, &list, length));
             Ok(Reply::Bool(outcome(r)?.is_some()))
         })
@@ -401,11 +407,11 @@ unsafe extern "C" fn start(env: sys::napi_env, info: sys::napi_callback_info) ->
 
 /// write(conn, chunk) -> 1 written; 0 written, wait for onDrain; -1 connection gone.
 unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |bound, args| {
+    call(env, info, |driver, args| {
         let conn = number(env, args[0])?;
-        with_scratch(bound, |scratch| {
+        let mut engine = driver.engine_mut()?;
+        with_scratch(driver, |scratch| {
             let data = chunk(env, args[1], &mut scratch.body)?;
-            let mut engine = bound.driver.engine_mut()?;
             let r = on_conn(conn, |t| engine.write(t, data));
             Ok(Reply::Int(match outcome(r)? {
                 Some(true) => 1,
@@ -418,9 +424,9 @@ unsafe extern "C" fn write(env: sys::napi_env, info: sys::napi_callback_info) ->
 
 /// end(conn) -> false if the connection is gone.
 unsafe extern "C" fn end(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    call(env, info, |bound, args| {
+    call(env, info, |driver, args| {
         let conn = number(env, args[0])?;
-        let mut engine = bound.driver.engine_mut()?;
+        let mut engine = driver.engine_mut()?;
         let r = on_conn(conn, |t| engine.end(t));
         Ok(Reply::Bool(outcome(r)?.is_some()))
     })

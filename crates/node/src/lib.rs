@@ -29,7 +29,7 @@ use rwsgi_core::trust::{AllowList, Trust};
 use rwsgi_core::{Engine, Limits, WriteError};
 
 use contract::REQUEST_STRIDE;
-use driver::{Callbacks, Driver, RequestTable};
+use driver::{Callbacks, Driver, Table};
 use js::{on_conn, token};
 
 /// Refuses an llhttp whose struct layout the binding was not written for.
@@ -327,28 +327,30 @@ fn function_ref(env: sys::napi_env, callbacks: &Object, name: &str) -> Result<sy
     reference(env, f.raw())
 }
 
-/// `callbacks.requestTable`, the Float64Array requests are written into.
-fn request_table(env: sys::napi_env, callbacks: &Object) -> Result<RequestTable> {
+/// `callbacks[name]`, a Float64Array of at least `min_len` slots.
+fn shared_table(
+    env: sys::napi_env,
+    callbacks: &Object,
+    name: &str,
+    min_len: usize,
+) -> Result<Table> {
     let table: Unknown = callbacks
-        .get(contract::REQUEST_TABLE)?
-        .ok_or_else(|| Error::from_reason("callbacks.requestTable is missing"))?;
-    let (data, capacity) = match fast::typed_array(env, table.raw()).map_err(Error::from_reason)? {
-        Some((sys::TypedarrayType::float64_array, data, length))
-            if !data.is_null() && length >= REQUEST_STRIDE =>
+        .get(name)?
+        .ok_or_else(|| Error::from_reason(format!("callbacks.{name} is missing")))?;
+    match fast::typed_array(env, table.raw()).map_err(Error::from_reason)? {
+        Some((sys::TypedarrayType::float64_array, data, len))
+            if !data.is_null() && len >= min_len =>
         {
-            (data, length / REQUEST_STRIDE)
+            Ok(Table {
+                slots: data.cast(),
+                len,
+                array: reference(env, table.raw())?,
+            })
         }
-        _ => {
-            return Err(Error::from_reason(format!(
-                "callbacks.requestTable must be a Float64Array of at least {REQUEST_STRIDE} slots"
-            )))
-        }
-    };
-    Ok(RequestTable {
-        slots: data.cast(),
-        capacity,
-        array: reference(env, table.raw())?,
-    })
+        _ => Err(Error::from_reason(format!(
+            "callbacks.{name} must be a Float64Array of at least {min_len} slots"
+        ))),
+    }
 }
 
 /// Ok(Some) done, Ok(None) the connection is gone, Err for app mistakes.
@@ -455,13 +457,18 @@ impl NativeServer {
                 on_peer_shutdown: callback(contract::ON_PEER_SHUTDOWN)?,
                 on_rejected: callback(contract::ON_REJECTED)?,
             },
-            table: request_table(raw_env, &callbacks)?,
+            table: shared_table(raw_env, &callbacks, contract::REQUEST_TABLE, REQUEST_STRIDE)?,
+            // The count and one connection.
+            repeats: shared_table(raw_env, &callbacks, contract::REPEAT_TABLE, 2)?,
+            scratch: RefCell::default(),
             methods: RefCell::default(),
             resource: reference(raw_env, resource.raw())?,
             async_context,
             released: Cell::new(false),
             busy_poll: Duration::from_micros(u64::from(options.busy_poll_microseconds)),
         });
+        // JavaScript lists no repeats before the first `onRequests`.
+        driver.set_repeats_open(false);
         let epoll_fd = driver.engine.borrow().epoll_fd();
         let uv_loop = env.get_uv_event_loop()?;
         let data = &*driver as *const Driver as *mut std::ffi::c_void;
