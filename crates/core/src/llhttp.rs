@@ -102,6 +102,10 @@ pub struct Api {
     get_error_reason: ParserTextFn,
     errno_name: NameFn,
     method_name: NameFn,
+    /// `method_name`'s answers, each asked once: per request it cost a
+    /// call, a `strlen` and a UTF-8 check. (Asked only of numbers the
+    /// parser set: llhttp aborts on a number that names no method.)
+    method_names: [OnceLock<&'static str>; 256],
 }
 
 /// The llhttp versions whose struct layouts are written above.
@@ -139,6 +143,7 @@ fn resolve_all() -> Result<Api, String> {
         get_error_reason: resolve!(c"llhttp_get_error_reason", ParserTextFn),
         errno_name: resolve!(c"llhttp_errno_name", NameFn),
         method_name: resolve!(c"llhttp_method_name", NameFn),
+        method_names: std::array::from_fn(|_| OnceLock::new()),
     })
 }
 
@@ -191,14 +196,20 @@ impl Api {
         c_str((self.get_error_reason)(parser))
     }
 
+    /// `errno` must be one `execute` returned.
     pub fn errno_name(&self, errno: c_int) -> &'static str {
-        // SAFETY: llhttp_errno_name accepts any value and returns a static string.
+        // SAFETY: llhttp_errno_name returns a static string for each error
+        // llhttp returns (and aborts on any other number).
         c_str(unsafe { (self.errno_name)(errno) })
     }
 
+    /// `method` must be a parser's `method` after its request line.
     pub fn method_name(&self, method: u8) -> &'static str {
-        // SAFETY: llhttp_method_name accepts any value and returns a static string.
-        c_str(unsafe { (self.method_name)(c_int::from(method)) })
+        self.method_names[usize::from(method)].get_or_init(|| {
+            // SAFETY: llhttp_method_name returns a static string for each
+            // method number llhttp sets (and aborts on any other).
+            c_str(unsafe { (self.method_name)(c_int::from(method)) })
+        })
     }
 }
 
