@@ -349,6 +349,27 @@ for v, pad in [('a', ''), ('a', ''), ('b', ''), ('a', ''), ('a', big), ('a', big
   t.deepEqual(seen, ['a', 'a', 'b', 'b', 'a'], 'pipelined in one write');
 });
 
+test('each request sees its own path and query when targets repeat or change', async (t) => {
+  // The last target's split and decoding is reused when the next is equal.
+  const server = await serve(t, ECHO);
+  const targets = ['/a%20b?x=1', '/a%20b?x=1', '/c', '/a%20b?x=2', '/a%20b', '/c#frag', '/c'];
+  const head = (target, last) => `GET ${target} HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+  const { text } = await raw(server.port, targets.map((target, i) => head(target, i === targets.length - 1)).join(''));
+  const seen = [...text.matchAll(/\{"environ":(\{.*?\}),"body"/g)].map((m) => {
+    const e = JSON.parse(m[1]);
+    return `${e.PATH_INFO}?${e.QUERY_STRING} ${e.RAW_URI}`;
+  });
+  t.deepEqual(seen, [
+    '/a b?x=1 /a%20b?x=1',
+    '/a b?x=1 /a%20b?x=1',
+    '/c? /c',
+    '/a b?x=2 /a%20b?x=2',
+    '/a b? /a%20b',
+    '/c? /c#frag',
+    '/c? /c',
+  ]);
+});
+
 test('each answer carries its own head and body when they change, repeat or are refused', async (t) => {
   const server = await serve(t, fixture('heads.mjs'));
   // One request at a time, then all of them in one write: a batch's answers
