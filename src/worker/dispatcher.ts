@@ -85,7 +85,9 @@ export class Dispatcher implements ServerCallbacks {
 
   private readonly events = {
     onDone: (ex: Exchange): void => {
-      if (this.inflight.delete(ex)) this.onServed(++this.served);
+      // A request answered inside its handler call was never listed.
+      this.inflight.delete(ex);
+      this.onServed(++this.served);
       if (this.inflight.size === 0) this.onIdle();
       if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
         const waiters = this.idleWaiters;
@@ -138,14 +140,16 @@ export class Dispatcher implements ServerCallbacks {
       }
       conn.queue.push(ex);
       if (flags & FLAG_HAS_BODY) conn.reading = ex;
-      this.inflight.add(ex);
-      if (this.inflight.size === 1) this.onBusy(row / REQUEST_STRIDE);
+      if (this.inflight.size === 0) this.onBusy(row / REQUEST_STRIDE);
       try {
         this.handler(ex);
       } catch (err) {
         // Handlers do not throw; if one does, the rest of the batch still runs.
         ex.fail(err);
       }
+      // Listed only if still in flight: most answers come within the call,
+      // and listing and unlisting each was a tenth of this loop's time.
+      if (!ex.done) this.inflight.add(ex);
     }
   };
 
@@ -214,9 +218,9 @@ class InFlightList {
     this.size++;
   }
 
-  /** False if `ex` was not in the list. */
-  delete(ex: Exchange): boolean {
-    if (!ex.inFlight) return false;
+  /** Does nothing if `ex` is not in the list. */
+  delete(ex: Exchange): void {
+    if (!ex.inFlight) return;
     ex.inFlight = false;
     if (ex.older) ex.older.newer = ex.newer;
     else this.oldest = ex.newer;
@@ -224,6 +228,5 @@ class InFlightList {
     else this.newest = ex.older;
     ex.older = ex.newer = null;
     this.size--;
-    return true;
   }
 }

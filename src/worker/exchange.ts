@@ -285,8 +285,22 @@ export class Exchange {
   /** The whole response at once; the length is known. */
   respond(status: string, headers: unknown, body: Chunk): void {
     const joined = joinHeaders(headers);
+    const fields = (headers as unknown[]).length;
     this.responseStarted = true;
-    this.perform({ kind: 'respond', status, headers: joined, fields: (headers as unknown[]).length, body });
+    if (this.done || this.ended || this.closed || !this.isHead) {
+      this.perform({ kind: 'respond', status, headers: joined, fields, body });
+      return;
+    }
+    // What `perform` and `run` do, without making an Op for the usual case.
+    this.ended = true;
+    try {
+      this.conn.calls.respond(this.conn.id, status, joined, fields, body);
+    } catch (err) {
+      this.refused(err);
+      this.runUnchecked(INTERNAL_ERROR);
+      return;
+    }
+    this.complete();
   }
 
   /** Starts a streamed response; `length` < 0 when unknown. */
@@ -360,13 +374,17 @@ export class Exchange {
     try {
       this.runUnchecked(op);
     } catch (err) {
-      logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
+      this.refused(err);
       if (op.kind === 'respond' || op.kind === 'start' || op.kind === 'startRaw') {
         this.runUnchecked(INTERNAL_ERROR);
       } else {
         this.abort();
       }
     }
+  }
+
+  private refused(err: unknown): void {
+    logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
   }
 
   private runUnchecked(op: Op): void {
@@ -412,7 +430,9 @@ export class Exchange {
     for (const w of waiters) w();
   }
 
+  /** Once: the request is counted as served when it is done. */
   private finish(): void {
+    if (this.done) return;
     this.done = true;
     this.input.discard();
     this.events.onDone(this);
@@ -427,6 +447,6 @@ export class Exchange {
     this.input.fail(error);
     this.abortSignal(error);
     this.releaseHeadWaiters();
-    if (!this.done) this.finish();
+    this.finish();
   }
 }
