@@ -199,7 +199,7 @@ impl Driver {
         Ok(engine)
     }
 
-    /// The repeat table's slots, copied out (the count first).
+    /// Slot `i` of the repeat table: 0 the count, then connection ids.
     fn repeat_slot(&self, i: usize) -> f64 {
         debug_assert!(i < self.repeats.len);
         // SAFETY: i < len (the count is slot 0, len >= 1 was checked when
