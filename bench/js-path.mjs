@@ -51,7 +51,8 @@ for (let i = 0; i < BATCH; i++) {
   table.set(row, i * REQUEST_STRIDE);
 }
 
-const repeats = dispatcher.repeatTable;
+// (Builds before the repeat table have none: a stand-in then.)
+const repeats = dispatcher.repeatTable ?? new Float64Array(1);
 function run(batches) {
   for (let k = 0; k < batches; k++) {
     // Open as the addon opens it for onRequests, then closed.
