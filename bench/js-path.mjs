@@ -21,7 +21,7 @@ const { values } = parseArgs({
 const load = (path) => import(pathToFileURL(join(values.dir, path)).href);
 const { Dispatcher } = await load('dist/worker/dispatcher.js');
 const { WsgiRunner } = await load('dist/apps/wsgi.js');
-const { REQUEST_STRIDE, FLAG_KEEP_ALIVE, FLAG_SAME_HEADERS } = await load('dist/native.js');
+const { REQUEST_STRIDE, FLAG_KEEP_ALIVE, FLAG_SAME_HEADERS, native } = await load('dist/native.js');
 const app = (await import(pathToFileURL(values.app).href)).default;
 
 const runner = new WsgiRunner(app);
@@ -45,13 +45,30 @@ const text = '127.0.0.1/Host\u0000127.0.0.1:8080\u0000';
 const DEPTH = 16;
 const BATCH = DEPTH * 8;
 const table = dispatcher.requestTable;
-// Slot order as in src/native.ts's Slot.
+// Each row's slots placed by name, in the order the addon's contract gives.
+const slots = native().contract().slots;
+const slotValues = {
+  Conn: 0,
+  Flags: FLAG_KEEP_ALIVE | FLAG_SAME_HEADERS,
+  Method: 0,
+  UrlStart: 9,
+  UrlEnd: 10,
+  HeadersStart: 10,
+  HeadersEnd: text.length,
+  PeerIpStart: 0,
+  PeerIpEnd: 9,
+  ClientIpStart: 0,
+  ClientIpEnd: 9,
+  PeerPort: 40000,
+  LocalPort: 8080,
+  ClientPort: 40000,
+};
 for (let i = 0; i < BATCH; i++) {
-  const row = [1000 + Math.floor(i / DEPTH), FLAG_KEEP_ALIVE | FLAG_SAME_HEADERS, 0, 9, 10, 10, text.length, 0, 9, 0, 9, 40000, 8080, 40000];
+  const row = slots.map((name) => (name === 'Conn' ? 1000 + Math.floor(i / DEPTH) : slotValues[name]));
+  if (row.includes(undefined)) throw new Error(`bench/js-path.mjs knows no value for a slot of [${slots.join(', ')}]`);
   table.set(row, i * REQUEST_STRIDE);
 }
 
-// (Builds before the repeat table have none: a stand-in then.)
 const repeats = dispatcher.repeatTable ?? new Float64Array(1);
 function run(batches) {
   for (let k = 0; k < batches; k++) {

@@ -296,8 +296,7 @@ export class Exchange {
     try {
       this.conn.calls.respond(this.conn.id, status, joined, fields, body);
     } catch (err) {
-      this.refused(err);
-      this.runUnchecked(INTERNAL_ERROR);
+      this.refused(err, true);
       return;
     }
     this.complete();
@@ -374,17 +373,18 @@ export class Exchange {
     try {
       this.runUnchecked(op);
     } catch (err) {
-      this.refused(err);
-      if (op.kind === 'respond' || op.kind === 'start' || op.kind === 'startRaw') {
-        this.runUnchecked(INTERNAL_ERROR);
-      } else {
-        this.abort();
-      }
+      this.refused(err, op.kind === 'respond' || op.kind === 'start' || op.kind === 'startRaw');
     }
   }
 
-  private refused(err: unknown): void {
+  /** The engine refused a step: a 500 instead if it was the head (`atHead`), else a cut. */
+  private refused(err: unknown, atHead: boolean): void {
     logger.error(`Error handling request ${this.path}: invalid response: ${(err as Error).message}`);
+    if (atHead) {
+      this.runUnchecked(INTERNAL_ERROR);
+    } else {
+      this.abort();
+    }
   }
 
   private runUnchecked(op: Op): void {
